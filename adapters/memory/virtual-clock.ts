@@ -1,0 +1,143 @@
+import type { Clock } from '../adapter.js';
+
+interface Timer {
+  readonly id: number;
+  readonly at: number;
+  readonly fn: () => void;
+}
+
+/** Resolves after every queued microtask (promise callbacks) has run. */
+export function flushMicrotasks(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * A virtual clock: time moves only when a test or simulation advances it.
+ * Timers due at the same instant fire in the order they were set, so a run is
+ * deterministic for a given sequence of calls. Between timers the clock lets
+ * pending promise callbacks run, as real time would.
+ *
+ * Invariant: `heap` holds exactly the live timers, ordered by (at, id).
+ */
+export class VirtualClock implements Clock {
+  #now: number;
+  #nextId = 1;
+  #heap: Timer[] = [];
+  #live = new Set<number>();
+
+  constructor(startAt = 0) {
+    this.#now = startAt;
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  setTimeout(fn: () => void, ms: number): unknown {
+    const delay = Number.isFinite(ms) && ms > 0 ? ms : 0;
+    const timer: Timer = { id: this.#nextId++, at: this.#now + delay, fn };
+    this.#live.add(timer.id);
+    this.#push(timer);
+    return timer.id;
+  }
+
+  clearTimeout(handle: unknown): void {
+    if (typeof handle === 'number') this.#live.delete(handle);
+  }
+
+  /** Number of timers still pending. */
+  pending(): number {
+    return this.#live.size;
+  }
+
+  /** Time of the next pending timer, or undefined. */
+  nextAt(): number | undefined {
+    this.#dropDead();
+    return this.#heap[0]?.at;
+  }
+
+  /**
+   * Moves time forward by `ms`, firing every timer that falls due, in order,
+   * letting promise callbacks settle after each one. Timers set while
+   * advancing fire too if they fall due within the window.
+   */
+  async advance(ms: number): Promise<void> {
+    if (!(ms >= 0)) throw new RangeError(`advance(ms) needs ms >= 0, got ${ms}`);
+    const target = this.#now + ms;
+    await flushMicrotasks();
+    for (;;) {
+      this.#dropDead();
+      const next = this.#heap[0];
+      if (next === undefined || next.at > target) break;
+      this.#pop();
+      this.#live.delete(next.id);
+      this.#now = next.at;
+      next.fn();
+      await flushMicrotasks();
+    }
+    this.#now = target;
+    await flushMicrotasks();
+  }
+
+  /** Advances to the next pending timer and fires it (and any due with it). */
+  async next(): Promise<boolean> {
+    const at = this.nextAt();
+    if (at === undefined) return false;
+    await this.advance(at - this.#now);
+    return true;
+  }
+
+  /**
+   * Fires timers until none is left or `limitMs` of virtual time has passed.
+   * Bounded by design: periodic timers (heartbeats) never run dry.
+   */
+  async runAll(limitMs: number): Promise<void> {
+    const end = this.#now + limitMs;
+    for (;;) {
+      const at = this.nextAt();
+      if (at === undefined || at > end) break;
+      await this.advance(at - this.#now);
+    }
+  }
+
+  #dropDead(): void {
+    while (this.#heap.length > 0 && !this.#live.has(this.#heap[0]!.id)) this.#pop();
+  }
+
+  #less(a: Timer, b: Timer): boolean {
+    return a.at < b.at || (a.at === b.at && a.id < b.id);
+  }
+
+  #push(timer: Timer): void {
+    const heap = this.#heap;
+    heap.push(timer);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.#less(heap[i]!, heap[parent]!)) break;
+      [heap[i], heap[parent]] = [heap[parent]!, heap[i]!];
+      i = parent;
+    }
+  }
+
+  #pop(): Timer | undefined {
+    const heap = this.#heap;
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length > 0 && last !== undefined) {
+      heap[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < heap.length && this.#less(heap[l]!, heap[m]!)) m = l;
+        if (r < heap.length && this.#less(heap[r]!, heap[m]!)) m = r;
+        if (m === i) break;
+        [heap[i], heap[m]] = [heap[m]!, heap[i]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
