@@ -1,0 +1,68 @@
+/**
+ * Codes shared by the machine, the runtime and every adapter.
+ *
+ * `ConnectionErrorCode` is the application error code a connection is closed
+ * with on the wire (QUIC `CONNECTION_CLOSE` application code; the memory
+ * network carries it as is). Every close names one: no magic numbers
+ * (Polykey issue 592 replaced a bare `1` with exactly this kind of enum).
+ */
+export enum ConnectionErrorCode {
+  ForceClose = 1,
+  Drain = 2,
+  HeartbeatTimeout = 3,
+  IdentityMismatch = 4,
+  ProtocolViolation = 5,
+  DuplicateConnection = 6,
+  Shutdown = 7,
+  IdleTimeout = 8,
+  HandshakeTimeout = 9,
+  ConnectionLimit = 10,
+}
+
+export enum ConnectionErrorReason {
+  ForceClose = 'connection is forcing destruction',
+  Drain = 'connection drained',
+  HeartbeatTimeout = 'heartbeat timed out',
+  IdentityMismatch = 'peer identity does not match',
+  ProtocolViolation = 'protocol violation',
+  DuplicateConnection = 'duplicate connection, the other one wins',
+  Shutdown = 'engine is shutting down',
+  IdleTimeout = 'connection idle',
+  HandshakeTimeout = 'handshake timed out',
+  ConnectionLimit = 'too many connections',
+}
+
+/** The reason text that goes with a code. */
+export function reasonFor(code: ConnectionErrorCode): ConnectionErrorReason {
+  const name = ConnectionErrorCode[code] as keyof typeof ConnectionErrorReason;
+  return ConnectionErrorReason[name];
+}
+
+/** Stable string codes of every error a request or a connection can end with. */
+export const ErrorCodes = [
+  'CONNECT_TIMEOUT',
+  'CONNECT_REFUSED',
+  'HANDSHAKE_TIMEOUT',
+  'PEER_IDENTITY_MISMATCH',
+  'PROTOCOL_VIOLATION',
+  'STREAM_REJECTED',
+  'STREAM_TIMEOUT',
+  'QUEUE_FULL',
+  'CONNECTION_DRAINING',
+  'CONNECTION_FORCE_CLOSED',
+  'CONNECTION_LOST',
+  'HEARTBEAT_TIMEOUT',
+  'ABORTED',
+  'ENGINE_STOPPED',
+  'NO_ADDRESS',
+  'CONNECTION_LIMIT',
+] as const;
+export type ErrorCode = (typeof ErrorCodes)[number];
+
+/** The serialisable error a machine keeps in its context and hands to its effects. */
+export interface ErrorInfo {
+  readonly code: ErrorCode;
+  readonly message: string;
+  /** The wire close code, when one applies. */
+  readonly closeCode?: ConnectionErrorCode;
+}

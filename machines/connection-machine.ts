@@ -1,0 +1,823 @@
+import { assign, enqueueActions, fromCallback, fromPromise, not, setup } from 'xstate';
+import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from './codes.js';
+import {
+  PROTOCOL_VERSION,
+  type ConnectionContext,
+  type ConnectionEvent,
+  type ConnectionInput,
+  type DialOutput,
+  type Ending,
+  type RequestRef,
+} from './types.js';
+import type { ControlMessage } from '../adapters/adapter.js';
+
+/**
+ * The peer connection machine: one per peer, pure. It decides; the runtime
+ * acts. Every effect below is a named stub that the runtime supplies with
+ * `machine.provide(...)`; every timer is a named delay the runtime supplies
+ * from its policies and that XState runs on the injected clock.
+ *
+ * Invariants (checked by the tests and the simulator):
+ * - every non-final state has a pending timer, so no state can hang;
+ * - every request that enters is answered exactly once: by `answer`,
+ *   `deliverStream` or `grantLease`; leaving a state that holds requests
+ *   answers them all;
+ * - events that do not apply in a state are ignored, never thrown; resources
+ *   they carry (an inbound connection, an inbound stream, an opened stream) are
+ *   released by the root handlers.
+ */
+
+function info(code: ErrorCode, message: string, closeCode?: ConnectionErrorCode): ErrorInfo {
+  return closeCode === undefined ? { code, message } : { code, message, closeCode };
+}
+
+/** A graceful close code: the remote ended on purpose, not because something broke. */
+function isGraceful(code: number | undefined): boolean {
+  return (
+    code === ConnectionErrorCode.Drain ||
+    code === ConnectionErrorCode.Shutdown ||
+    code === ConnectionErrorCode.IdleTimeout
+  );
+}
+
+/** Effects named here, implemented by the runtime. */
+function stub<T>(): (_args: unknown, _params: T) => void {
+  return () => {};
+}
+
+const base = setup({
+  types: {
+    context: {} as ConnectionContext,
+    events: {} as ConnectionEvent,
+    input: {} as ConnectionInput,
+  },
+  actors: {
+    /** Waits for a dial slot (DIAL.SLOT / DIAL.QUEUE_FULL to the parent); frees it when stopped. */
+    dialSlot: fromCallback<ConnectionEvent, { peerId: string }>(() => () => {}),
+    /** Dials the peer's addresses; resolves with the connection id, rejects with an ErrorInfo. */
+    dial: fromPromise<DialOutput, { peerId: string }>(async () => {
+      throw info('NO_ADDRESS', 'no dial implementation provided');
+    }),
+  },
+  actions: {
+    answer: stub<{ id: string; error: ErrorInfo }>(),
+    deliverStream: stub<{ id: string }>(),
+    grantLease: stub<{ id: string }>(),
+    openStream: stub<{ id: string; protocol: string; connectionId: string }>(),
+    abortOpen: stub<{ id: string }>(),
+    discardStream: stub<{ id: string }>(),
+    acceptInbound: stub<{ streamId: string; connectionId: string }>(),
+    rejectInbound: stub<{ streamId: string; reason: string }>(),
+    rejectConnection: stub<{ connectionId: string; code: ConnectionErrorCode }>(),
+    closeConnection: stub<{ connectionId: string; code: ConnectionErrorCode }>(),
+    sendControl: stub<{ connectionId: string; message: ControlMessage }>(),
+  },
+  guards: {
+    /** Supplied by the runtime: a handler is registered for the protocol. */
+    hasHandler: (_args, _params: { protocol: string }) => false,
+    isInbound: ({ context }) => context.direction === 'inbound',
+    isOutbound: ({ context }) => context.direction === 'outbound',
+    isPinned: ({ context }) => context.pinned,
+    isCurrent: ({ context, event }) =>
+      'connectionId' in event && context.connectionId !== null && event.connectionId === context.connectionId,
+    canRetry: ({ context }) => context.attempts < (context.pinned ? Infinity : context.limits.maxAttempts),
+    queueHasRoom: ({ context }) => context.queue.length < context.limits.maxQueued,
+    isIdle: ({ context }) =>
+      context.streams === 0 && context.leases === 0 && context.opening.length === 0 && context.queue.length === 0,
+    isSettled: ({ context }) => context.streams === 0 && context.leases === 0 && context.opening.length === 0,
+    tooManyMisses: ({ context }) => context.misses + 1 >= context.limits.heartbeatMisses,
+  },
+  delays: {
+    dialQueueTimeout: 30_000,
+    connectTimeout: 10_000,
+    handshakeTimeout: 10_000,
+    streamOpenTimeout: 10_000,
+    heartbeatInterval: 5_000,
+    heartbeatTimeout: 2_000,
+    /** interval minus timeout: the wait after a missed ping keeps a fixed cadence. */
+    heartbeatGap: 3_000,
+    idleTimeout: 60_000,
+    drainDeadline: 5_000,
+    forceCloseGrace: 1_000,
+    /** Supplied by the runtime from its retry policy and random source. */
+    retryBackoff: 1_000,
+  },
+});
+
+function streamTimerId(id: string): string {
+  return `open:${id}`;
+}
+
+function outboundInFlight(context: ConnectionContext): number {
+  return context.streams - context.inboundStreams + context.opening.length;
+}
+
+const ended = (code: ConnectionErrorCode, error: ErrorInfo): Ending => ({ code, error, remote: false });
+
+/** The machine's own logic, composed from the effects above. Pure. */
+const machineSetup = base.extend({
+  guards: {
+    /** Stream credit left, and nobody queued ahead (requests keep their order). */
+    hasCredit: ({ context }) => context.queue.length === 0 && outboundInFlight(context) < context.limits.maxStreams,
+    isOpening: ({ context, event }) => 'id' in event && context.opening.some((r) => r.id === event.id),
+  },
+  actions: {
+    enqueue: base.assign({
+      queue: ({ context, event }) => (event.type === 'REQUEST' ? [...context.queue, event.request] : context.queue),
+    }),
+    refuseQueueFull: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'REQUEST') return;
+      enqueue({
+        type: 'answer',
+        params: {
+          id: event.request.id,
+          error: info('QUEUE_FULL', `peer ${context.peerId} already has ${context.limits.maxQueued} requests waiting`),
+        },
+      });
+    }),
+    refuseEnding: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'REQUEST') return;
+      const error = context.ending?.error ?? info('CONNECTION_DRAINING', `peer ${context.peerId} is closing`);
+      enqueue({ type: 'answer', params: { id: event.request.id, error } });
+    }),
+    refuseWithLastError: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'REQUEST') return;
+      const error = context.lastError ?? info('CONNECTION_LOST', `peer ${context.peerId} is unreachable`);
+      enqueue({ type: 'answer', params: { id: event.request.id, error } });
+    }),
+    lease: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'REQUEST') return;
+      enqueue.assign({ leases: context.leases + 1 });
+      enqueue({ type: 'grantLease', params: { id: event.request.id } });
+    }),
+    startOpen: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'REQUEST' || context.connectionId === null) return;
+      const request = event.request;
+      enqueue.assign({ opening: [...context.opening, request] });
+      enqueue({ type: 'openStream', params: { id: request.id, protocol: request.protocol, connectionId: context.connectionId } });
+      enqueue.raise({ type: 'STREAM.OPEN_TIMEOUT', id: request.id }, { id: streamTimerId(request.id), delay: 'streamOpenTimeout' });
+    }),
+    /** Takes queued requests in order while there is stream credit. */
+    openQueued: base.enqueueActions(({ context, enqueue }) => {
+      if (context.connectionId === null || context.queue.length === 0) return;
+      const queue = [...context.queue];
+      const opening = [...context.opening];
+      let leases = context.leases;
+      let inFlight = outboundInFlight(context);
+      while (queue.length > 0) {
+        const request = queue[0]!;
+        if (request.kind === 'lease') {
+          queue.shift();
+          leases += 1;
+          enqueue({ type: 'grantLease', params: { id: request.id } });
+          continue;
+        }
+        if (inFlight >= context.limits.maxStreams) break;
+        queue.shift();
+        inFlight += 1;
+        opening.push(request);
+        enqueue({ type: 'openStream', params: { id: request.id, protocol: request.protocol, connectionId: context.connectionId } });
+        enqueue.raise({ type: 'STREAM.OPEN_TIMEOUT', id: request.id }, { id: streamTimerId(request.id), delay: 'streamOpenTimeout' });
+      }
+      enqueue.assign({ queue, opening, leases });
+    }),
+    streamOpened: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'STREAM.OPENED') return;
+      enqueue.cancel(streamTimerId(event.id));
+      enqueue.assign({ opening: context.opening.filter((r) => r.id !== event.id), streams: context.streams + 1 });
+      enqueue({ type: 'deliverStream', params: { id: event.id } });
+    }),
+    openFailed: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'STREAM.OPEN_FAILED') return;
+      enqueue.cancel(streamTimerId(event.id));
+      enqueue.assign({ opening: context.opening.filter((r) => r.id !== event.id) });
+      enqueue({ type: 'answer', params: { id: event.id, error: event.error } });
+    }),
+    openTimedOut: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'STREAM.OPEN_TIMEOUT') return;
+      enqueue.assign({ opening: context.opening.filter((r) => r.id !== event.id) });
+      enqueue({ type: 'abortOpen', params: { id: event.id } });
+      enqueue({
+        type: 'answer',
+        params: { id: event.id, error: info('STREAM_TIMEOUT', `stream open to ${context.peerId} was not acknowledged in time`) },
+      });
+    }),
+    streamClosed: base.assign(({ context, event }) => {
+      const inbound = event.type === 'STREAM.CLOSED' && event.inbound;
+      return {
+        streams: Math.max(0, context.streams - 1),
+        inboundStreams: inbound ? Math.max(0, context.inboundStreams - 1) : context.inboundStreams,
+      };
+    }),
+    maybeAcceptInbound: base.enqueueActions(({ context, event, enqueue, check }) => {
+      if (event.type !== 'STREAM.INBOUND') return;
+      if (check({ type: 'hasHandler', params: { protocol: event.protocol } })) {
+        enqueue.assign({ streams: context.streams + 1, inboundStreams: context.inboundStreams + 1 });
+        enqueue({ type: 'acceptInbound', params: { streamId: event.streamId, connectionId: event.connectionId } });
+      } else {
+        enqueue({ type: 'rejectInbound', params: { streamId: event.streamId, reason: `unknown protocol ${event.protocol}` } });
+      }
+    }),
+    /** The current connection is being replaced: opens on it cannot finish. */
+    failInFlight: base.enqueueActions(({ context, enqueue }) => {
+      const error = info('CONNECTION_LOST', 'connection replaced by a newer one');
+      for (const request of context.opening) {
+        enqueue.cancel(streamTimerId(request.id));
+        enqueue({ type: 'abortOpen', params: { id: request.id } });
+        enqueue({ type: 'answer', params: { id: request.id, error } });
+      }
+      enqueue.assign({ opening: [], streams: 0, inboundStreams: 0 });
+    }),
+    adoptInbound: base.assign({
+      connectionId: ({ context, event }) => (event.type === 'CONNECTION.INBOUND' ? event.connectionId : context.connectionId),
+      direction: 'inbound',
+    }),
+    replaceWithInbound: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'CONNECTION.INBOUND') return;
+      if (context.connectionId !== null) {
+        enqueue({
+          type: 'closeConnection',
+          params: { connectionId: context.connectionId, code: ConnectionErrorCode.DuplicateConnection },
+        });
+      }
+      enqueue.assign({ connectionId: event.connectionId, direction: 'inbound' });
+    }),
+    endWith: base.assign({
+      ending: ({ context, event }) => {
+        switch (event.type) {
+          case 'DRAIN':
+            return ended(ConnectionErrorCode.Drain, info('CONNECTION_DRAINING', `peer ${context.peerId} is draining`));
+          case 'FORCE_CLOSE':
+            return ended(
+              ConnectionErrorCode.ForceClose,
+              info('CONNECTION_FORCE_CLOSED', event.reason ?? reasonFor(ConnectionErrorCode.ForceClose), ConnectionErrorCode.ForceClose),
+            );
+          case 'SHUTDOWN':
+            return ended(ConnectionErrorCode.Shutdown, info('ENGINE_STOPPED', 'the engine is stopping'));
+          default:
+            return context.ending;
+        }
+      },
+    }),
+    cancelRequest: base.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'REQUEST.CANCEL') return;
+      if (context.queue.some((r) => r.id === event.id)) {
+        enqueue.assign({ queue: context.queue.filter((r) => r.id !== event.id) });
+        enqueue({ type: 'answer', params: { id: event.id, error: event.error } });
+      } else if (context.opening.some((r) => r.id === event.id)) {
+        enqueue.cancel(streamTimerId(event.id));
+        enqueue.assign({ opening: context.opening.filter((r) => r.id !== event.id) });
+        enqueue({ type: 'abortOpen', params: { id: event.id } });
+        enqueue({ type: 'answer', params: { id: event.id, error: event.error } });
+      }
+    }),
+  },
+});
+
+export const connectionMachine = machineSetup.createMachine({
+  id: 'peerConnection',
+  context: ({ input }) => ({
+    peerId: input.peerId,
+    localPeerId: input.localPeerId,
+    direction: input.direction,
+    connectionId: input.connectionId ?? null,
+    pinned: input.pinned,
+    attempts: 0,
+    queue: [],
+    opening: [],
+    streams: 0,
+    inboundStreams: 0,
+    leases: 0,
+    misses: 0,
+    pingSeq: 0,
+    lastError: null,
+    ending: null,
+    limits: input.limits,
+  }),
+  initial: 'start',
+  // Defaults for every state: release what an event carries; ignore the rest.
+  on: {
+    'STREAM.OPENED': { actions: { type: 'discardStream', params: ({ event }) => ({ id: event.id }) } },
+    'STREAM.INBOUND': {
+      actions: {
+        type: 'rejectInbound',
+        params: ({ event }) => ({ streamId: event.streamId, reason: 'connection is not ready' }),
+      },
+    },
+    'CONNECTION.INBOUND': {
+      actions: {
+        type: 'rejectConnection',
+        params: ({ event }) => ({ connectionId: event.connectionId, code: ConnectionErrorCode.DuplicateConnection }),
+      },
+    },
+    'CONTROL.PING': {
+      guard: 'isCurrent',
+      actions: {
+        type: 'sendControl',
+        params: ({ event }) => ({
+          connectionId: (event as { connectionId: string }).connectionId,
+          message: { type: 'pong', seq: (event as { seq: number }).seq },
+        }),
+      },
+    },
+    'REQUEST.CANCEL': { actions: 'cancelRequest' },
+  },
+  states: {
+    /** Transient: picks the first real state from the direction. */
+    start: {
+      always: [{ guard: 'isInbound', target: 'handshaking' }, { target: 'connecting' }],
+    },
+
+    connecting: {
+      entry: assign({ direction: 'outbound', connectionId: null }),
+      invoke: { src: 'dialSlot', input: ({ context }) => ({ peerId: context.peerId }) },
+      initial: 'queued',
+      states: {
+        /** Waiting for one of the engine's dial slots (dial concurrency). */
+        queued: {
+          on: {
+            'DIAL.SLOT': 'dialing',
+            // Our dial is not out yet: nothing competes with the remote's.
+            'CONNECTION.INBOUND': { target: '#peerConnection.handshaking', actions: 'adoptInbound' },
+          },
+          after: {
+            dialQueueTimeout: {
+              target: '#peerConnection.errored',
+              actions: assign({ lastError: () => info('CONNECT_TIMEOUT', 'timed out waiting for a dial slot') }),
+            },
+          },
+        },
+        dialing: {
+          invoke: {
+            src: 'dial',
+            input: ({ context }) => ({ peerId: context.peerId }),
+            onDone: {
+              target: '#peerConnection.handshaking',
+              actions: assign({ connectionId: ({ event }) => event.output.connectionId, direction: 'outbound' }),
+            },
+            onError: {
+              target: '#peerConnection.errored',
+              actions: assign({ lastError: ({ event }) => toErrorInfo(event.error, 'CONNECTION_LOST') }),
+            },
+          },
+          on: {
+            // Simultaneous open. Tie-break, the same on both sides: the
+            // connection dialled by the lower peer id wins. This inbound one
+            // was dialled by the remote.
+            'CONNECTION.INBOUND': [
+              {
+                guard: ({ context }) => context.peerId < context.localPeerId,
+                target: '#peerConnection.handshaking',
+                actions: 'adoptInbound',
+              },
+              {
+                actions: {
+                  type: 'rejectConnection',
+                  params: ({ event }) => ({ connectionId: event.connectionId, code: ConnectionErrorCode.DuplicateConnection }),
+                },
+              },
+            ],
+          },
+          after: {
+            connectTimeout: {
+              target: '#peerConnection.errored',
+              actions: assign({ lastError: () => info('CONNECT_TIMEOUT', 'connect timed out') }),
+            },
+          },
+        },
+      },
+      on: {
+        REQUEST: [
+          { guard: 'queueHasRoom', actions: 'enqueue' },
+          { actions: 'refuseQueueFull' },
+        ],
+        'DIAL.QUEUE_FULL': {
+          target: 'errored',
+          actions: assign({ lastError: () => info('QUEUE_FULL', 'the dial queue is full') }),
+        },
+        DRAIN: { target: 'closed', actions: 'endWith' },
+        FORCE_CLOSE: { target: 'closed', actions: 'endWith' },
+        SHUTDOWN: { target: 'closed', actions: 'endWith' },
+      },
+    },
+
+    handshaking: {
+      entry: enqueueActions(({ context, enqueue }) => {
+        if (context.direction === 'outbound' && context.connectionId !== null) {
+          enqueue({
+            type: 'sendControl',
+            params: {
+              connectionId: context.connectionId,
+              message: { type: 'hello', version: PROTOCOL_VERSION, peerId: context.localPeerId },
+            },
+          });
+        }
+      }),
+      after: {
+        handshakeTimeout: {
+          target: 'errored',
+          actions: assign({
+            lastError: () => info('HANDSHAKE_TIMEOUT', 'handshake timed out', ConnectionErrorCode.HandshakeTimeout),
+          }),
+        },
+      },
+      on: {
+        REQUEST: [
+          { guard: 'queueHasRoom', actions: 'enqueue' },
+          { actions: 'refuseQueueFull' },
+        ],
+        'CONTROL.HELLO': [
+          {
+            guard: ({ context, event }) =>
+              event.connectionId === context.connectionId && context.direction === 'inbound' && event.version === PROTOCOL_VERSION && event.peerId === context.peerId,
+            target: 'ready',
+            actions: {
+              type: 'sendControl',
+              params: ({ context, event }) => ({
+                connectionId: event.connectionId,
+                message: { type: 'hello-ack', version: PROTOCOL_VERSION, peerId: context.localPeerId },
+              }),
+            },
+          },
+          {
+            guard: 'isCurrent',
+            target: 'errored',
+            actions: assign({ lastError: ({ event }) => helloError(event) }),
+          },
+        ],
+        'CONTROL.HELLO_ACK': [
+          {
+            guard: ({ context, event }) =>
+              event.connectionId === context.connectionId && context.direction === 'outbound' && event.version === PROTOCOL_VERSION && event.peerId === context.peerId,
+            target: 'ready',
+          },
+          {
+            guard: 'isCurrent',
+            target: 'errored',
+            actions: assign({ lastError: ({ event }) => helloError(event) }),
+          },
+        ],
+        'CONNECTION.CLOSED': [
+          // The remote chose the other connection of a simultaneous open: keep
+          // waiting (under the handshake timer) for the winner to arrive.
+          {
+            guard: ({ context, event }) =>
+              event.connectionId === context.connectionId && event.code === ConnectionErrorCode.DuplicateConnection,
+            actions: assign({ connectionId: null }),
+          },
+          {
+            guard: 'isCurrent',
+            target: 'errored',
+            actions: assign({ lastError: ({ event }) => closedError(event) }),
+          },
+        ],
+        'CONNECTION.INBOUND': [
+          {
+            // Same tie-break as in `connecting`. With no connection at all
+            // (the remote refused ours as a duplicate) the inbound one is it.
+            guard: ({ context }) =>
+              context.connectionId === null || context.direction === 'inbound' || context.peerId < context.localPeerId,
+            target: 'handshaking',
+            reenter: true,
+            actions: ['replaceWithInbound'],
+          },
+          {
+            actions: {
+              type: 'rejectConnection',
+              params: ({ event }) => ({ connectionId: event.connectionId, code: ConnectionErrorCode.DuplicateConnection }),
+            },
+          },
+        ],
+        DRAIN: { target: 'closed', actions: 'endWith' },
+        FORCE_CLOSE: { target: 'closed', actions: 'endWith' },
+        SHUTDOWN: { target: 'closed', actions: 'endWith' },
+      },
+    },
+
+    ready: {
+      type: 'parallel',
+      entry: [assign({ attempts: 0, misses: 0, lastError: null }), 'openQueued'],
+      states: {
+        heartbeat: {
+          initial: 'waiting',
+          states: {
+            waiting: { after: { heartbeatInterval: 'pinging' } },
+            pinging: {
+              entry: [
+                assign({ pingSeq: ({ context }) => context.pingSeq + 1 }),
+                {
+                  type: 'sendControl',
+                  params: ({ context }) => ({
+                    connectionId: context.connectionId ?? '',
+                    message: { type: 'ping', seq: context.pingSeq },
+                  }),
+                },
+              ],
+              on: {
+                'CONTROL.PONG': {
+                  guard: ({ context, event }) => event.connectionId === context.connectionId && event.seq === context.pingSeq,
+                  target: 'waiting',
+                  actions: assign({ misses: 0 }),
+                },
+              },
+              after: {
+                heartbeatTimeout: [
+                  {
+                    guard: 'tooManyMisses',
+                    target: '#peerConnection.errored',
+                    actions: assign({
+                      misses: ({ context }) => context.misses + 1,
+                      lastError: ({ context }) =>
+                        info(
+                          'HEARTBEAT_TIMEOUT',
+                          `no heartbeat answer after ${context.misses + 1} tries`,
+                          ConnectionErrorCode.HeartbeatTimeout,
+                        ),
+                    }),
+                  },
+                  { target: 'missed', actions: assign({ misses: ({ context }) => context.misses + 1 }) },
+                ],
+              },
+            },
+            missed: { after: { heartbeatGap: 'pinging' } },
+          },
+        },
+        idle: {
+          initial: 'busy',
+          states: {
+            busy: { always: { guard: 'isIdle', target: 'idle' } },
+            idle: {
+              always: { guard: not('isIdle'), target: 'busy' },
+              on: {
+                PRUNE: {
+                  target: '#peerConnection.draining',
+                  actions: assign({ ending: () => idleEnding('pruned to make room for another connection') }),
+                },
+              },
+              after: {
+                idleTimeout: {
+                  target: '#peerConnection.draining',
+                  actions: assign({ ending: () => idleEnding('connection was idle') }),
+                },
+              },
+            },
+          },
+        },
+      },
+      on: {
+        REQUEST: [
+          { guard: ({ event }) => event.request.kind === 'lease', actions: 'lease' },
+          { guard: 'hasCredit', actions: 'startOpen' },
+          { guard: 'queueHasRoom', actions: 'enqueue' },
+          { actions: 'refuseQueueFull' },
+        ],
+        'STREAM.OPENED': [
+          { guard: 'isOpening', actions: 'streamOpened' },
+          { actions: { type: 'discardStream', params: ({ event }) => ({ id: event.id }) } },
+        ],
+        'STREAM.OPEN_FAILED': { guard: 'isOpening', actions: ['openFailed', 'openQueued'] },
+        'STREAM.OPEN_TIMEOUT': { guard: 'isOpening', actions: ['openTimedOut', 'openQueued'] },
+        'STREAM.CLOSED': { guard: 'isCurrent', actions: ['streamClosed', 'openQueued'] },
+        'STREAM.INBOUND': [
+          {
+            guard: ({ context, event }) =>
+              event.connectionId === context.connectionId && context.inboundStreams < context.limits.maxInboundStreams,
+            actions: 'maybeAcceptInbound',
+          },
+          {
+            actions: {
+              type: 'rejectInbound',
+              params: ({ event }) => ({ streamId: event.streamId, reason: 'too many streams' }),
+            },
+          },
+        ],
+        'LEASE.RELEASE': { actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
+        'CONTROL.PONG': {
+          guard: ({ context, event }) => event.connectionId === context.connectionId && event.seq === context.pingSeq,
+          actions: assign({ misses: 0 }),
+        },
+        'CONTROL.GOAWAY': {
+          guard: 'isCurrent',
+          target: 'draining',
+          actions: assign({
+            ending: () => ({
+              code: ConnectionErrorCode.Drain,
+              error: info('CONNECTION_DRAINING', 'the remote is draining the connection'),
+              remote: true,
+            }),
+          }),
+        },
+        'CONNECTION.CLOSED': [
+          {
+            guard: ({ context, event }) =>
+              event.connectionId === context.connectionId && !context.pinned && !event.error && isGraceful(event.code),
+            target: 'closed',
+            actions: assign({ lastError: ({ event }) => closedError(event) }),
+          },
+          {
+            guard: 'isCurrent',
+            target: 'errored',
+            actions: assign({ lastError: ({ event }) => closedError(event) }),
+          },
+        ],
+        'CONNECTION.INBOUND': [
+          {
+            // A second connection from a peer we are ready with. The one
+            // dialled by the lower id wins; between two dialled by the same
+            // side, the newer wins (the remote lost the old one).
+            guard: ({ context }) => context.direction === 'inbound' || context.peerId < context.localPeerId,
+            target: 'handshaking',
+            actions: ['failInFlight', 'replaceWithInbound'],
+          },
+          {
+            actions: {
+              type: 'rejectConnection',
+              params: ({ event }) => ({ connectionId: event.connectionId, code: ConnectionErrorCode.DuplicateConnection }),
+            },
+          },
+        ],
+        DRAIN: { target: 'draining', actions: 'endWith' },
+        SHUTDOWN: [
+          { guard: ({ event }) => event.force, target: 'forceClosed', actions: 'endWith' },
+          { target: 'draining', actions: 'endWith' },
+        ],
+        FORCE_CLOSE: { target: 'forceClosed', actions: 'endWith' },
+      },
+    },
+
+    draining: {
+      entry: enqueueActions(({ context, enqueue }) => {
+        const ending = context.ending;
+        if (ending === null) return;
+        for (const request of context.queue) enqueue({ type: 'answer', params: { id: request.id, error: ending.error } });
+        enqueue.assign({ queue: [] });
+        if (!ending.remote && context.connectionId !== null) {
+          enqueue({ type: 'sendControl', params: { connectionId: context.connectionId, message: { type: 'goaway' } } });
+        }
+      }),
+      always: [
+        {
+          // A pinned peer that the remote drained: reconnect by backoff.
+          guard: ({ context }) =>
+            context.pinned && context.ending?.remote === true && context.streams === 0 && context.leases === 0 && context.opening.length === 0,
+          target: 'errored',
+          actions: assign({ lastError: () => info('CONNECTION_LOST', 'the remote drained the connection') }),
+        },
+        { guard: 'isSettled', target: 'closed' },
+      ],
+      after: {
+        drainDeadline: {
+          target: 'forceClosed',
+          actions: assign({
+            ending: ({ context }) => ({
+              code: ConnectionErrorCode.ForceClose,
+              error:
+                context.ending?.error.code === 'ENGINE_STOPPED'
+                  ? context.ending.error
+                  : info('CONNECTION_FORCE_CLOSED', 'drain deadline passed', ConnectionErrorCode.ForceClose),
+              remote: false,
+            }),
+          }),
+        },
+      },
+      on: {
+        REQUEST: { actions: 'refuseEnding' },
+        'STREAM.OPENED': [
+          { guard: 'isOpening', actions: 'streamOpened' },
+          { actions: { type: 'discardStream', params: ({ event }) => ({ id: event.id }) } },
+        ],
+        'STREAM.OPEN_FAILED': { guard: 'isOpening', actions: 'openFailed' },
+        'STREAM.OPEN_TIMEOUT': { guard: 'isOpening', actions: 'openTimedOut' },
+        'STREAM.CLOSED': { guard: 'isCurrent', actions: 'streamClosed' },
+        'STREAM.INBOUND': {
+          actions: {
+            type: 'rejectInbound',
+            params: ({ event }) => ({ streamId: event.streamId, reason: 'connection is draining' }),
+          },
+        },
+        'LEASE.RELEASE': { actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
+        'CONNECTION.CLOSED': {
+          guard: 'isCurrent',
+          target: 'closed',
+          actions: assign({ connectionId: null, lastError: ({ event }) => closedError(event) }),
+        },
+        FORCE_CLOSE: { target: 'forceClosed', actions: 'endWith' },
+        SHUTDOWN: { guard: ({ event }) => event.force, target: 'forceClosed', actions: 'endWith' },
+      },
+    },
+
+    forceClosed: {
+      entry: enqueueActions(({ context, enqueue }) => {
+        const error = context.ending?.error ?? info('CONNECTION_FORCE_CLOSED', 'connection force closed', ConnectionErrorCode.ForceClose);
+        for (const request of [...context.opening, ...context.queue]) {
+          if (context.opening.includes(request)) enqueue({ type: 'abortOpen', params: { id: request.id } });
+          enqueue({ type: 'answer', params: { id: request.id, error } });
+        }
+        enqueue.assign({ opening: [], queue: [] });
+        if (context.connectionId !== null) {
+          enqueue({
+            type: 'closeConnection',
+            params: { connectionId: context.connectionId, code: context.ending?.code ?? ConnectionErrorCode.ForceClose },
+          });
+        }
+      }),
+      after: { forceCloseGrace: 'closed' },
+      on: {
+        REQUEST: { actions: 'refuseEnding' },
+        'CONNECTION.CLOSED': { guard: 'isCurrent', target: 'closed', actions: assign({ connectionId: null }) },
+      },
+    },
+
+    errored: {
+      entry: enqueueActions(({ context, enqueue }) => {
+        const error = context.lastError ?? info('CONNECTION_LOST', 'connection failed');
+        for (const request of context.opening) {
+          enqueue({ type: 'abortOpen', params: { id: request.id } });
+          enqueue({ type: 'answer', params: { id: request.id, error } });
+        }
+        for (const request of context.queue) enqueue({ type: 'answer', params: { id: request.id, error } });
+        if (context.connectionId !== null) {
+          enqueue({
+            type: 'closeConnection',
+            params: { connectionId: context.connectionId, code: error.closeCode ?? ConnectionErrorCode.ForceClose },
+          });
+        }
+        enqueue.assign({
+          opening: [],
+          queue: [],
+          streams: 0,
+          inboundStreams: 0,
+          leases: 0,
+          connectionId: null,
+          attempts: context.attempts + 1,
+        });
+      }),
+      always: { guard: not('canRetry'), target: 'closed' },
+      after: { retryBackoff: 'connecting' },
+      on: {
+        // Fail fast while backing off: the answer is the error that put us here.
+        REQUEST: { actions: 'refuseWithLastError' },
+        'CONNECTION.INBOUND': { target: 'handshaking', actions: 'adoptInbound' },
+        DRAIN: { target: 'closed', actions: 'endWith' },
+        FORCE_CLOSE: { target: 'closed', actions: 'endWith' },
+        SHUTDOWN: { target: 'closed', actions: 'endWith' },
+      },
+    },
+
+    closed: {
+      type: 'final',
+      entry: enqueueActions(({ context, enqueue }) => {
+        const error = context.ending?.error ?? context.lastError ?? info('CONNECTION_LOST', 'connection closed');
+        for (const request of context.opening) {
+          enqueue({ type: 'abortOpen', params: { id: request.id } });
+          enqueue({ type: 'answer', params: { id: request.id, error } });
+        }
+        for (const request of context.queue) enqueue({ type: 'answer', params: { id: request.id, error } });
+        if (context.connectionId !== null) {
+          enqueue({
+            type: 'closeConnection',
+            params: { connectionId: context.connectionId, code: context.ending?.code ?? ConnectionErrorCode.Drain },
+          });
+        }
+        enqueue.assign({ opening: [], queue: [], connectionId: null });
+      }),
+    },
+  },
+});
+
+function toErrorInfo(error: unknown, fallback: ErrorCode): ErrorInfo {
+  if (typeof error === 'object' && error !== null && 'code' in error && 'message' in error) {
+    return error as ErrorInfo;
+  }
+  return info(fallback, error instanceof Error ? error.message : String(error));
+}
+
+function helloError(event: { version: number; peerId: string }): ErrorInfo {
+  if (event.version !== PROTOCOL_VERSION) {
+    return info(
+      'PROTOCOL_VIOLATION',
+      `handshake version ${event.version} is not ${PROTOCOL_VERSION}`,
+      ConnectionErrorCode.ProtocolViolation,
+    );
+  }
+  return info('PEER_IDENTITY_MISMATCH', `handshake names peer ${event.peerId}`, ConnectionErrorCode.IdentityMismatch);
+}
+
+function closedError(event: { code: number | undefined; reason: string; error: boolean }): ErrorInfo {
+  const detail = event.code === undefined ? event.reason : `${event.reason} (code ${event.code})`;
+  if (event.code === ConnectionErrorCode.IdentityMismatch) {
+    return info('PEER_IDENTITY_MISMATCH', `connection closed: ${detail}`, ConnectionErrorCode.IdentityMismatch);
+  }
+  if (event.code === ConnectionErrorCode.ForceClose) {
+    return info('CONNECTION_FORCE_CLOSED', `remote force closed the connection: ${detail}`, ConnectionErrorCode.ForceClose);
+  }
+  return info('CONNECTION_LOST', `connection lost: ${detail}`);
+}
+
+function idleEnding(message: string): Ending {
+  return { code: ConnectionErrorCode.IdleTimeout, error: info('CONNECTION_DRAINING', message), remote: false };
+}
+
+export type ConnectionMachine = typeof connectionMachine;
+export { reasonFor };
+export type { RequestRef };

@@ -1,0 +1,113 @@
+import type { ConnectionErrorCode, ErrorInfo } from './codes.js';
+
+/** Version of the application handshake spoken on the control channel. */
+export const PROTOCOL_VERSION = 1;
+
+/** The public names of the machine's top-level states. */
+export const ConnectionStates = [
+  'connecting',
+  'handshaking',
+  'ready',
+  'draining',
+  'forceClosed',
+  'errored',
+  'closed',
+] as const;
+export type ConnectionState = (typeof ConnectionStates)[number];
+
+/** A request as the machine sees it; the reply channel stays in the runtime. */
+export interface RequestRef {
+  readonly id: string;
+  /** `stream`: open a stream. `lease`: hold the connection for `withConnection`. */
+  readonly kind: 'stream' | 'lease';
+  readonly protocol: string;
+}
+
+/** Why the connection is ending on purpose (drain, force close, shutdown). */
+export interface Ending {
+  /** Wire code the transport is closed with at the end. */
+  readonly code: ConnectionErrorCode;
+  /** The answer for requests that arrive, or are still waiting, while it ends. */
+  readonly error: ErrorInfo;
+  /** True when the remote asked for it (it sent `goaway`). */
+  readonly remote: boolean;
+}
+
+export interface ConnectionLimits {
+  /** Requests waiting for the connection (or for stream credit) per peer. */
+  readonly maxQueued: number;
+  /** Outbound streams open or opening at once on one connection. */
+  readonly maxStreams: number;
+  /** Inbound streams open at once on one connection. */
+  readonly maxInboundStreams: number;
+  /** Consecutive unanswered heartbeats before the connection is declared dead. */
+  readonly heartbeatMisses: number;
+  /** Total dial attempts before giving up (the first one included). */
+  readonly maxAttempts: number;
+}
+
+export interface ConnectionInput {
+  readonly peerId: string;
+  readonly localPeerId: string;
+  /** `inbound` machines start in `handshaking` on `connectionId`. */
+  readonly direction: 'outbound' | 'inbound';
+  readonly connectionId?: string;
+  readonly pinned: boolean;
+  readonly limits: ConnectionLimits;
+}
+
+export interface ConnectionContext {
+  readonly peerId: string;
+  readonly localPeerId: string;
+  /** Direction of the current (or next) transport connection. */
+  direction: 'outbound' | 'inbound';
+  /** The transport connection in use; null while there is none. */
+  connectionId: string | null;
+  pinned: boolean;
+  /** Consecutive failed attempts since the last time the peer was ready. */
+  attempts: number;
+  /** Requests waiting: for `ready`, or for stream credit in `ready`. Bounded by maxQueued. */
+  queue: RequestRef[];
+  /** Stream opens in progress (header sent, waiting for ACK). */
+  opening: RequestRef[];
+  /** Streams open on the current connection, both directions. */
+  streams: number;
+  inboundStreams: number;
+  /** Leases held by `withConnection` callers. */
+  leases: number;
+  /** Consecutive heartbeat misses. */
+  misses: number;
+  /** Sequence number of the last ping sent. */
+  pingSeq: number;
+  lastError: ErrorInfo | null;
+  ending: Ending | null;
+  limits: ConnectionLimits;
+}
+
+export type ConnectionEvent =
+  | { type: 'REQUEST'; request: RequestRef }
+  | { type: 'REQUEST.CANCEL'; id: string; error: ErrorInfo }
+  | { type: 'DIAL.SLOT' }
+  | { type: 'DIAL.QUEUE_FULL' }
+  | { type: 'CONNECTION.INBOUND'; connectionId: string }
+  | { type: 'CONNECTION.CLOSED'; connectionId: string; code: number | undefined; error: boolean; reason: string }
+  | { type: 'CONTROL.HELLO'; connectionId: string; version: number; peerId: string }
+  | { type: 'CONTROL.HELLO_ACK'; connectionId: string; version: number; peerId: string }
+  | { type: 'CONTROL.PING'; connectionId: string; seq: number }
+  | { type: 'CONTROL.PONG'; connectionId: string; seq: number }
+  | { type: 'CONTROL.GOAWAY'; connectionId: string }
+  | { type: 'STREAM.OPENED'; id: string }
+  | { type: 'STREAM.OPEN_FAILED'; id: string; error: ErrorInfo }
+  | { type: 'STREAM.OPEN_TIMEOUT'; id: string }
+  | { type: 'STREAM.CLOSED'; connectionId: string; inbound: boolean }
+  | { type: 'STREAM.INBOUND'; connectionId: string; streamId: string; protocol: string }
+  | { type: 'LEASE.RELEASE' }
+  | { type: 'PRUNE' }
+  | { type: 'DRAIN' }
+  | { type: 'FORCE_CLOSE'; reason?: string }
+  | { type: 'SHUTDOWN'; force: boolean };
+
+/** Output of the `dial` actor. Errors are `ErrorInfo`. */
+export interface DialOutput {
+  readonly connectionId: string;
+}

@@ -1,0 +1,68 @@
+import type { ConnectionErrorCode, ErrorCode, ErrorInfo } from '../machines/codes.js';
+
+/**
+ * Every error peerline hands to its users is a `PeerlineError` with a stable
+ * string `code` (undici's `errors.js` is the model). Switch on `code`, not on
+ * messages or classes: codes never change, messages may.
+ */
+export class PeerlineError extends Error {
+  readonly code: ErrorCode;
+  readonly peerId: string | undefined;
+  readonly closeCode: ConnectionErrorCode | undefined;
+  constructor(code: ErrorCode, message: string, options: { peerId?: string; closeCode?: ConnectionErrorCode; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'PeerlineError';
+    this.code = code;
+    this.peerId = options.peerId;
+    this.closeCode = options.closeCode;
+  }
+}
+
+export class ConnectTimeoutError extends PeerlineError { override name = 'ConnectTimeoutError'; }
+export class ConnectRefusedError extends PeerlineError { override name = 'ConnectRefusedError'; }
+export class HandshakeTimeoutError extends PeerlineError { override name = 'HandshakeTimeoutError'; }
+export class PeerIdentityMismatchError extends PeerlineError { override name = 'PeerIdentityMismatchError'; }
+export class ProtocolViolationError extends PeerlineError { override name = 'ProtocolViolationError'; }
+export class StreamRejectedError extends PeerlineError { override name = 'StreamRejectedError'; }
+export class StreamTimeoutError extends PeerlineError { override name = 'StreamTimeoutError'; }
+export class QueueFullError extends PeerlineError { override name = 'QueueFullError'; }
+export class ConnectionDrainingError extends PeerlineError { override name = 'ConnectionDrainingError'; }
+export class ConnectionForceClosedError extends PeerlineError { override name = 'ConnectionForceClosedError'; }
+export class ConnectionLostError extends PeerlineError { override name = 'ConnectionLostError'; }
+export class HeartbeatTimeoutError extends PeerlineError { override name = 'HeartbeatTimeoutError'; }
+export class AbortedError extends PeerlineError { override name = 'AbortedError'; }
+export class EngineStoppedError extends PeerlineError { override name = 'EngineStoppedError'; }
+export class NoAddressError extends PeerlineError { override name = 'NoAddressError'; }
+export class ConnectionLimitError extends PeerlineError { override name = 'ConnectionLimitError'; }
+
+const classes: Record<ErrorCode, typeof PeerlineError> = {
+  CONNECT_TIMEOUT: ConnectTimeoutError,
+  CONNECT_REFUSED: ConnectRefusedError,
+  HANDSHAKE_TIMEOUT: HandshakeTimeoutError,
+  PEER_IDENTITY_MISMATCH: PeerIdentityMismatchError,
+  PROTOCOL_VIOLATION: ProtocolViolationError,
+  STREAM_REJECTED: StreamRejectedError,
+  STREAM_TIMEOUT: StreamTimeoutError,
+  QUEUE_FULL: QueueFullError,
+  CONNECTION_DRAINING: ConnectionDrainingError,
+  CONNECTION_FORCE_CLOSED: ConnectionForceClosedError,
+  CONNECTION_LOST: ConnectionLostError,
+  HEARTBEAT_TIMEOUT: HeartbeatTimeoutError,
+  ABORTED: AbortedError,
+  ENGINE_STOPPED: EngineStoppedError,
+  NO_ADDRESS: NoAddressError,
+  CONNECTION_LIMIT: ConnectionLimitError,
+};
+
+/** Builds the typed error for a machine's `ErrorInfo`. */
+export function toPeerlineError(info: ErrorInfo, peerId?: string, cause?: unknown): PeerlineError {
+  const Class = classes[info.code];
+  const options: { peerId?: string; closeCode?: ConnectionErrorCode; cause?: unknown } = { cause };
+  if (peerId !== undefined) options.peerId = peerId;
+  if (info.closeCode !== undefined) options.closeCode = info.closeCode;
+  return new Class(info.code, info.message, options);
+}
+
+export function isPeerlineError(error: unknown): error is PeerlineError {
+  return error instanceof PeerlineError;
+}
