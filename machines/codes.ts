@@ -17,6 +17,7 @@ export enum ConnectionErrorCode {
   IdleTimeout = 8,
   HandshakeTimeout = 9,
   ConnectionLimit = 10,
+  Abandoned = 11,
 }
 
 export enum ConnectionErrorReason {
@@ -30,6 +31,7 @@ export enum ConnectionErrorReason {
   IdleTimeout = 'connection idle',
   HandshakeTimeout = 'handshake timed out',
   ConnectionLimit = 'too many connections',
+  Abandoned = 'connection no longer wanted',
 }
 
 /** The reason text that goes with a code. */
@@ -56,6 +58,7 @@ export const ErrorCodes = [
   'ENGINE_STOPPED',
   'NO_ADDRESS',
   'CONNECTION_LIMIT',
+  'INVALID_REQUEST',
 ] as const;
 export type ErrorCode = (typeof ErrorCodes)[number];
 

@@ -808,6 +808,12 @@ function closedError(event: { code: number | undefined; reason: string; error: b
   if (event.code === ConnectionErrorCode.IdentityMismatch) {
     return info('PEER_IDENTITY_MISMATCH', `connection closed: ${detail}`, ConnectionErrorCode.IdentityMismatch);
   }
+  if (event.code === ConnectionErrorCode.ProtocolViolation) {
+    return info('PROTOCOL_VIOLATION', `connection closed: ${detail}`, ConnectionErrorCode.ProtocolViolation);
+  }
+  if (event.code === ConnectionErrorCode.HeartbeatTimeout) {
+    return info('HEARTBEAT_TIMEOUT', `remote declared the connection dead: ${detail}`, ConnectionErrorCode.HeartbeatTimeout);
+  }
   if (event.code === ConnectionErrorCode.ForceClose) {
     return info('CONNECTION_FORCE_CLOSED', `remote force closed the connection: ${detail}`, ConnectionErrorCode.ForceClose);
   }

@@ -34,6 +34,7 @@ export class AbortedError extends PeerlineError { override name = 'AbortedError'
 export class EngineStoppedError extends PeerlineError { override name = 'EngineStoppedError'; }
 export class NoAddressError extends PeerlineError { override name = 'NoAddressError'; }
 export class ConnectionLimitError extends PeerlineError { override name = 'ConnectionLimitError'; }
+export class InvalidRequestError extends PeerlineError { override name = 'InvalidRequestError'; }
 
 const classes: Record<ErrorCode, typeof PeerlineError> = {
   CONNECT_TIMEOUT: ConnectTimeoutError,
@@ -52,6 +53,7 @@ const classes: Record<ErrorCode, typeof PeerlineError> = {
   ENGINE_STOPPED: EngineStoppedError,
   NO_ADDRESS: NoAddressError,
   CONNECTION_LIMIT: ConnectionLimitError,
+  INVALID_REQUEST: InvalidRequestError,
 };
 
 /** Builds the typed error for a machine's `ErrorInfo`. */

@@ -1,0 +1,122 @@
+import { maxAttempts, validateRetryPolicy, type RetryPolicy } from './retry.js';
+
+/**
+ * Every engine option, with its default and why. One file, so a reader can
+ * see all of peerline's timing and bounds at once.
+ */
+export interface EngineOptions {
+  /** Dial (transport connect) timeout per attempt. @default 10_000 */
+  connectTimeoutMs: number;
+  /** Longest wait for one of the dial slots before the attempt fails. @default 30_000 */
+  dialQueueTimeoutMs: number;
+  /** Identity check + application handshake. @default 10_000 */
+  handshakeTimeoutMs: number;
+  /** Stream open: header sent until the remote's ACK. @default 10_000 */
+  streamOpenTimeoutMs: number;
+  heartbeat: {
+    /** A ping every interval while `ready` (and only then). @default 5_000 */
+    intervalMs: number;
+    /** Wait for each pong. Must be below the interval. @default 2_000 */
+    timeoutMs: number;
+    /** Consecutive misses that make the connection dead. @default 3 */
+    misses: number;
+  };
+  /** Close a connection with no stream, lease or request for this long. Infinity: never. @default 60_000 */
+  idleTimeoutMs: number;
+  /** Streams in flight may finish this long after a drain starts; then force close. @default 5_000 */
+  drainDeadlineMs: number;
+  /** After a force close, wait this long for the transport to confirm. @default 1_000 */
+  forceCloseGraceMs: number;
+  /** Retry policy for peers that are not pinned. @default { strategy: 'none' } */
+  retry: RetryPolicy;
+  /** Backoff for pinned peers; they retry forever (maxAttempts is ignored). @default exponential 1 s x1.6 +-20 % cap 120 s */
+  pinnedRetry: RetryPolicy;
+  /** Requests waiting per peer (for the connection or for stream credit). @default 256 */
+  maxQueuedPerPeer: number;
+  /** Outbound streams open or opening at once per connection (QUIC's default stream limit). @default 100 */
+  maxStreamsPerConnection: number;
+  /** Inbound streams open at once per connection; more are NACKed. @default 100 */
+  maxInboundStreamsPerConnection: number;
+  /** Dials in progress at once. @default 50 */
+  dialConcurrency: number;
+  /** Dials waiting for a slot; more fail with QUEUE_FULL. @default 500 */
+  dialQueueLimit: number;
+  /** Live peer machines; at the limit an idle one is pruned, else CONNECTION_LIMIT. @default 1_000 */
+  maxConnections: number;
+  /** Longest protocol name accepted in a stream header, in bytes. @default 256 */
+  maxProtocolLength: number;
+}
+
+export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
+  connectTimeoutMs: 10_000,
+  dialQueueTimeoutMs: 30_000,
+  handshakeTimeoutMs: 10_000,
+  streamOpenTimeoutMs: 10_000,
+  heartbeat: Object.freeze({ intervalMs: 5_000, timeoutMs: 2_000, misses: 3 }),
+  idleTimeoutMs: 60_000,
+  drainDeadlineMs: 5_000,
+  forceCloseGraceMs: 1_000,
+  retry: Object.freeze({ strategy: 'none' }) as RetryPolicy,
+  pinnedRetry: Object.freeze({
+    strategy: 'exponential',
+    initialDelayMs: 1_000,
+    multiplier: 1.6,
+    maxDelayMs: 120_000,
+    jitter: 0.2,
+  }) as RetryPolicy,
+  maxQueuedPerPeer: 256,
+  maxStreamsPerConnection: 100,
+  maxInboundStreamsPerConnection: 100,
+  dialConcurrency: 50,
+  dialQueueLimit: 500,
+  maxConnections: 1_000,
+  maxProtocolLength: 256,
+});
+
+export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat'>> & { heartbeat?: Partial<EngineOptions['heartbeat']> };
+
+function positive(name: string, value: number, allowInfinity = false): void {
+  const ok = typeof value === 'number' && value > 0 && (Number.isFinite(value) || (allowInfinity && value === Infinity));
+  if (!ok) throw new RangeError(`${name} must be a ${allowInfinity ? '' : 'finite '}number > 0, got ${String(value)}`);
+}
+
+function count(name: string, value: number, allowInfinity = false): void {
+  const ok = typeof value === 'number' && value >= 1 && (Number.isInteger(value) || (allowInfinity && value === Infinity));
+  if (!ok) throw new RangeError(`${name} must be an integer >= 1, got ${String(value)}`);
+}
+
+/** Merges `init` over the defaults and checks every field; throws a RangeError naming the bad one. */
+export function resolveOptions(init: EngineInit = {}): EngineOptions {
+  const options: EngineOptions = {
+    ...DEFAULTS,
+    ...init,
+    heartbeat: { ...DEFAULTS.heartbeat, ...init.heartbeat },
+  };
+  positive('connectTimeoutMs', options.connectTimeoutMs);
+  positive('dialQueueTimeoutMs', options.dialQueueTimeoutMs);
+  positive('handshakeTimeoutMs', options.handshakeTimeoutMs);
+  positive('streamOpenTimeoutMs', options.streamOpenTimeoutMs);
+  positive('heartbeat.intervalMs', options.heartbeat.intervalMs);
+  positive('heartbeat.timeoutMs', options.heartbeat.timeoutMs);
+  if (options.heartbeat.timeoutMs >= options.heartbeat.intervalMs) {
+    throw new RangeError(
+      `heartbeat.timeoutMs (${options.heartbeat.timeoutMs}) must be below heartbeat.intervalMs (${options.heartbeat.intervalMs})`,
+    );
+  }
+  count('heartbeat.misses', options.heartbeat.misses);
+  positive('idleTimeoutMs', options.idleTimeoutMs, true);
+  positive('drainDeadlineMs', options.drainDeadlineMs);
+  positive('forceCloseGraceMs', options.forceCloseGraceMs);
+  validateRetryPolicy(options.retry, 'retry');
+  validateRetryPolicy(options.pinnedRetry, 'pinnedRetry');
+  count('maxQueuedPerPeer', options.maxQueuedPerPeer);
+  count('maxStreamsPerConnection', options.maxStreamsPerConnection);
+  count('maxInboundStreamsPerConnection', options.maxInboundStreamsPerConnection);
+  count('dialConcurrency', options.dialConcurrency);
+  count('dialQueueLimit', options.dialQueueLimit, true);
+  count('maxConnections', options.maxConnections, true);
+  count('maxProtocolLength', options.maxProtocolLength);
+  return options;
+}
+
+export { maxAttempts };

@@ -1,0 +1,1035 @@
+import { Subject, type Observable, type Observer } from 'rxjs';
+import { createActor, fromCallback, fromPromise, type Actor, type InspectionEvent } from 'xstate';
+import {
+  TransportError,
+  type Adapter,
+  type Clock,
+  type Connection,
+  type ControlMessage,
+  type IncomingStream,
+  type Stream,
+} from '../adapters/adapter.js';
+import { connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
+import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
+import type { ConnectionEvent, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
+import { systemClock, type Random } from './clock.js';
+import { DialQueue } from './dial-queue.js';
+import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
+import { PeerlineError, toPeerlineError } from './errors.js';
+import { Metrics, type MetricsSnapshot } from './metrics.js';
+import { backoffDelay } from './retry.js';
+import {
+  wrapStream,
+  type LeasedConnection,
+  type PeerStream,
+  type StreamAnswer,
+  type StreamHandler,
+  type StreamRequest,
+} from './streams.js';
+
+export interface Logger {
+  trace(line: string): void;
+  warn(line: string, error?: unknown): void;
+}
+
+const stderrLogger: Logger = {
+  trace: (line) => process.stderr.write(`${line}\n`),
+  warn: (line, error) => process.stderr.write(`${line}${error === undefined ? '' : `: ${describe(error)}`}\n`),
+};
+
+export interface EngineConfig extends EngineInit {
+  /** The transport. Its `localPeerId` is this engine's identity. */
+  adapter: Adapter;
+  /** Every timer goes through it. @default the wall clock */
+  clock?: Clock;
+  /** Every jitter draws from it. @default Math.random */
+  random?: Random;
+  logger?: Logger;
+  /** Receives every XState inspection event of every peer machine (for inspectors). */
+  inspect?: (event: InspectionEvent) => void;
+  /** Writes one line per transition. @default process.env.PEERLINE_TRACE is set */
+  trace?: boolean;
+}
+
+export interface Transition {
+  readonly peerId: string;
+  /** null when the machine was just created. */
+  readonly from: ConnectionState | null;
+  readonly to: ConnectionState;
+  /** Type of the event that caused it. */
+  readonly event: string;
+  /** Time on the engine's clock. */
+  readonly at: number;
+}
+
+export interface PeerSnapshot {
+  readonly peerId: string;
+  readonly state: ConnectionState;
+  readonly direction: 'inbound' | 'outbound';
+  readonly pinned: boolean;
+  /** Requests waiting for the connection or for stream credit. */
+  readonly queued: number;
+  /** Stream opens waiting for an ACK. */
+  readonly opening: number;
+  /** Streams open, both directions. */
+  readonly streams: number;
+  readonly leases: number;
+  /** Consecutive failed attempts. */
+  readonly attempts: number;
+  readonly lastError: ErrorCode | null;
+}
+
+export interface EngineSnapshot {
+  readonly status: EngineStatus;
+  readonly peers: readonly PeerSnapshot[];
+}
+
+export type EngineStatus = 'idle' | 'running' | 'stopping' | 'stopped';
+
+export interface OpenStreamOptions {
+  readonly signal?: AbortSignal;
+  /** The request fails with STREAM_TIMEOUT if it has no answer by then. */
+  readonly timeoutMs?: number;
+}
+
+type LeaseValue = { readonly connection: LeasedConnection; readonly release: () => void };
+
+/** A request the engine owes an answer. Settled exactly once (see `#settle`). */
+interface Pending {
+  readonly id: string;
+  readonly peerId: string;
+  readonly protocol: string;
+  readonly kind: 'stream' | 'lease';
+  readonly signal: AbortSignal | undefined;
+  readonly onStream: (answer: StreamAnswer) => void;
+  readonly onLease: ((value: LeaseValue) => void) | undefined;
+  timer: unknown;
+  onAbort: (() => void) | undefined;
+  entry: Entry | undefined;
+}
+
+interface OpenRecord {
+  readonly controller: AbortController;
+  readonly connectionId: string;
+  stream: Stream | null;
+}
+
+/** A peer's place in the registry. Removed exactly once (`removed` guards it). */
+interface Entry {
+  readonly peerId: string;
+  actor: Actor<ConnectionMachine>;
+  state: ConnectionState | 'start';
+  readonly connections: Map<string, Connection>;
+  readonly opens: Map<string, OpenRecord>;
+  readonly inbound: Map<string, IncomingStream>;
+  /** Requests sent into this machine and not answered yet. */
+  readonly requests: Set<string>;
+  readonly waiters: Array<() => void>;
+  pingSentAt: number | undefined;
+  streamSeq: number;
+  removed: boolean;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function info(code: ErrorCode, message: string, closeCode?: ConnectionErrorCode): ErrorInfo {
+  return closeCode === undefined ? { code, message } : { code, message, closeCode };
+}
+
+function topState(value: unknown): ConnectionState | 'start' {
+  if (typeof value === 'string') return value as ConnectionState;
+  return Object.keys(value as object)[0] as ConnectionState;
+}
+
+/** Maps a transport failure to the error a request or a machine ends with. */
+export function transportErrorInfo(error: unknown, during: 'dial' | 'stream'): ErrorInfo {
+  if (error instanceof TransportError) {
+    switch (error.kind) {
+      case 'refused':
+      case 'unreachable':
+        return info('CONNECT_REFUSED', error.message);
+      case 'identity-mismatch':
+        return info('PEER_IDENTITY_MISMATCH', error.message, ConnectionErrorCode.IdentityMismatch);
+      case 'rejected':
+        return info('STREAM_REJECTED', error.message);
+      case 'protocol':
+        return info('PROTOCOL_VIOLATION', error.message, ConnectionErrorCode.ProtocolViolation);
+      case 'aborted':
+        return info(during === 'dial' ? 'CONNECT_TIMEOUT' : 'ABORTED', error.message);
+      case 'stream-limit':
+      case 'closed':
+        return info('CONNECTION_LOST', error.message);
+    }
+  }
+  return info('CONNECTION_LOST', describe(error));
+}
+
+/**
+ * The engine: hosts one machine per peer, routes requests to them, and
+ * carries out their effects on the adapter. It keeps no lifecycle state of
+ * its own beyond the registry: every decision is a transition in a machine.
+ */
+export class Engine {
+  readonly options: Readonly<EngineOptions>;
+  readonly peerId: string;
+  readonly clock: Clock;
+  /** Stream requests in. Grouped by peer and sent into that peer's machine. */
+  readonly requests: Observer<StreamRequest>;
+  /** Every state change of every machine; costs nothing while nobody subscribes. */
+  readonly transitions$: Observable<Transition>;
+
+  readonly #adapter: Adapter;
+  readonly #random: Random;
+  readonly #logger: Logger;
+  readonly #trace: boolean;
+  readonly #userInspect: ((event: InspectionEvent) => void) | undefined;
+  readonly #metrics = new Metrics();
+  readonly #machine: ConnectionMachine;
+  readonly #dialQueue: DialQueue;
+  readonly #entries = new Map<string, Entry>();
+  readonly #pending = new Map<string, Pending>();
+  readonly #handlers = new Map<string, StreamHandler>();
+  readonly #book = new Map<string, { addresses: string[]; pinned: boolean }>();
+  readonly #incoming = new Subject<StreamRequest>();
+  readonly #transitions = new Subject<Transition>();
+  #status: EngineStatus = 'idle';
+  #nextRequest = 0;
+  #stopping: Promise<void> | undefined;
+  #onEmpty: (() => void) | undefined;
+
+  constructor(config: EngineConfig) {
+    if (config === null || typeof config !== 'object' || config.adapter === undefined) {
+      throw new TypeError('createEngine needs { adapter }');
+    }
+    const { adapter, clock, random, logger, inspect, trace, ...init } = config;
+    this.options = resolveOptions(init);
+    if (this.options.pinnedRetry.strategy === 'none') {
+      throw new RangeError('pinnedRetry needs a backoff strategy: pinned peers retry forever');
+    }
+    this.#adapter = adapter;
+    this.peerId = adapter.localPeerId;
+    this.clock = clock ?? systemClock;
+    this.#random = random ?? Math.random;
+    this.#logger = logger ?? stderrLogger;
+    this.#trace = trace ?? Boolean(process.env.PEERLINE_TRACE);
+    this.#userInspect = inspect;
+    this.#dialQueue = new DialQueue(this.options.dialConcurrency, this.options.dialQueueLimit);
+    this.#machine = this.#provide();
+    // Routing: one subscription; the registry is the grouping by peer.
+    this.#incoming.subscribe((request) => this.#route(request));
+    this.requests = {
+      next: (request) => this.#incoming.next(request),
+      // A user's stream ending or failing must not stop the engine's routing.
+      error: () => {},
+      complete: () => {},
+    };
+    this.transitions$ = this.#transitions.asObservable();
+  }
+
+  get status(): EngineStatus {
+    return this.#status;
+  }
+
+  /** Starts listening and connects pinned peers. */
+  async start(): Promise<void> {
+    if (this.#status === 'running') return;
+    if (this.#status !== 'idle') throw new PeerlineError('ENGINE_STOPPED', 'an engine cannot be started again after stop()');
+    await this.#adapter.listen((connection) => this.#guard('inbound connection', () => this.#onConnection(connection)));
+    this.#status = 'running';
+    for (const [peerId, book] of this.#book) if (book.pinned) this.#ensurePinned(peerId);
+  }
+
+  /**
+   * Stops every machine and the adapter. Always returns, within the drain
+   * deadline plus the force-close grace: ready peers drain, the rest close,
+   * and every pending request is answered (ENGINE_STOPPED if nothing else).
+   */
+  stop(options: { force?: boolean } = {}): Promise<void> {
+    if (this.#stopping !== undefined) return this.#stopping;
+    this.#stopping = this.#stop(options.force === true);
+    return this.#stopping;
+  }
+
+  /** Registers the handler for inbound streams of `protocol`. Returns the unregister function. */
+  handle(protocol: string, handler: StreamHandler): () => void {
+    if (typeof protocol !== 'string' || protocol.length === 0 || Buffer.byteLength(protocol) > this.options.maxProtocolLength) {
+      throw new TypeError(`protocol must be a non-empty string of at most ${this.options.maxProtocolLength} bytes`);
+    }
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    if (this.#handlers.has(protocol)) throw new Error(`a handler for ${protocol} is already registered`);
+    this.#handlers.set(protocol, handler);
+    return () => {
+      if (this.#handlers.get(protocol) === handler) this.#handlers.delete(protocol);
+    };
+  }
+
+  /** Adds (or replaces) a peer's addresses. A pinned peer is kept connected, reconnecting by backoff. */
+  addPeer(peerId: string, addresses: readonly string[], options: { pinned?: boolean } = {}): void {
+    if (typeof peerId !== 'string' || peerId.length === 0) throw new TypeError('peerId must be a non-empty string');
+    if (!Array.isArray(addresses) || addresses.some((a) => typeof a !== 'string' || a.length === 0)) {
+      throw new TypeError('addresses must be an array of non-empty strings');
+    }
+    if (peerId === this.peerId) throw new TypeError('a peer cannot be its own peer');
+    const pinned = options.pinned === true;
+    this.#book.set(peerId, { addresses: [...addresses], pinned });
+    if (pinned && this.#status === 'running') this.#ensurePinned(peerId);
+  }
+
+  /** Forgets a peer's addresses (its live connection, if any, is not touched). */
+  removePeer(peerId: string): void {
+    this.#book.delete(peerId);
+  }
+
+  /** Opens a stream to `peerId` speaking `protocol`. Rejects only with a PeerlineError. */
+  openStream(peerId: string, protocol: string, options: OpenStreamOptions = {}): Promise<PeerStream> {
+    return new Promise<PeerStream>((resolve, reject) => {
+      const { signal, timeoutMs } = options;
+      if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs > 0)) {
+        reject(new PeerlineError('INVALID_REQUEST', `timeoutMs must be a number > 0, got ${String(timeoutMs)}`, { peerId }));
+        return;
+      }
+      const request: StreamRequest = {
+        peerId,
+        protocol,
+        reply: (answer) => (answer.ok ? resolve(answer.stream) : reject(answer.error)),
+        ...(signal === undefined ? {} : { signal }),
+        ...(timeoutMs === undefined ? {} : { deadline: this.clock.now() + timeoutMs }),
+      };
+      this.requests.next(request);
+    });
+  }
+
+  /**
+   * Runs `fn` with the peer's connection leased: the idle timer waits while
+   * it runs, and the lease is released however `fn` ends. The connection can
+   * still fail at any moment; streams opened through it then fail with a
+   * typed error.
+   */
+  async withConnection<T>(peerId: string, fn: (connection: LeasedConnection) => Promise<T> | T, options: OpenStreamOptions = {}): Promise<T> {
+    const lease = await new Promise<LeaseValue>((resolve, reject) => {
+      this.#submit({
+        peerId,
+        protocol: '',
+        kind: 'lease',
+        signal: options.signal,
+        deadline: options.timeoutMs === undefined ? undefined : this.clock.now() + options.timeoutMs,
+        onStream: (answer) => {
+          if (!answer.ok) reject(answer.error);
+        },
+        onLease: resolve,
+      });
+    });
+    try {
+      return await fn(lease.connection);
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** Drains the peer's connection; resolves when its machine has closed. */
+  drain(peerId: string): Promise<void> {
+    return this.#signal(peerId, { type: 'DRAIN' });
+  }
+
+  /** Force closes the peer's connection with ConnectionErrorCode.ForceClose; resolves when closed. */
+  forceClose(peerId: string, reason?: string): Promise<void> {
+    return this.#signal(peerId, reason === undefined ? { type: 'FORCE_CLOSE' } : { type: 'FORCE_CLOSE', reason });
+  }
+
+  snapshot(): EngineSnapshot {
+    const peers: PeerSnapshot[] = [];
+    for (const entry of this.#entries.values()) {
+      const context = entry.actor.getSnapshot().context;
+      peers.push({
+        peerId: entry.peerId,
+        state: entry.state === 'start' ? 'connecting' : entry.state,
+        direction: context.direction,
+        pinned: context.pinned,
+        queued: context.queue.length,
+        opening: context.opening.length,
+        streams: context.streams,
+        leases: context.leases,
+        attempts: context.attempts,
+        lastError: context.lastError?.code ?? null,
+      });
+    }
+    return { status: this.#status, peers };
+  }
+
+  metrics(): MetricsSnapshot & { readonly pendingRequests: number; readonly dialQueue: { active: number; waiting: number } } {
+    return {
+      ...this.#metrics.snapshot(),
+      pendingRequests: this.#pending.size,
+      dialQueue: { active: this.#dialQueue.active, waiting: this.#dialQueue.waiting },
+    };
+  }
+
+  // ---------------------------------------------------------------- routing
+
+  #route(request: StreamRequest): void {
+    this.#guard('route', () => {
+      if (request === null || typeof request !== 'object' || typeof request.reply !== 'function') {
+        this.#metrics.internalErrors += 1;
+        this.#logger.warn('peerline: dropped a stream request without a reply function');
+        return;
+      }
+      this.#submit({
+        peerId: request.peerId,
+        protocol: request.protocol,
+        kind: 'stream',
+        signal: request.signal,
+        deadline: request.deadline,
+        onStream: request.reply,
+        onLease: undefined,
+      });
+    });
+  }
+
+  #submit(spec: {
+    peerId: string;
+    protocol: string;
+    kind: 'stream' | 'lease';
+    signal: AbortSignal | undefined;
+    deadline: number | undefined;
+    onStream: (answer: StreamAnswer) => void;
+    onLease: ((value: LeaseValue) => void) | undefined;
+  }): void {
+    this.#metrics.total += 1;
+    const pending: Pending = {
+      id: (this.#nextRequest++).toString(36),
+      peerId: spec.peerId,
+      protocol: spec.protocol,
+      kind: spec.kind,
+      signal: spec.signal,
+      onStream: spec.onStream,
+      onLease: spec.onLease,
+      timer: undefined,
+      onAbort: undefined,
+      entry: undefined,
+    };
+    const invalid = this.#validate(spec);
+    if (invalid !== undefined) return this.#reply(pending, { ok: false, error: toPeerlineError(invalid, spec.peerId) });
+    if (this.#status !== 'running') {
+      const why = this.#status === 'idle' ? 'the engine is not started' : 'the engine is stopping';
+      return this.#reply(pending, { ok: false, error: toPeerlineError(info('ENGINE_STOPPED', why), spec.peerId) });
+    }
+    if (spec.signal?.aborted) {
+      return this.#reply(pending, { ok: false, error: toPeerlineError(info('ABORTED', 'the request was aborted'), spec.peerId) });
+    }
+    this.#pending.set(pending.id, pending);
+    if (spec.deadline !== undefined) {
+      const wait = Math.max(0, spec.deadline - this.clock.now());
+      pending.timer = this.clock.setTimeout(
+        () => this.#cancel(pending, info('STREAM_TIMEOUT', `no answer from peer ${spec.peerId} before the deadline`)),
+        wait,
+      );
+    }
+    if (spec.signal !== undefined) {
+      pending.onAbort = () => this.#cancel(pending, info('ABORTED', 'the request was aborted'));
+      spec.signal.addEventListener('abort', pending.onAbort, { once: true });
+    }
+    const entry = this.#entries.get(spec.peerId) ?? this.#createEntry(spec.peerId, 'outbound');
+    if (entry === undefined) {
+      return this.#answer(pending.id, info('CONNECTION_LIMIT', `${this.options.maxConnections} connections are open and none is idle`));
+    }
+    pending.entry = entry;
+    entry.requests.add(pending.id);
+    const ref: RequestRef = { id: pending.id, kind: spec.kind, protocol: spec.protocol };
+    entry.actor.send({ type: 'REQUEST', request: ref });
+  }
+
+  #validate(spec: { peerId: unknown; protocol: unknown; kind: 'stream' | 'lease' }): ErrorInfo | undefined {
+    if (typeof spec.peerId !== 'string' || spec.peerId.length === 0) {
+      return info('INVALID_REQUEST', 'peerId must be a non-empty string');
+    }
+    if (spec.peerId === this.peerId) return info('INVALID_REQUEST', 'a peer cannot open a stream to itself');
+    if (spec.kind === 'lease') return undefined;
+    if (typeof spec.protocol !== 'string' || spec.protocol.length === 0) {
+      return info('INVALID_REQUEST', 'protocol must be a non-empty string');
+    }
+    if (Buffer.byteLength(spec.protocol) > this.options.maxProtocolLength) {
+      return info('INVALID_REQUEST', `protocol is longer than ${this.options.maxProtocolLength} bytes`);
+    }
+    return undefined;
+  }
+
+  /** Deadline or abort: the machine answers if it still holds the request; else we do. */
+  #cancel(pending: Pending, error: ErrorInfo): void {
+    this.#guard('cancel', () => {
+      if (!this.#pending.has(pending.id)) return;
+      const entry = pending.entry;
+      if (entry !== undefined && !entry.removed) {
+        entry.actor.send({ type: 'REQUEST.CANCEL', id: pending.id, error });
+      }
+      // A request the machine no longer holds (it is between answers) is answered here.
+      if (this.#pending.has(pending.id)) this.#answer(pending.id, error);
+    });
+  }
+
+  /** Answers a pending request with an error. The single place errors reach callers. */
+  #answer(id: string, error: ErrorInfo): void {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    this.#settle(pending);
+    this.#reply(pending, { ok: false, error: toPeerlineError(error, pending.peerId) });
+  }
+
+  /** Forgets a pending request: it is answered by the caller right after. */
+  #settle(pending: Pending): void {
+    this.#pending.delete(pending.id);
+    pending.entry?.requests.delete(pending.id);
+    if (pending.timer !== undefined) this.clock.clearTimeout(pending.timer);
+    if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort);
+  }
+
+  #reply(pending: Pending, answer: StreamAnswer): void {
+    if (answer.ok) this.#metrics.opened += 1;
+    else this.#metrics.failure(answer.error.code);
+    try {
+      pending.onStream(answer);
+    } catch (error) {
+      this.#metrics.internalErrors += 1;
+      this.#logger.warn(`peerline: a reply callback for peer ${pending.peerId} threw`, error);
+    }
+  }
+
+  // --------------------------------------------------------------- registry
+
+  #createEntry(peerId: string, direction: 'outbound' | 'inbound', connection?: Connection): Entry | undefined {
+    if (!this.#admit()) return undefined;
+    const book = this.#book.get(peerId);
+    const pinned = book?.pinned ?? false;
+    const entry: Entry = {
+      peerId,
+      actor: undefined as unknown as Actor<ConnectionMachine>,
+      state: 'start',
+      connections: new Map(),
+      opens: new Map(),
+      inbound: new Map(),
+      requests: new Set(),
+      waiters: [],
+      pingSentAt: undefined,
+      streamSeq: 0,
+      removed: false,
+    };
+    this.#entries.set(peerId, entry);
+    if (connection !== undefined) this.#attach(entry, connection);
+    entry.actor = createActor(this.#machine, {
+      input: {
+        peerId,
+        localPeerId: this.peerId,
+        direction,
+        pinned,
+        limits: {
+          maxQueued: this.options.maxQueuedPerPeer,
+          maxStreams: this.options.maxStreamsPerConnection,
+          maxInboundStreams: this.options.maxInboundStreamsPerConnection,
+          heartbeatMisses: this.options.heartbeat.misses,
+          maxAttempts: maxAttempts(this.options.retry),
+        },
+        ...(connection === undefined ? {} : { connectionId: connection.id }),
+      },
+      clock: this.clock,
+      inspect: (event) => this.#inspect(entry, event),
+    });
+    entry.actor.subscribe({
+      complete: () => this.#remove(entry),
+      error: (error) => {
+        this.#metrics.internalErrors += 1;
+        this.#logger.warn(`peerline: machine for peer ${peerId} failed`, error);
+        this.#remove(entry);
+      },
+    });
+    entry.actor.start();
+    if (entry.state === 'start' && !entry.removed) this.#observe(entry, entry.actor.getSnapshot().value, 'xstate.init');
+    return entry;
+  }
+
+  /** Room for one more machine? At the limit, an idle unpinned peer is pruned to make room. */
+  #admit(): boolean {
+    if (this.#entries.size < this.options.maxConnections) return true;
+    for (const entry of this.#entries.values()) {
+      const snapshot = entry.actor.getSnapshot();
+      if (!snapshot.context.pinned && snapshot.matches({ ready: { idle: 'idle' } })) {
+        entry.actor.send({ type: 'PRUNE' });
+        return true;
+      }
+    }
+    return false;
+  }
+
+  #ensurePinned(peerId: string): void {
+    if (this.#entries.has(peerId)) return;
+    this.#createEntry(peerId, 'outbound');
+  }
+
+  /** Removes a machine from the registry, exactly once, on every exit path. */
+  #remove(entry: Entry, leftover: ErrorInfo = info('CONNECTION_LOST', 'connection closed')): void {
+    if (entry.removed) return;
+    entry.removed = true;
+    if (this.#entries.get(entry.peerId) === entry) this.#entries.delete(entry.peerId);
+    if (entry.state !== 'start') this.#metrics.peers[entry.state] -= 1;
+    this.#guard('stop actor', () => entry.actor.stop());
+    for (const connection of entry.connections.values()) {
+      this.#guard('close', () => connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)));
+    }
+    entry.connections.clear();
+    for (const record of entry.opens.values()) {
+      record.controller.abort();
+      record.stream?.abort('connection closed');
+    }
+    entry.opens.clear();
+    for (const incoming of entry.inbound.values()) this.#guard('reject', () => incoming.reject('connection closed'));
+    entry.inbound.clear();
+    // The machine answers everything it holds; anything left is answered here.
+    for (const id of [...entry.requests]) this.#answer(id, leftover);
+    for (const resolve of entry.waiters.splice(0)) resolve();
+    if (this.#entries.size === 0) this.#onEmpty?.();
+  }
+
+  #signal(peerId: string, event: ConnectionEvent): Promise<void> {
+    const entry = this.#entries.get(peerId);
+    if (entry === undefined) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      entry.waiters.push(resolve);
+      entry.actor.send(event);
+    });
+  }
+
+  #inspect(entry: Entry, event: InspectionEvent): void {
+    if (event.type === '@xstate.microstep' && event.actorRef === entry.actor) {
+      this.#observe(entry, (event.snapshot as unknown as { value: unknown }).value, event.event.type);
+    }
+    if (this.#userInspect !== undefined) this.#guard('inspect', () => this.#userInspect?.(event));
+  }
+
+  #observe(entry: Entry, value: unknown, eventType: string): void {
+    const to = topState(value);
+    const from = entry.state;
+    if (to === from || to === 'start') return;
+    entry.state = to;
+    if (from !== 'start') this.#metrics.peers[from] -= 1;
+    this.#metrics.peers[to] += 1;
+    this.#metrics.transitions += 1;
+    if (from === 'errored' && to === 'connecting') this.#metrics.retries += 1;
+    const transition: Transition = {
+      peerId: entry.peerId,
+      from: from === 'start' ? null : from,
+      to,
+      event: eventType,
+      at: this.clock.now(),
+    };
+    if (this.#trace) {
+      this.#logger.trace(`peerline ${this.peerId} peer ${entry.peerId}: ${transition.from ?? 'new'} -> ${to} (${eventType})`);
+    }
+    if (this.#transitions.observed) this.#transitions.next(transition);
+  }
+
+  // ------------------------------------------------------------- transport
+
+  #onConnection(connection: Connection): void {
+    const closeWith = (code: ConnectionErrorCode): void => connection.close(code, reasonFor(code));
+    if (this.#status !== 'running') return closeWith(ConnectionErrorCode.Shutdown);
+    const peerId = connection.remotePeerId;
+    const entry = this.#entries.get(peerId);
+    if (entry !== undefined) {
+      this.#attach(entry, connection);
+      entry.actor.send({ type: 'CONNECTION.INBOUND', connectionId: connection.id });
+      return;
+    }
+    if (this.#createEntry(peerId, 'inbound', connection) === undefined) closeWith(ConnectionErrorCode.ConnectionLimit);
+  }
+
+  #attach(entry: Entry, connection: Connection): void {
+    entry.connections.set(connection.id, connection);
+    connection.setHandlers({
+      onControl: (message) => this.#guard('control', () => this.#onControl(entry, connection, message)),
+      onStream: (incoming) => this.#guard('inbound stream', () => this.#onStream(entry, connection, incoming)),
+      onClose: (close) =>
+        this.#guard('close', () => {
+          entry.connections.delete(connection.id);
+          if (entry.removed) return;
+          entry.actor.send({
+            type: 'CONNECTION.CLOSED',
+            connectionId: connection.id,
+            code: close.code,
+            error: close.error,
+            reason: close.reason,
+          });
+        }),
+    });
+  }
+
+  #onControl(entry: Entry, connection: Connection, message: ControlMessage): void {
+    if (entry.removed) return;
+    const connectionId = connection.id;
+    const m = message as Partial<Record<string, unknown>> & { type?: unknown };
+    switch (m.type) {
+      case 'hello':
+      case 'hello-ack':
+        if (typeof m.version !== 'number' || typeof m.peerId !== 'string') break;
+        entry.actor.send({
+          type: m.type === 'hello' ? 'CONTROL.HELLO' : 'CONTROL.HELLO_ACK',
+          connectionId,
+          version: m.version,
+          peerId: m.peerId,
+        });
+        return;
+      case 'ping':
+      case 'pong':
+        if (typeof m.seq !== 'number') break;
+        if (m.type === 'pong' && entry.pingSentAt !== undefined) {
+          this.#metrics.rtt(this.clock.now() - entry.pingSentAt);
+          entry.pingSentAt = undefined;
+        }
+        entry.actor.send({ type: m.type === 'ping' ? 'CONTROL.PING' : 'CONTROL.PONG', connectionId, seq: m.seq });
+        return;
+      case 'goaway':
+        entry.actor.send({ type: 'CONTROL.GOAWAY', connectionId });
+        return;
+    }
+    // Malformed control traffic: a protocol violation ends that connection, nothing else.
+    connection.close(ConnectionErrorCode.ProtocolViolation, reasonFor(ConnectionErrorCode.ProtocolViolation));
+  }
+
+  #onStream(entry: Entry, connection: Connection, incoming: IncomingStream): void {
+    if (entry.removed) return incoming.reject('connection closed');
+    if (typeof incoming.protocol !== 'string' || Buffer.byteLength(incoming.protocol) > this.options.maxProtocolLength) {
+      this.#metrics.inboundRejected += 1;
+      return incoming.reject('protocol name too long');
+    }
+    const streamId = `${connection.id}/${entry.streamSeq++}`;
+    entry.inbound.set(streamId, incoming);
+    entry.actor.send({ type: 'STREAM.INBOUND', connectionId: connection.id, streamId, protocol: incoming.protocol });
+  }
+
+  async #dial(peerId: string, signal: AbortSignal): Promise<DialOutput> {
+    const entry = this.#entries.get(peerId);
+    if (entry === undefined || entry.removed) throw info('CONNECTION_LOST', `peer ${peerId} is gone`);
+    const addresses = this.#book.get(peerId)?.addresses ?? [];
+    if (addresses.length === 0) throw info('NO_ADDRESS', `no address known for peer ${peerId}`);
+    this.#metrics.dialsStarted += 1;
+    let connection: Connection;
+    try {
+      connection = await this.#race(peerId, addresses, signal);
+    } catch (error) {
+      this.#metrics.dialsFailed += 1;
+      throw transportErrorInfo(error, 'dial');
+    }
+    if (signal.aborted || entry.removed) {
+      // The machine stopped waiting (timeout, shutdown): nobody will adopt it.
+      connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned));
+      throw info('CONNECT_TIMEOUT', 'dial finished after it was abandoned');
+    }
+    this.#attach(entry, connection);
+    return { connectionId: connection.id };
+  }
+
+  /** Dials every address at once; the first connection wins, the rest are aborted or closed. */
+  #race(peerId: string, addresses: readonly string[], signal: AbortSignal): Promise<Connection> {
+    return new Promise<Connection>((resolve, reject) => {
+      let winner: Connection | undefined;
+      let left = addresses.length;
+      const errors: unknown[] = [];
+      const controllers = addresses.map(() => new AbortController());
+      const abortAll = (): void => controllers.forEach((c) => c.abort());
+      signal.addEventListener('abort', abortAll, { once: true });
+      addresses.forEach((address, i) => {
+        let attempt: Promise<Connection>;
+        try {
+          attempt = this.#adapter.dial(peerId, address, { signal: controllers[i]!.signal });
+        } catch (error) {
+          attempt = Promise.reject(error);
+        }
+        attempt.then(
+          (connection) => {
+            if (winner !== undefined) {
+              connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned));
+              return;
+            }
+            winner = connection;
+            signal.removeEventListener('abort', abortAll);
+            controllers.forEach((c, j) => j !== i && c.abort());
+            resolve(connection);
+          },
+          (error: unknown) => {
+            errors.push(error);
+            left -= 1;
+            if (left === 0 && winner === undefined) {
+              signal.removeEventListener('abort', abortAll);
+              // An identity mismatch says more than a refusal from another address.
+              const mismatch = errors.find((e) => e instanceof TransportError && e.kind === 'identity-mismatch');
+              reject(mismatch ?? errors[0]);
+            }
+          },
+        );
+      });
+    });
+  }
+
+  // ------------------------------------------------------------- effects
+
+  #entryOf(peerId: string): Entry | undefined {
+    const entry = this.#entries.get(peerId);
+    return entry === undefined || entry.removed ? undefined : entry;
+  }
+
+  #provide(): ConnectionMachine {
+    const o = this.options;
+    const effect =
+      <P>(name: string, fn: (entry: Entry, params: P) => void) =>
+      ({ context }: { context: { peerId: string } }, params: P): void =>
+        this.#guard(name, () => {
+          const entry = this.#entryOf(context.peerId);
+          if (entry !== undefined) fn(entry, params);
+        });
+    return connectionMachine.provide({
+      actions: {
+        answer: ({ context }, params) => this.#guard('answer', () => {
+          void context;
+          this.#answer(params.id, params.error);
+        }),
+        deliverStream: effect('deliverStream', (entry, { id }: { id: string }) => this.#deliver(entry, id)),
+        grantLease: effect('grantLease', (entry, { id }: { id: string }) => this.#grantLease(entry, id)),
+        openStream: effect('openStream', (entry, params: { id: string; protocol: string; connectionId: string }) =>
+          this.#openStream(entry, params),
+        ),
+        abortOpen: effect('abortOpen', (entry, { id }: { id: string }) => this.#abortOpen(entry, id)),
+        discardStream: effect('discardStream', (entry, { id }: { id: string }) => this.#abortOpen(entry, id)),
+        acceptInbound: effect('acceptInbound', (entry, params: { streamId: string; connectionId: string }) =>
+          this.#acceptInbound(entry, params.streamId, params.connectionId),
+        ),
+        rejectInbound: effect('rejectInbound', (entry, { streamId, reason }: { streamId: string; reason: string }) => {
+          const incoming = entry.inbound.get(streamId);
+          entry.inbound.delete(streamId);
+          this.#metrics.inboundRejected += 1;
+          incoming?.reject(reason);
+        }),
+        rejectConnection: effect('rejectConnection', (entry, p: { connectionId: string; code: ConnectionErrorCode }) =>
+          this.#closeConnection(entry, p.connectionId, p.code),
+        ),
+        closeConnection: effect('closeConnection', (entry, p: { connectionId: string; code: ConnectionErrorCode }) =>
+          this.#closeConnection(entry, p.connectionId, p.code),
+        ),
+        sendControl: effect('sendControl', (entry, p: { connectionId: string; message: ControlMessage }) => {
+          if (p.message.type === 'ping') entry.pingSentAt = this.clock.now();
+          entry.connections.get(p.connectionId)?.sendControl(p.message);
+        }),
+      },
+      guards: {
+        hasHandler: (_args, { protocol }) => this.#handlers.has(protocol),
+      },
+      actors: {
+        dialSlot: fromCallback<ConnectionEvent, { peerId: string }>(({ sendBack }) =>
+          this.#dialQueue.acquire(
+            () => sendBack({ type: 'DIAL.SLOT' }),
+            () => sendBack({ type: 'DIAL.QUEUE_FULL' }),
+          ),
+        ),
+        dial: fromPromise<DialOutput, { peerId: string }>(({ input, signal }) => this.#dial(input.peerId, signal)),
+      },
+      delays: {
+        dialQueueTimeout: o.dialQueueTimeoutMs,
+        connectTimeout: o.connectTimeoutMs,
+        handshakeTimeout: o.handshakeTimeoutMs,
+        streamOpenTimeout: o.streamOpenTimeoutMs,
+        heartbeatInterval: o.heartbeat.intervalMs,
+        heartbeatTimeout: o.heartbeat.timeoutMs,
+        heartbeatGap: o.heartbeat.intervalMs - o.heartbeat.timeoutMs,
+        idleTimeout: o.idleTimeoutMs,
+        drainDeadline: o.drainDeadlineMs,
+        forceCloseGrace: o.forceCloseGraceMs,
+        retryBackoff: ({ context }) =>
+          backoffDelay(context.pinned ? o.pinnedRetry : o.retry, context.attempts, this.#random),
+      },
+    });
+  }
+
+  #openStream(entry: Entry, params: { id: string; protocol: string; connectionId: string }): void {
+    const controller = new AbortController();
+    const record: OpenRecord = { controller, connectionId: params.connectionId, stream: null };
+    entry.opens.set(params.id, record);
+    const connection = entry.connections.get(params.connectionId);
+    let attempt: Promise<Stream>;
+    try {
+      attempt =
+        connection === undefined
+          ? Promise.reject(new TransportError('closed', 'connection is closed'))
+          : connection.openStream(params.protocol, { signal: controller.signal });
+    } catch (error) {
+      attempt = Promise.reject(error);
+    }
+    attempt.then(
+      (stream) =>
+        this.#guard('stream opened', () => {
+          if (entry.opens.get(params.id) !== record || controller.signal.aborted || entry.removed) {
+            stream.abort('no longer wanted');
+            return;
+          }
+          record.stream = stream;
+          entry.actor.send({ type: 'STREAM.OPENED', id: params.id });
+        }),
+      (error: unknown) =>
+        this.#guard('stream failed', () => {
+          if (entry.opens.get(params.id) !== record || entry.removed) return;
+          entry.opens.delete(params.id);
+          entry.actor.send({ type: 'STREAM.OPEN_FAILED', id: params.id, error: transportErrorInfo(error, 'stream') });
+        }),
+    );
+  }
+
+  #abortOpen(entry: Entry, id: string): void {
+    const record = entry.opens.get(id);
+    if (record === undefined) return;
+    entry.opens.delete(id);
+    record.controller.abort();
+    record.stream?.abort('aborted');
+  }
+
+  #deliver(entry: Entry, id: string): void {
+    const record = entry.opens.get(id);
+    entry.opens.delete(id);
+    const pending = this.#pending.get(id);
+    const stream = record?.stream;
+    if (stream === null || stream === undefined || pending === undefined) {
+      stream?.abort('request already answered');
+      if (pending !== undefined) this.#answer(id, info('CONNECTION_LOST', 'stream vanished before delivery'));
+      this.#metrics.internalErrors += 1;
+      return;
+    }
+    this.#settle(pending);
+    const peerStream = wrapStream(stream, entry.peerId, 'outbound');
+    const connectionId = record!.connectionId;
+    // After delivery the signal still owns the stream: aborting it aborts the stream.
+    const signal = pending.signal;
+    const onAbort = (): void => stream.abort('aborted');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    void stream.closed.then(() =>
+      this.#guard('stream closed', () => {
+        signal?.removeEventListener('abort', onAbort);
+        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
+      }),
+    );
+    this.#reply(pending, { ok: true, stream: peerStream });
+  }
+
+  #grantLease(entry: Entry, id: string): void {
+    const pending = this.#pending.get(id);
+    if (pending === undefined || pending.onLease === undefined) {
+      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE' });
+      return;
+    }
+    this.#settle(pending);
+    this.#metrics.leases += 1;
+    let released = false;
+    const peerId = entry.peerId;
+    const connection: LeasedConnection = {
+      peerId,
+      openStream: (protocol, options) => this.openStream(peerId, protocol, options),
+    };
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE' });
+    };
+    try {
+      pending.onLease({ connection, release });
+    } catch (error) {
+      this.#metrics.internalErrors += 1;
+      this.#logger.warn('peerline: a lease callback threw', error);
+      release();
+    }
+  }
+
+  #acceptInbound(entry: Entry, streamId: string, connectionId: string): void {
+    const incoming = entry.inbound.get(streamId);
+    entry.inbound.delete(streamId);
+    const handler = incoming === undefined ? undefined : this.#handlers.get(incoming.protocol);
+    if (incoming === undefined || handler === undefined) {
+      incoming?.reject('no handler');
+      // The machine counted it open; it never was.
+      entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
+      return;
+    }
+    const stream = incoming.accept();
+    this.#metrics.inboundAccepted += 1;
+    void stream.closed.then(() =>
+      this.#guard('stream closed', () => {
+        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
+      }),
+    );
+    const peerStream = wrapStream(stream, entry.peerId, 'inbound');
+    // Run the handler outside the machine's step; its failure aborts the stream only.
+    void Promise.resolve()
+      .then(() => handler(peerStream))
+      .catch((error: unknown) => {
+        this.#metrics.handlerErrors += 1;
+        this.#logger.warn(`peerline: handler for ${incoming.protocol} failed`, error);
+        stream.abort('handler failed');
+      });
+  }
+
+  #closeConnection(entry: Entry, connectionId: string, code: ConnectionErrorCode): void {
+    const connection = entry.connections.get(connectionId);
+    if (connection === undefined) return;
+    entry.connections.delete(connectionId);
+    connection.close(code, reasonFor(code));
+  }
+
+  // ------------------------------------------------------------- shutdown
+
+  async #stop(force: boolean): Promise<void> {
+    if (this.#status === 'idle') {
+      this.#status = 'stopped';
+      return;
+    }
+    this.#status = 'stopping';
+    for (const entry of [...this.#entries.values()]) {
+      this.#guard('shutdown', () => entry.actor.send({ type: 'SHUTDOWN', force }));
+    }
+    if (this.#entries.size > 0) {
+      // Bounded: ready peers drain until the deadline, then force close and
+      // wait the grace; every other state closes at once.
+      let timer: unknown;
+      await new Promise<void>((resolve) => {
+        this.#onEmpty = resolve;
+        const bound = (force ? 0 : this.options.drainDeadlineMs) + this.options.forceCloseGraceMs + 1;
+        timer = this.clock.setTimeout(resolve, bound);
+      });
+      this.clock.clearTimeout(timer);
+      this.#onEmpty = undefined;
+    }
+    for (const entry of [...this.#entries.values()]) this.#remove(entry, info('ENGINE_STOPPED', 'the engine stopped'));
+    for (const id of [...this.#pending.keys()]) this.#answer(id, info('ENGINE_STOPPED', 'the engine stopped'));
+    let timer: unknown;
+    await Promise.race([
+      this.#adapter.close().catch((error: unknown) => this.#logger.warn('peerline: adapter close failed', error)),
+      new Promise<void>((resolve) => {
+        timer = this.clock.setTimeout(resolve, this.options.forceCloseGraceMs);
+      }),
+    ]);
+    this.clock.clearTimeout(timer);
+    this.#status = 'stopped';
+    // `requests` stays open: a request after stop() is answered ENGINE_STOPPED.
+    this.#transitions.complete();
+  }
+
+  /** Runs `fn`; anything it throws is counted and logged, never propagated. */
+  #guard(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.#metrics.internalErrors += 1;
+      this.#logger.warn(`peerline: internal error in ${what}`, error);
+    }
+  }
+}
+
+/** Creates an engine: `createEngine({ adapter, ...policies })`. */
+export function createEngine(config: EngineConfig): Engine {
+  return new Engine(config);
+}
+
+export { DEFAULTS };

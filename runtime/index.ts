@@ -1,0 +1,23 @@
+/** peerline: the connection lifecycle engine. */
+export {
+  createEngine,
+  Engine,
+  transportErrorInfo,
+  type EngineConfig,
+  type EngineSnapshot,
+  type EngineStatus,
+  type Logger,
+  type OpenStreamOptions,
+  type PeerSnapshot,
+  type Transition,
+} from './engine.js';
+export * from './errors.js';
+export { DEFAULTS, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
+export { backoffDelay, maxAttempts, RETRY_DEFAULTS, type RetryPolicy } from './retry.js';
+export { systemClock, seededRandom, type Random } from './clock.js';
+export { DialQueue } from './dial-queue.js';
+export type { MetricsSnapshot } from './metrics.js';
+export type { LeasedConnection, PeerStream, StreamAnswer, StreamHandler, StreamRequest } from './streams.js';
+export type { Adapter, Clock, Connection, Stream } from '../adapters/adapter.js';
+export { ConnectionErrorCode, ConnectionErrorReason, ErrorCodes, type ErrorCode } from '../machines/codes.js';
+export { ConnectionStates, type ConnectionState } from '../machines/types.js';

@@ -1,0 +1,85 @@
+import { ConnectionStates, type ConnectionState } from '../machines/types.js';
+import type { ErrorCode } from '../machines/codes.js';
+
+export interface MetricsSnapshot {
+  /** Live machines per state (gauges). */
+  readonly peers: Readonly<Record<ConnectionState, number>>;
+  readonly requests: {
+    readonly total: number;
+    readonly opened: number;
+    readonly leases: number;
+    readonly failed: number;
+    readonly aborted: number;
+    readonly failedByCode: Readonly<Partial<Record<ErrorCode, number>>>;
+  };
+  readonly dials: { readonly started: number; readonly failed: number };
+  readonly retries: number;
+  readonly transitions: number;
+  readonly streams: { readonly inboundAccepted: number; readonly inboundRejected: number; readonly handlerErrors: number };
+  readonly heartbeat: { readonly lastRttMs: number | undefined; readonly avgRttMs: number | undefined; readonly samples: number };
+  /** Errors caught inside effects and adapters' callbacks: each is a bug report, not a crash. */
+  readonly internalErrors: number;
+}
+
+/** Counters and gauges; plain numbers, cheap to bump on the hot path. */
+export class Metrics {
+  readonly peers: Record<ConnectionState, number>;
+  total = 0;
+  opened = 0;
+  leases = 0;
+  failed = 0;
+  aborted = 0;
+  readonly failedByCode: Partial<Record<ErrorCode, number>> = {};
+  dialsStarted = 0;
+  dialsFailed = 0;
+  retries = 0;
+  transitions = 0;
+  inboundAccepted = 0;
+  inboundRejected = 0;
+  handlerErrors = 0;
+  internalErrors = 0;
+  #rttLast: number | undefined;
+  #rttAvg: number | undefined;
+  #rttSamples = 0;
+
+  constructor() {
+    this.peers = Object.fromEntries(ConnectionStates.map((s) => [s, 0])) as Record<ConnectionState, number>;
+  }
+
+  failure(code: ErrorCode): void {
+    this.failed += 1;
+    if (code === 'ABORTED') this.aborted += 1;
+    this.failedByCode[code] = (this.failedByCode[code] ?? 0) + 1;
+  }
+
+  rtt(ms: number): void {
+    this.#rttLast = ms;
+    this.#rttSamples += 1;
+    // Exponentially weighted, so a long run does not need a sample buffer.
+    this.#rttAvg = this.#rttAvg === undefined ? ms : this.#rttAvg * 0.9 + ms * 0.1;
+  }
+
+  snapshot(): MetricsSnapshot {
+    return {
+      peers: { ...this.peers },
+      requests: {
+        total: this.total,
+        opened: this.opened,
+        leases: this.leases,
+        failed: this.failed,
+        aborted: this.aborted,
+        failedByCode: { ...this.failedByCode },
+      },
+      dials: { started: this.dialsStarted, failed: this.dialsFailed },
+      retries: this.retries,
+      transitions: this.transitions,
+      streams: {
+        inboundAccepted: this.inboundAccepted,
+        inboundRejected: this.inboundRejected,
+        handlerErrors: this.handlerErrors,
+      },
+      heartbeat: { lastRttMs: this.#rttLast, avgRttMs: this.#rttAvg, samples: this.#rttSamples },
+      internalErrors: this.internalErrors,
+    };
+  }
+}

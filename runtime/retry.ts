@@ -1,0 +1,105 @@
+import type { Random } from './clock.js';
+
+/**
+ * Retry policies (distant offers exponential, Fibonacci, fixed and fail; gRPC's
+ * connection backoff is 1 s start, x1.6, +-20 % jitter, 120 s cap). The
+ * machine counts attempts; the policy only says how long to wait before the
+ * next one. After the last allowed attempt fails the machine closes at once:
+ * there is no sleep after the last failure (distant sleeps once more; we don't).
+ */
+export type RetryPolicy =
+  | { readonly strategy: 'none' }
+  | { readonly strategy: 'fixed'; readonly delayMs?: number; readonly jitter?: number; readonly maxAttempts?: number }
+  | {
+      readonly strategy: 'exponential';
+      readonly initialDelayMs?: number;
+      readonly multiplier?: number;
+      readonly maxDelayMs?: number;
+      readonly jitter?: number;
+      readonly maxAttempts?: number;
+    }
+  | {
+      readonly strategy: 'fibonacci';
+      readonly initialDelayMs?: number;
+      readonly maxDelayMs?: number;
+      readonly jitter?: number;
+      readonly maxAttempts?: number;
+    };
+
+export const RETRY_DEFAULTS = {
+  initialDelayMs: 1_000,
+  multiplier: 1.6,
+  maxDelayMs: 120_000,
+  jitter: 0.2,
+  /** For a strategy other than `none` when no count is given. Pinned peers never stop. */
+  maxAttempts: 5,
+} as const;
+
+/** Total dial attempts the policy allows, the first one included. */
+export function maxAttempts(policy: RetryPolicy): number {
+  if (policy.strategy === 'none') return 1;
+  return policy.maxAttempts ?? RETRY_DEFAULTS.maxAttempts;
+}
+
+/** The delay before the next attempt, after `failures` consecutive failures (1 or more). */
+export function backoffDelay(policy: RetryPolicy, failures: number, random: Random): number {
+  const n = Math.max(1, Math.floor(failures));
+  let base: number;
+  let jitter: number;
+  let cap: number;
+  switch (policy.strategy) {
+    case 'none':
+      return 0;
+    case 'fixed':
+      base = policy.delayMs ?? RETRY_DEFAULTS.initialDelayMs;
+      jitter = policy.jitter ?? 0;
+      cap = Infinity;
+      break;
+    case 'exponential': {
+      const initial = policy.initialDelayMs ?? RETRY_DEFAULTS.initialDelayMs;
+      const multiplier = policy.multiplier ?? RETRY_DEFAULTS.multiplier;
+      cap = policy.maxDelayMs ?? RETRY_DEFAULTS.maxDelayMs;
+      base = Math.min(cap, initial * multiplier ** (n - 1));
+      jitter = policy.jitter ?? RETRY_DEFAULTS.jitter;
+      break;
+    }
+    case 'fibonacci': {
+      const initial = policy.initialDelayMs ?? RETRY_DEFAULTS.initialDelayMs;
+      cap = policy.maxDelayMs ?? RETRY_DEFAULTS.maxDelayMs;
+      let a = 1;
+      let b = 1;
+      for (let i = 1; i < n; i++) [a, b] = [b, a + b];
+      base = Math.min(cap, initial * a);
+      jitter = policy.jitter ?? RETRY_DEFAULTS.jitter;
+      break;
+    }
+  }
+  const spread = jitter > 0 ? 1 + jitter * (2 * random() - 1) : 1;
+  return Math.max(0, Math.round(base * spread));
+}
+
+/** Throws a RangeError naming the bad field. */
+export function validateRetryPolicy(policy: RetryPolicy, name: string): void {
+  const fields = policy as Record<string, unknown>;
+  if (!['none', 'fixed', 'exponential', 'fibonacci'].includes(policy.strategy)) {
+    throw new RangeError(`${name}.strategy must be none, fixed, exponential or fibonacci, got ${String(policy.strategy)}`);
+  }
+  for (const key of ['delayMs', 'initialDelayMs', 'maxDelayMs']) {
+    const v = fields[key];
+    if (v !== undefined && !(typeof v === 'number' && v >= 0 && Number.isFinite(v))) {
+      throw new RangeError(`${name}.${key} must be a finite number >= 0, got ${String(v)}`);
+    }
+  }
+  const m = fields.multiplier;
+  if (m !== undefined && !(typeof m === 'number' && m >= 1 && Number.isFinite(m))) {
+    throw new RangeError(`${name}.multiplier must be a finite number >= 1, got ${String(m)}`);
+  }
+  const j = fields.jitter;
+  if (j !== undefined && !(typeof j === 'number' && j >= 0 && j <= 1)) {
+    throw new RangeError(`${name}.jitter must be between 0 and 1, got ${String(j)}`);
+  }
+  const a = fields.maxAttempts;
+  if (a !== undefined && !(typeof a === 'number' && a >= 1 && (Number.isInteger(a) || a === Infinity))) {
+    throw new RangeError(`${name}.maxAttempts must be an integer >= 1 or Infinity, got ${String(a)}`);
+  }
+}
