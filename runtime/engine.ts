@@ -228,6 +228,14 @@ export class Engine {
     this.transitions$ = this.#transitions.asObservable();
   }
 
+  /**
+   * @internal For benchmarks that measure routing overhead: the live actor of
+   * a peer, to send events to it directly. Not part of the public API.
+   */
+  static actorOf(engine: Engine, peerId: string): Actor<ConnectionMachine> | undefined {
+    return engine.#entries.get(peerId)?.actor;
+  }
+
   get status(): EngineStatus {
     return this.#status;
   }
@@ -618,7 +626,8 @@ export class Engine {
       peerId: entry.peerId,
       from: from === 'start' ? null : from,
       to,
-      event: eventType,
+      // The first state is the machine's creation, whatever step revealed it.
+      event: from === 'start' ? 'xstate.init' : eventType,
       at: this.clock.now(),
     };
     if (this.#trace) {
