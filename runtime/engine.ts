@@ -631,7 +631,7 @@ export class Engine {
       at: this.clock.now(),
     };
     if (this.#trace) {
-      this.#logger.trace(`peerline ${this.peerId} peer ${entry.peerId}: ${transition.from ?? 'new'} -> ${to} (${eventType})`);
+      this.#logger.trace(`peerline ${this.peerId} peer ${entry.peerId}: ${transition.from ?? "new"} -> ${to} (${transition.event})`);
     }
     if (this.#transitions.observed) this.#transitions.next(transition);
   }
