@@ -34,10 +34,14 @@ export class VirtualClock implements Clock {
   }
 
   setTimeout(fn: () => void, ms: number): unknown {
+    // An infinite delay never fires (a disabled timer); NaN and negatives fire now.
+    if (ms === Infinity) return 0;
     const delay = Number.isFinite(ms) && ms > 0 ? ms : 0;
     const timer: Timer = { id: this.#nextId++, at: this.#now + delay, fn };
     this.#live.add(timer.id);
     this.#push(timer);
+    // Cleared timers stay in the heap until they surface; rebuild when they dominate.
+    if (this.#heap.length > 1024 && this.#heap.length > 4 * this.#live.size) this.#compact();
     return timer.id;
   }
 
@@ -98,6 +102,12 @@ export class VirtualClock implements Clock {
       if (at === undefined || at > end) break;
       await this.advance(at - this.#now);
     }
+  }
+
+  #compact(): void {
+    const live = this.#heap.filter((t) => this.#live.has(t.id));
+    this.#heap = [];
+    for (const timer of live) this.#push(timer);
   }
 
   #dropDead(): void {

@@ -1,0 +1,281 @@
+/**
+ * Connections of the in-memory network. A `ConnectionPair` is one connection
+ * seen from both ends: the dialer's `outbound` side and the listener's
+ * `inbound` side, each a `MemoryConnection` implementing the adapter's
+ * `Connection`. Each side sends on its own control `Lane`, so control
+ * messages and the close notice arrive in order.
+ */
+import {
+  TransportError,
+  type CloseInfo,
+  type Connection,
+  type ConnectionHandlers,
+  type ControlMessage,
+  type IncomingStream,
+  type Stream,
+} from '../adapter.js';
+import { Lane, type Fabric, type Tracked } from './fabric.js';
+import { StreamPair, type StreamSide } from './stream.js';
+
+type ConnectionEvent =
+  | { readonly type: 'control'; readonly message: ControlMessage }
+  | { readonly type: 'stream'; readonly stream: IncomingStream }
+  | { readonly type: 'close'; readonly info: CloseInfo };
+
+/** The adapter a connection side belongs to. */
+export interface ConnectionOwner {
+  readonly localPeerId: string;
+  /** Called once, when the side ends for any reason. */
+  connectionEnded(connection: MemoryConnection): void;
+}
+
+/** One connection, both ends. */
+export class ConnectionPair implements Tracked {
+  readonly id: string;
+  readonly outbound: MemoryConnection;
+  readonly inbound: MemoryConnection;
+  /** Live streams of this connection, in both directions. */
+  readonly streams = new Set<StreamPair>();
+  readonly #fabric: Fabric;
+
+  constructor(fabric: Fabric, dialer: ConnectionOwner, listener: ConnectionOwner) {
+    this.#fabric = fabric;
+    this.id = `mem-${fabric.nextId()}`;
+    this.outbound = new MemoryConnection(fabric, this, 'outbound', dialer, listener.localPeerId);
+    this.inbound = new MemoryConnection(fabric, this, 'inbound', listener, dialer.localPeerId);
+    this.outbound.peer = this.inbound;
+    this.inbound.peer = this.outbound;
+    fabric.counters.connectionsOpened++;
+    fabric.connectionChanged(this);
+  }
+
+  /** True while at least one side is open. */
+  get live(): boolean {
+    return !this.outbound.isClosed || !this.inbound.isClosed;
+  }
+
+  /** True when the connection runs between `a` and `b` (or touches `a` when `b` is omitted). */
+  joins(a: string, b?: string): boolean {
+    const x = this.outbound.localPeerId;
+    const y = this.inbound.localPeerId;
+    if (b === undefined) return x === a || y === a;
+    return (x === a && y === b) || (x === b && y === a);
+  }
+
+  /** The connection fails at once on both sides; nothing in flight arrives. */
+  fail(reason: string): void {
+    this.outbound.lane.cancel();
+    this.inbound.lane.cancel();
+    for (const stream of [...this.streams]) stream.cancelInFlight();
+    const info: CloseInfo = { local: false, code: undefined, reason, error: true };
+    this.outbound.end(info);
+    this.inbound.end(info);
+  }
+
+  /** @internal Called by a side when it ends. */
+  sideEnded(): void {
+    if (!this.live) {
+      // Both sides are closed: whatever is still in flight could only reach a
+      // closed side, so it is discarded now and leaves no timer behind.
+      this.#fabric.counters.connectionsClosed++;
+      this.outbound.lane.cancel();
+      this.inbound.lane.cancel();
+      for (const stream of [...this.streams]) stream.cancelInFlight();
+    }
+    this.#fabric.connectionChanged(this);
+  }
+
+  /** @internal Called by a stream when its state changed. */
+  streamChanged(stream: StreamPair): void {
+    if (!stream.live) this.streams.delete(stream);
+    this.#fabric.streamChanged(stream);
+  }
+}
+
+/** One side of a connection. */
+export class MemoryConnection implements Connection, StreamSide {
+  readonly id: string;
+  readonly localPeerId: string;
+  readonly remotePeerId: string;
+  readonly direction: 'inbound' | 'outbound';
+  readonly fabric: Fabric;
+  /** Control lane from this side to the other one. */
+  readonly lane: Lane;
+  /** The other side; set right after construction. */
+  peer!: MemoryConnection;
+  /** Called once when this side ends, before its onClose is delivered. */
+  onEnded: ((info: CloseInfo) => void) | undefined;
+
+  readonly #pair: ConnectionPair;
+  readonly #owner: ConnectionOwner;
+  #handlers: ConnectionHandlers | undefined;
+  readonly #buffer: ConnectionEvent[] = [];
+  #flushing = false;
+  #closeInfo: CloseInfo | undefined;
+
+  constructor(
+    fabric: Fabric,
+    pair: ConnectionPair,
+    direction: 'inbound' | 'outbound',
+    owner: ConnectionOwner,
+    remotePeerId: string,
+  ) {
+    this.fabric = fabric;
+    this.#pair = pair;
+    this.id = pair.id;
+    this.direction = direction;
+    this.#owner = owner;
+    this.localPeerId = owner.localPeerId;
+    this.remotePeerId = remotePeerId;
+    this.lane = new Lane(fabric, this.localPeerId, remotePeerId);
+  }
+
+  get isClosed(): boolean {
+    return this.#closeInfo !== undefined;
+  }
+
+  setHandlers(handlers: ConnectionHandlers): void {
+    this.#handlers = handlers;
+    this.#flush();
+  }
+
+  sendControl(message: ControlMessage): void {
+    if (this.isClosed) return;
+    const copy = { ...message } as ControlMessage;
+    const peer = this.peer;
+    this.lane.send('control', () => peer.#receiveControl(copy));
+  }
+
+  openStream(protocol: string, options: { signal: AbortSignal }): Promise<Stream> {
+    const info = this.#closeInfo;
+    if (info !== undefined) {
+      return Promise.reject(new TransportError('closed', `connection closed: ${info.reason}`, info.code));
+    }
+    const signal = options.signal;
+    if (signal.aborted) return Promise.reject(new TransportError('aborted', 'stream open aborted'));
+    let mine = 0;
+    for (const stream of this.#pair.streams) if (stream.openerSide === this) mine++;
+    if (mine >= this.fabric.maxStreams) {
+      return Promise.reject(new TransportError('stream-limit', `at most ${this.fabric.maxStreams} open streams per connection`));
+    }
+    const pair = this.#pair;
+    const stream = new StreamPair(
+      this.fabric,
+      `${this.id}/${this.fabric.nextId()}`,
+      protocol,
+      {
+        opener: this,
+        acceptor: this.peer,
+        toAcceptor: new Lane(this.fabric, this.localPeerId, this.remotePeerId),
+        toOpener: new Lane(this.fabric, this.remotePeerId, this.localPeerId),
+      },
+      (changed) => pair.streamChanged(changed),
+    );
+    pair.streams.add(stream);
+    this.fabric.streamChanged(stream);
+    return stream.open(signal);
+  }
+
+  close(code: number, reason: string): void {
+    this.shutdown(code, reason);
+  }
+
+  /** Closes on purpose: onClose here now, a close notice to the remote after latency. */
+  shutdown(code: number | undefined, reason: string): void {
+    if (!this.end({ local: true, code, reason, error: false })) return;
+    const peer = this.peer;
+    if (peer.isClosed) return;
+    const notice: CloseInfo = { local: false, code, reason, error: false };
+    this.lane.send('transport', () => peer.end(notice, true));
+  }
+
+  /** This side's node died; unless `silent`, the remote hears of it after latency. */
+  kill(silent: boolean): void {
+    if (!this.end({ local: false, code: undefined, reason: 'node killed', error: true })) return;
+    const peer = this.peer;
+    if (silent || peer.isClosed) return;
+    const notice: CloseInfo = { local: false, code: undefined, reason: 'connection lost', error: true };
+    this.lane.send('transport', () => peer.end(notice, true));
+  }
+
+  /** A dial gave up on this (never handed out) outbound side. */
+  abandon(notifyRemote: boolean): void {
+    if (!this.end({ local: true, code: undefined, reason: 'dial abandoned', error: false })) return;
+    const peer = this.peer;
+    if (!notifyRemote || peer.isClosed) return;
+    const notice: CloseInfo = { local: false, code: undefined, reason: 'dial abandoned', error: true };
+    this.lane.send('transport', () => peer.end(notice, true));
+  }
+
+  /**
+   * Ends this side: its streams end, its adapter forgets it, and onClose is
+   * delivered (now when `sync`, else on the next microtask). Returns false
+   * when the side had already ended, so every path reports exactly once.
+   */
+  end(info: CloseInfo, sync = false): boolean {
+    if (this.#closeInfo !== undefined) return false;
+    this.#closeInfo = info;
+    const error = new TransportError('closed', `connection closed: ${info.reason}`, info.code);
+    for (const stream of [...this.#pair.streams]) {
+      stream.sideClosed(stream.openerSide === this ? 'opener' : 'acceptor', error);
+    }
+    this.fabric.run(() => this.#owner.connectionEnded(this));
+    const hook = this.onEnded;
+    this.onEnded = undefined;
+    if (hook !== undefined) this.fabric.run(() => hook(info));
+    this.#pair.sideEnded();
+    if (sync) this.#emit({ type: 'close', info });
+    else queueMicrotask(() => this.#emit({ type: 'close', info }));
+    return true;
+  }
+
+  /** @internal Hands an incoming stream to `onStream`. */
+  offerStream(incoming: IncomingStream): void {
+    if (this.isClosed) return;
+    this.#emit({ type: 'stream', stream: incoming });
+  }
+
+  #receiveControl(message: ControlMessage): void {
+    if (this.isClosed) return;
+    this.fabric.counters.controlDelivered++;
+    this.#emit({ type: 'control', message });
+  }
+
+  #emit(event: ConnectionEvent): void {
+    if (event.type !== 'close' && this.#handlers === undefined && this.#buffer.length >= this.fabric.maxBufferedEvents) {
+      // Nobody reads this side: fail rather than buffer without bound.
+      this.#pair.fail('too many events buffered before setHandlers');
+      return;
+    }
+    this.#buffer.push(event);
+    this.#flush();
+  }
+
+  #flush(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    try {
+      for (;;) {
+        const handlers = this.#handlers;
+        if (handlers === undefined) break;
+        const event = this.#buffer.shift();
+        if (event === undefined) break;
+        this.fabric.run(() => {
+          switch (event.type) {
+            case 'control':
+              handlers.onControl(event.message);
+              break;
+            case 'stream':
+              handlers.onStream(event.stream);
+              break;
+            case 'close':
+              handlers.onClose(event.info);
+              break;
+          }
+        });
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
+}

@@ -1,0 +1,20 @@
+/**
+ * The in-memory transport: a deterministic network of adapters on a virtual
+ * clock, for testing agents and for peerline's own simulator.
+ */
+export { MemoryNetwork, MemoryAdapter } from './network.js';
+export type { MemoryNetworkOptions, MemoryNetworkStats, MemoryAckFault } from './network.js';
+export { VirtualClock, flushMicrotasks } from './virtual-clock.js';
+export { TransportError } from '../adapter.js';
+export type {
+  Adapter,
+  Clock,
+  CloseInfo,
+  Connection,
+  ConnectionHandlers,
+  ControlMessage,
+  DialOptions,
+  IncomingStream,
+  Stream,
+  TransportErrorKind,
+} from '../adapter.js';

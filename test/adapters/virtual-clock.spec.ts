@@ -1,0 +1,50 @@
+import { strict as assert } from 'node:assert';
+import { VirtualClock } from '../../adapters/memory/index.js';
+
+describe('VirtualClock', () => {
+  it('fires timers in time order, same-time timers in the order set', async () => {
+    const clock = new VirtualClock();
+    const fired: string[] = [];
+    clock.setTimeout(() => fired.push('b@20'), 20);
+    clock.setTimeout(() => fired.push('a@10'), 10);
+    clock.setTimeout(() => fired.push('c@20'), 20);
+    await clock.advance(15);
+    assert.deepEqual(fired, ['a@10']);
+    assert.equal(clock.now(), 15);
+    await clock.advance(5);
+    assert.deepEqual(fired, ['a@10', 'b@20', 'c@20']);
+    assert.equal(clock.pending(), 0);
+  });
+
+  it('fires timers set while advancing when they fall due in the window, with promises settled between', async () => {
+    const clock = new VirtualClock();
+    const fired: number[] = [];
+    clock.setTimeout(() => {
+      fired.push(clock.now());
+      void Promise.resolve().then(() => clock.setTimeout(() => fired.push(clock.now()), 5));
+    }, 10);
+    await clock.advance(20);
+    assert.deepEqual(fired, [10, 15]);
+  });
+
+  it('cleared and infinite timers never fire', async () => {
+    const clock = new VirtualClock();
+    let fired = 0;
+    const t = clock.setTimeout(() => fired++, 10);
+    clock.setTimeout(() => fired++, Infinity);
+    clock.clearTimeout(t);
+    assert.equal(clock.pending(), 0);
+    await clock.advance(1e9);
+    assert.equal(fired, 0);
+  });
+
+  it('stays correct when many cleared timers are compacted away', async () => {
+    const clock = new VirtualClock();
+    let fired = 0;
+    for (let i = 0; i < 5000; i++) clock.clearTimeout(clock.setTimeout(() => fired++, 100 + i));
+    clock.setTimeout(() => fired++, 50);
+    assert.equal(clock.pending(), 1);
+    await clock.advance(10_000);
+    assert.equal(fired, 1);
+  });
+});
