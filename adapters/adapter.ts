@@ -112,8 +112,23 @@ export interface DialOptions {
   readonly signal: AbortSignal;
 }
 
+/** The engine's timing, handed to the adapter before it listens (QUIC derives its idle timeout and keep-alive from it). */
+export interface TransportPolicy {
+  readonly connectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly heartbeatTimeoutMs: number;
+  readonly heartbeatMisses: number;
+  /** Longest protocol name in a stream header, in bytes. */
+  readonly maxProtocolLength: number;
+  /** Inbound streams the engine accepts per connection. */
+  readonly maxInboundStreams: number;
+}
+
 export interface Adapter {
   readonly localPeerId: string;
+  /** Optional: takes the engine's policy; called once by `engine.start()` before `listen`. */
+  configure?(policy: TransportPolicy): void;
   /** Starts accepting connections; each verified inbound connection is handed over. */
   listen(onConnection: (connection: Connection) => void): Promise<void>;
   /** Dials `address` expecting `peerId` on the other side. */

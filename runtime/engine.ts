@@ -244,6 +244,16 @@ export class Engine {
   async start(): Promise<void> {
     if (this.#status === 'running') return;
     if (this.#status !== 'idle') throw new PeerlineError('ENGINE_STOPPED', 'an engine cannot be started again after stop()');
+    const o = this.options;
+    this.#adapter.configure?.({
+      connectTimeoutMs: o.connectTimeoutMs,
+      handshakeTimeoutMs: o.handshakeTimeoutMs,
+      heartbeatIntervalMs: o.heartbeat.intervalMs,
+      heartbeatTimeoutMs: o.heartbeat.timeoutMs,
+      heartbeatMisses: o.heartbeat.misses,
+      maxProtocolLength: o.maxProtocolLength,
+      maxInboundStreams: o.maxInboundStreamsPerConnection,
+    });
     await this.#adapter.listen((connection) => this.#guard('inbound connection', () => this.#onConnection(connection)));
     this.#status = 'running';
     for (const [peerId, book] of this.#book) if (book.pinned) this.#ensurePinned(peerId);
