@@ -1,4 +1,4 @@
-import { assign, enqueueActions, fromCallback, fromPromise, not, setup } from 'xstate';
+import { and, assign, enqueueActions, fromCallback, fromPromise, not, setup } from 'xstate';
 import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from './codes.js';
 import {
   PROTOCOL_VERSION,
@@ -78,6 +78,8 @@ const base = setup({
     isInbound: ({ context }) => context.direction === 'inbound',
     isOutbound: ({ context }) => context.direction === 'outbound',
     isPinned: ({ context }) => context.pinned,
+    /** A pinned peer whose remote asked for the drain: it reconnects instead of closing. */
+    pinnedRemoteDrain: ({ context }) => context.pinned && context.ending?.remote === true,
     isCurrent: ({ context, event }) =>
       'connectionId' in event && context.connectionId !== null && event.connectionId === context.connectionId,
     canRetry: ({ context }) => context.attempts < (context.pinned ? Infinity : context.limits.maxAttempts),
@@ -442,7 +444,7 @@ export const connectionMachine = machineSetup.createMachine({
           {
             guard: 'isCurrent',
             target: 'errored',
-            actions: assign({ lastError: ({ event }) => helloError(event) }),
+            actions: assign({ lastError: ({ context, event }) => helloError(event, context.direction === 'inbound') }),
           },
         ],
         'CONTROL.HELLO_ACK': [
@@ -454,7 +456,7 @@ export const connectionMachine = machineSetup.createMachine({
           {
             guard: 'isCurrent',
             target: 'errored',
-            actions: assign({ lastError: ({ event }) => helloError(event) }),
+            actions: assign({ lastError: ({ context, event }) => helloError(event, context.direction === 'outbound') }),
           },
         ],
         'CONNECTION.CLOSED': [
@@ -587,11 +589,16 @@ export const connectionMachine = machineSetup.createMachine({
           {
             actions: {
               type: 'rejectInbound',
-              params: ({ event }) => ({ streamId: event.streamId, reason: 'too many streams' }),
+              params: ({ context, event }) => ({
+                streamId: event.streamId,
+                reason: event.connectionId === context.connectionId ? 'too many streams' : 'connection is being replaced',
+              }),
             },
           },
         ],
         'LEASE.RELEASE': { actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
+        // A cancelled open gives its credit to the next queued request.
+        'REQUEST.CANCEL': { actions: ['cancelRequest', 'openQueued'] },
         'CONTROL.PONG': {
           guard: ({ context, event }) => event.connectionId === context.connectionId && event.seq === context.pingSeq,
           actions: assign({ misses: 0 }),
@@ -612,12 +619,12 @@ export const connectionMachine = machineSetup.createMachine({
             guard: ({ context, event }) =>
               event.connectionId === context.connectionId && !context.pinned && !event.error && isGraceful(event.code),
             target: 'closed',
-            actions: assign({ lastError: ({ event }) => closedError(event) }),
+            actions: assign({ connectionId: null, lastError: ({ event }) => closedError(event) }),
           },
           {
             guard: 'isCurrent',
             target: 'errored',
-            actions: assign({ lastError: ({ event }) => closedError(event) }),
+            actions: assign({ connectionId: null, lastError: ({ event }) => closedError(event) }),
           },
         ],
         'CONNECTION.INBOUND': [
@@ -658,10 +665,9 @@ export const connectionMachine = machineSetup.createMachine({
       always: [
         {
           // A pinned peer that the remote drained: reconnect by backoff.
-          guard: ({ context }) =>
-            context.pinned && context.ending?.remote === true && context.streams === 0 && context.leases === 0 && context.opening.length === 0,
+          guard: and(['pinnedRemoteDrain', 'isSettled']),
           target: 'errored',
-          actions: assign({ lastError: () => info('CONNECTION_LOST', 'the remote drained the connection') }),
+          actions: assign({ lastError: () => remoteDrained }),
         },
         { guard: 'isSettled', target: 'closed' },
       ],
@@ -675,7 +681,7 @@ export const connectionMachine = machineSetup.createMachine({
                 context.ending?.error.code === 'ENGINE_STOPPED'
                   ? context.ending.error
                   : info('CONNECTION_FORCE_CLOSED', 'drain deadline passed', ConnectionErrorCode.ForceClose),
-              remote: false,
+              remote: context.ending?.remote ?? false,
             }),
           }),
         },
@@ -696,11 +702,18 @@ export const connectionMachine = machineSetup.createMachine({
           },
         },
         'LEASE.RELEASE': { actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
-        'CONNECTION.CLOSED': {
-          guard: 'isCurrent',
-          target: 'closed',
-          actions: assign({ connectionId: null, lastError: ({ event }) => closedError(event) }),
-        },
+        'CONNECTION.CLOSED': [
+          {
+            guard: and(['isCurrent', 'pinnedRemoteDrain']),
+            target: 'errored',
+            actions: assign({ connectionId: null, lastError: () => remoteDrained }),
+          },
+          {
+            guard: 'isCurrent',
+            target: 'closed',
+            actions: assign({ connectionId: null, lastError: ({ event }) => closedError(event) }),
+          },
+        ],
         FORCE_CLOSE: { target: 'forceClosed', actions: 'endWith' },
         SHUTDOWN: { guard: ({ event }) => event.force, target: 'forceClosed', actions: 'endWith' },
       },
@@ -709,10 +722,12 @@ export const connectionMachine = machineSetup.createMachine({
     forceClosed: {
       entry: enqueueActions(({ context, enqueue }) => {
         const error = context.ending?.error ?? info('CONNECTION_FORCE_CLOSED', 'connection force closed', ConnectionErrorCode.ForceClose);
-        for (const request of [...context.opening, ...context.queue]) {
-          if (context.opening.includes(request)) enqueue({ type: 'abortOpen', params: { id: request.id } });
+        for (const request of context.opening) {
+          enqueue.cancel(streamTimerId(request.id));
+          enqueue({ type: 'abortOpen', params: { id: request.id } });
           enqueue({ type: 'answer', params: { id: request.id, error } });
         }
+        for (const request of context.queue) enqueue({ type: 'answer', params: { id: request.id, error } });
         enqueue.assign({ opening: [], queue: [] });
         if (context.connectionId !== null) {
           enqueue({
@@ -721,10 +736,22 @@ export const connectionMachine = machineSetup.createMachine({
           });
         }
       }),
-      after: { forceCloseGrace: 'closed' },
+      after: {
+        forceCloseGrace: [
+          { guard: 'pinnedRemoteDrain', target: 'errored', actions: assign({ connectionId: null, lastError: () => remoteDrained }) },
+          { target: 'closed', actions: assign({ connectionId: null }) },
+        ],
+      },
       on: {
         REQUEST: { actions: 'refuseEnding' },
-        'CONNECTION.CLOSED': { guard: 'isCurrent', target: 'closed', actions: assign({ connectionId: null }) },
+        'CONNECTION.CLOSED': [
+          {
+            guard: and(['isCurrent', 'pinnedRemoteDrain']),
+            target: 'errored',
+            actions: assign({ connectionId: null, lastError: () => remoteDrained }),
+          },
+          { guard: 'isCurrent', target: 'closed', actions: assign({ connectionId: null }) },
+        ],
       },
     },
 
@@ -732,6 +759,7 @@ export const connectionMachine = machineSetup.createMachine({
       entry: enqueueActions(({ context, enqueue }) => {
         const error = context.lastError ?? info('CONNECTION_LOST', 'connection failed');
         for (const request of context.opening) {
+          enqueue.cancel(streamTimerId(request.id));
           enqueue({ type: 'abortOpen', params: { id: request.id } });
           enqueue({ type: 'answer', params: { id: request.id, error } });
         }
@@ -769,6 +797,7 @@ export const connectionMachine = machineSetup.createMachine({
       entry: enqueueActions(({ context, enqueue }) => {
         const error = context.ending?.error ?? context.lastError ?? info('CONNECTION_LOST', 'connection closed');
         for (const request of context.opening) {
+          enqueue.cancel(streamTimerId(request.id));
           enqueue({ type: 'abortOpen', params: { id: request.id } });
           enqueue({ type: 'answer', params: { id: request.id, error } });
         }
@@ -792,7 +821,15 @@ function toErrorInfo(error: unknown, fallback: ErrorCode): ErrorInfo {
   return info(fallback, error instanceof Error ? error.message : String(error));
 }
 
-function helloError(event: { version: number; peerId: string }): ErrorInfo {
+/** Why a hello / hello-ack was refused. `expected`: this side waits for that message. */
+function helloError(event: { type: string; version: number; peerId: string }, expected: boolean): ErrorInfo {
+  if (!expected) {
+    return info(
+      'PROTOCOL_VIOLATION',
+      `${event.type} is not expected by the ${event.type === 'CONTROL.HELLO' ? 'dialling' : 'listening'} side`,
+      ConnectionErrorCode.ProtocolViolation,
+    );
+  }
   if (event.version !== PROTOCOL_VERSION) {
     return info(
       'PROTOCOL_VIOLATION',
@@ -819,6 +856,9 @@ function closedError(event: { code: number | undefined; reason: string; error: b
   }
   return info('CONNECTION_LOST', `connection lost: ${detail}`);
 }
+
+/** A pinned peer's remote drained us: reconnect by backoff (closing, if still open, as a drain). */
+const remoteDrained: ErrorInfo = info('CONNECTION_LOST', 'the remote drained the connection', ConnectionErrorCode.Drain);
 
 function idleEnding(message: string): Ending {
   return { code: ConnectionErrorCode.IdleTimeout, error: info('CONNECTION_DRAINING', message), remote: false };

@@ -806,10 +806,7 @@ export class Engine {
         });
     return connectionMachine.provide({
       actions: {
-        answer: ({ context }, params) => this.#guard('answer', () => {
-          void context;
-          this.#answer(params.id, params.error);
-        }),
+        answer: (_args, { id, error }) => this.#guard('answer', () => this.#answer(id, error)),
         deliverStream: effect('deliverStream', (entry, { id }: { id: string }) => this.#deliver(entry, id)),
         grantLease: effect('grantLease', (entry, { id }: { id: string }) => this.#grantLease(entry, id)),
         openStream: effect('openStream', (entry, params: { id: string; protocol: string; connectionId: string }) =>
