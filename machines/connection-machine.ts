@@ -116,6 +116,25 @@ function outboundInFlight(context: ConnectionContext): number {
 
 const ended = (code: ConnectionErrorCode, error: ErrorInfo): Ending => ({ code, error, remote: false });
 
+type Enqueue = Parameters<Parameters<typeof base.enqueueActions>[0]>[0]['enqueue'];
+
+/**
+ * Leaving a connection for good: every open in flight is aborted, every
+ * request held is answered with `error`, and the connection, if any, is
+ * closed with `code`. Used by `forceClosed`, `errored` and `closed`.
+ */
+function failPendingAndClose(context: ConnectionContext, enqueue: Enqueue, error: ErrorInfo, code: ConnectionErrorCode): void {
+  for (const request of context.opening) {
+    enqueue.cancel(streamTimerId(request.id));
+    enqueue({ type: 'abortOpen', params: { id: request.id } });
+    enqueue({ type: 'answer', params: { id: request.id, error } });
+  }
+  for (const request of context.queue) enqueue({ type: 'answer', params: { id: request.id, error } });
+  if (context.connectionId !== null) {
+    enqueue({ type: 'closeConnection', params: { connectionId: context.connectionId, code } });
+  }
+}
+
 /** The machine's own logic, composed from the effects above. Pure. */
 const machineSetup = base.extend({
   guards: {
@@ -722,19 +741,8 @@ export const connectionMachine = machineSetup.createMachine({
     forceClosed: {
       entry: enqueueActions(({ context, enqueue }) => {
         const error = context.ending?.error ?? info('CONNECTION_FORCE_CLOSED', 'connection force closed', ConnectionErrorCode.ForceClose);
-        for (const request of context.opening) {
-          enqueue.cancel(streamTimerId(request.id));
-          enqueue({ type: 'abortOpen', params: { id: request.id } });
-          enqueue({ type: 'answer', params: { id: request.id, error } });
-        }
-        for (const request of context.queue) enqueue({ type: 'answer', params: { id: request.id, error } });
+        failPendingAndClose(context, enqueue, error, context.ending?.code ?? ConnectionErrorCode.ForceClose);
         enqueue.assign({ opening: [], queue: [] });
-        if (context.connectionId !== null) {
-          enqueue({
-            type: 'closeConnection',
-            params: { connectionId: context.connectionId, code: context.ending?.code ?? ConnectionErrorCode.ForceClose },
-          });
-        }
       }),
       after: {
         forceCloseGrace: [
@@ -758,18 +766,7 @@ export const connectionMachine = machineSetup.createMachine({
     errored: {
       entry: enqueueActions(({ context, enqueue }) => {
         const error = context.lastError ?? info('CONNECTION_LOST', 'connection failed');
-        for (const request of context.opening) {
-          enqueue.cancel(streamTimerId(request.id));
-          enqueue({ type: 'abortOpen', params: { id: request.id } });
-          enqueue({ type: 'answer', params: { id: request.id, error } });
-        }
-        for (const request of context.queue) enqueue({ type: 'answer', params: { id: request.id, error } });
-        if (context.connectionId !== null) {
-          enqueue({
-            type: 'closeConnection',
-            params: { connectionId: context.connectionId, code: error.closeCode ?? ConnectionErrorCode.ForceClose },
-          });
-        }
+        failPendingAndClose(context, enqueue, error, error.closeCode ?? ConnectionErrorCode.ForceClose);
         enqueue.assign({
           opening: [],
           queue: [],
@@ -796,18 +793,7 @@ export const connectionMachine = machineSetup.createMachine({
       type: 'final',
       entry: enqueueActions(({ context, enqueue }) => {
         const error = context.ending?.error ?? context.lastError ?? info('CONNECTION_LOST', 'connection closed');
-        for (const request of context.opening) {
-          enqueue.cancel(streamTimerId(request.id));
-          enqueue({ type: 'abortOpen', params: { id: request.id } });
-          enqueue({ type: 'answer', params: { id: request.id, error } });
-        }
-        for (const request of context.queue) enqueue({ type: 'answer', params: { id: request.id, error } });
-        if (context.connectionId !== null) {
-          enqueue({
-            type: 'closeConnection',
-            params: { connectionId: context.connectionId, code: context.ending?.code ?? ConnectionErrorCode.Drain },
-          });
-        }
+        failPendingAndClose(context, enqueue, error, context.ending?.code ?? ConnectionErrorCode.Drain);
         enqueue.assign({ opening: [], queue: [], connectionId: null });
       }),
     },
