@@ -1,0 +1,222 @@
+/**
+ * A swarm of agents, on the wall clock, opening echo streams to each other
+ * while a chaos schedule drains, force closes and partitions connections:
+ * something live to watch in the inspector (`peerline inspect`), and the
+ * page's test bed. The network is handed in (the in-memory one fits:
+ * `new MemoryNetwork({ clock: systemClock })`), so the visualizer depends on
+ * the runtime's public API only.
+ */
+import { createEngine, seededRandom, type Adapter, type Engine, type EngineInit, type PeerStream, type Random } from '../runtime/index.js';
+import { createInspector, type Inspector } from './inspector.js';
+import { startVisualizer, type Visualizer } from './server.js';
+
+/** What the swarm needs of a network; `MemoryNetwork` has it all. */
+export interface SwarmNetwork {
+  /** The adapter of the agent named `peerId`. */
+  node(peerId: string): Adapter;
+  /** The address other agents dial to reach `peerId`. */
+  address(peerId: string): string;
+  /** Optional faults for the chaos schedule. */
+  partition?(a: readonly string[], b: readonly string[]): void;
+  heal?(): void;
+}
+
+export interface LiveSwarmOptions {
+  /** Where the agents live; its timers must run on the wall clock. */
+  readonly network: SwarmNetwork;
+  /** Agents in the swarm; each may connect to every other, so up to n*(n-1) peer machines. @default 8 */
+  readonly agents?: number;
+  /** Machines are created with this inspector's `inspect`. @default a new one */
+  readonly inspector?: Inspector;
+  /** One request (a random agent to a random other) every this many ms. 0: no traffic. @default 100 */
+  readonly requestIntervalMs?: number;
+  /** A chaos action (drain, force close, partition + heal) every this many ms. 0: none. @default 4000 */
+  readonly chaosIntervalMs?: number;
+  readonly seed?: number;
+  /** Engine options for every agent (over the swarm's lively defaults). */
+  readonly engine?: EngineInit;
+  /** Pairs (`from/to`) the random traffic leaves alone, for tests that drive them by hand. */
+  readonly quiet?: readonly string[];
+}
+
+export interface LiveSwarm {
+  readonly network: SwarmNetwork;
+  readonly engines: readonly Engine[];
+  readonly inspector: Inspector;
+  engine(agentId: string): Engine;
+  /** Requests answered so far, by outcome (`ok` or an error code). */
+  outcomes(): Readonly<Record<string, number>>;
+  /** Stops the traffic and every engine (forced: bounded by the force-close grace). */
+  stop(): Promise<void>;
+}
+
+const PROTOCOL = '/inspect-demo/echo/1';
+
+async function echo(stream: PeerStream): Promise<void> {
+  const reader = stream.readable.getReader();
+  const writer = stream.writable.getWriter();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      await writer.write(value);
+    }
+    await writer.close();
+  } catch {
+    stream.abort('echo failed');
+  }
+}
+
+function pick<T>(items: readonly T[], random: Random): T {
+  return items[Math.floor(random() * items.length)]!;
+}
+
+export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwarm> {
+  const count = options.agents ?? 8;
+  if (!Number.isInteger(count) || count < 2) throw new RangeError(`agents must be an integer >= 2, got ${String(count)}`);
+  const inspector = options.inspector ?? createInspector();
+  const random = seededRandom(options.seed ?? 7);
+  const network = options.network;
+  const names = Array.from({ length: count }, (_, i) => `agent-${i + 1}`);
+  const quiet = new Set(options.quiet ?? []);
+  const engines = new Map<string, Engine>();
+  const outcomes: Record<string, number> = {};
+  const count1 = (key: string): void => {
+    outcomes[key] = (outcomes[key] ?? 0) + 1;
+  };
+
+  for (const name of names) {
+    const engine = createEngine({
+      adapter: network.node(name),
+      random,
+      inspect: inspector.inspect,
+      trace: false,
+      logger: { trace: () => {}, warn: () => {} },
+      heartbeat: { intervalMs: 1500, timeoutMs: 600, misses: 2 },
+      idleTimeoutMs: 8000,
+      connectTimeoutMs: 2000,
+      handshakeTimeoutMs: 2000,
+      streamOpenTimeoutMs: 2000,
+      drainDeadlineMs: 1500,
+      forceCloseGraceMs: 300,
+      ...options.engine,
+    });
+    engine.handle(PROTOCOL, echo);
+    for (const other of names) if (other !== name) engine.addPeer(other, [network.address(other)]);
+    engines.set(name, engine);
+  }
+  await Promise.all([...engines.values()].map((e) => e.start()));
+
+  const request = (from: string, to: string): void => {
+    const engine = engines.get(from);
+    if (engine === undefined || engine.status !== 'running') return;
+    engine
+      .openStream(to, PROTOCOL, { timeoutMs: 3000 })
+      .then(async (stream) => {
+        const writer = stream.writable.getWriter();
+        await writer.write(new TextEncoder().encode(`hello from ${from}`));
+        await writer.close();
+        const reader = stream.readable.getReader();
+        while (!(await reader.read()).done) {
+          // the echo
+        }
+        count1('ok');
+      })
+      .catch((error: unknown) => count1(error !== null && typeof error === 'object' && 'code' in error ? String(error.code) : 'STREAM_ERROR'));
+  };
+
+  const timers: ReturnType<typeof setInterval>[] = [];
+  const every = (ms: number, fn: () => void): void => {
+    if (ms <= 0) return;
+    const timer = setInterval(fn, ms);
+    timer.unref();
+    timers.push(timer);
+  };
+  every(options.requestIntervalMs ?? 100, () => {
+    const from = pick(names, random);
+    let to = pick(names, random);
+    if (to === from) to = names[(names.indexOf(from) + 1) % names.length]!;
+    if (quiet.has(`${from}/${to}`) || quiet.has(`${to}/${from}`)) return;
+    request(from, to);
+  });
+  let healTimer: ReturnType<typeof setTimeout> | undefined;
+  every(options.chaosIntervalMs ?? 4000, () => {
+    const a = pick(names, random);
+    let b = pick(names, random);
+    if (a === b) b = names[(names.indexOf(a) + 1) % names.length]!;
+    if (quiet.has(`${a}/${b}`) || quiet.has(`${b}/${a}`)) return;
+    const roll = random();
+    const engine = engines.get(a)!;
+    if (roll < 0.4) void engine.drain(b);
+    else if (roll < 0.7) void engine.forceClose(b, 'chaos');
+    else if (healTimer === undefined && network.partition !== undefined && network.heal !== undefined) {
+      network.partition([a], [b]);
+      healTimer = setTimeout(() => {
+        healTimer = undefined;
+        network.heal?.();
+      }, 2500);
+      healTimer.unref();
+    }
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    network,
+    engines: [...engines.values()],
+    inspector,
+    engine(agentId) {
+      const engine = engines.get(agentId);
+      if (engine === undefined) throw new Error(`no agent ${agentId}`);
+      return engine;
+    },
+    outcomes: () => ({ ...outcomes }),
+    stop() {
+      stopping ??= (async () => {
+        for (const timer of timers) clearInterval(timer);
+        if (healTimer !== undefined) clearTimeout(healTimer);
+        await Promise.all([...engines.values()].map((e) => e.stop({ force: true })));
+      })();
+      return stopping;
+    },
+  };
+}
+
+export interface InspectDemoOptions extends LiveSwarmOptions {
+  /** @default 0 (any free port) */
+  readonly port?: number;
+  readonly host?: string;
+}
+
+/**
+ * A live swarm and the inspector page watching it: what `peerline inspect` runs.
+ *
+ * @example
+ * const demo = await runInspectDemo({ network: new MemoryNetwork({ clock: systemClock, latencyMs: 2 }), agents: 8, port: 4800 });
+ * console.log(`inspector at ${demo.url}`);
+ */
+export async function runInspectDemo(options: InspectDemoOptions): Promise<{ url: string; swarm: LiveSwarm; visualizer: Visualizer; close(): Promise<void> }> {
+  const inspector = options.inspector ?? createInspector();
+  const swarm = await startLiveSwarm({ ...options, inspector });
+  let visualizer: Visualizer;
+  try {
+    visualizer = await startVisualizer({
+      inspector,
+      engines: swarm.engines,
+      title: `peerline inspector: ${swarm.engines.length} agents`,
+      ...(options.port === undefined ? {} : { port: options.port }),
+      ...(options.host === undefined ? {} : { host: options.host }),
+    });
+  } catch (error) {
+    await swarm.stop();
+    throw error;
+  }
+  return {
+    url: visualizer.url,
+    swarm,
+    visualizer,
+    close: async () => {
+      await visualizer.close();
+      await swarm.stop();
+    },
+  };
+}
