@@ -4,15 +4,23 @@
  * with a queue of 500). Past the queue bound a waiter is refused at once, so
  * memory stays bounded however many peers are asked for.
  *
- * Invariant: active <= concurrency, waiting.size <= limit, and a waiter is
- * either waiting, active, or gone: release() is idempotent.
+ * Invariant: active <= concurrency, waiting <= limit, and a waiter is either
+ * waiting, active, or gone: release() is idempotent. Every operation is O(1)
+ * amortised: a waiter that leaves the queue is only marked, and skipped when
+ * it reaches the head.
  */
+interface Waiter {
+  state: 'waiting' | 'active' | 'done';
+  readonly grant: () => void;
+}
+
 export class DialQueue {
   readonly concurrency: number;
   readonly limit: number;
   #active = 0;
-  #waiting = new Map<number, () => void>();
-  #nextId = 1;
+  #waiting = 0;
+  #queue: Waiter[] = [];
+  #head = 0;
 
   constructor(concurrency: number, limit: number) {
     this.concurrency = concurrency;
@@ -24,7 +32,7 @@ export class DialQueue {
   }
 
   get waiting(): number {
-    return this.#waiting.size;
+    return this.#waiting;
   }
 
   /**
@@ -33,36 +41,48 @@ export class DialQueue {
    * slot, or leaves the queue if the slot was not granted yet.
    */
   acquire(granted: () => void, refused: () => void): () => void {
-    const id = this.#nextId++;
-    let state: 'waiting' | 'active' | 'done' = 'waiting';
-    const grant = (): void => {
-      state = 'active';
-      this.#active += 1;
-      granted();
-    };
+    const waiter: Waiter = { state: 'waiting', grant: granted };
     if (this.#active < this.concurrency) {
-      grant();
-    } else if (this.#waiting.size >= this.limit) {
-      state = 'done';
+      this.#grant(waiter);
+    } else if (this.#waiting >= this.limit) {
+      waiter.state = 'done';
       refused();
     } else {
-      this.#waiting.set(id, grant);
+      this.#queue.push(waiter);
+      this.#waiting += 1;
     }
     return () => {
-      if (state === 'waiting') this.#waiting.delete(id);
-      if (state === 'active') {
+      if (waiter.state === 'waiting') this.#waiting -= 1;
+      if (waiter.state === 'active') {
         this.#active -= 1;
+        waiter.state = 'done';
         this.#next();
       }
-      state = 'done';
+      waiter.state = 'done';
     };
   }
 
+  #grant(waiter: Waiter): void {
+    waiter.state = 'active';
+    this.#active += 1;
+    waiter.grant();
+  }
+
   #next(): void {
-    while (this.#active < this.concurrency && this.#waiting.size > 0) {
-      const [id, grant] = this.#waiting.entries().next().value as [number, () => void];
-      this.#waiting.delete(id);
-      grant();
+    while (this.#active < this.concurrency && this.#head < this.#queue.length) {
+      const waiter = this.#queue[this.#head++]!;
+      if (waiter.state !== 'waiting') continue;
+      this.#waiting -= 1;
+      this.#grant(waiter);
+    }
+    // Drop the consumed prefix now and then, so the array does not grow forever.
+    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
     }
   }
 }

@@ -452,6 +452,11 @@ export class Engine {
     if (entry === undefined) {
       return this.#answer(pending.id, info('CONNECTION_LIMIT', `${this.options.maxConnections} connections are open and none is idle`));
     }
+    if (entry.removed) {
+      // The machine ended while starting (e.g. the dial queue refused it at once).
+      const cause = entry.actor.getSnapshot().context.lastError;
+      return this.#answer(pending.id, cause ?? info('CONNECTION_LOST', `peer ${spec.peerId} closed while starting`));
+    }
     pending.entry = entry;
     entry.requests.add(pending.id);
     const ref: RequestRef = { id: pending.id, kind: spec.kind, protocol: spec.protocol };
@@ -913,6 +918,10 @@ export class Engine {
       stream?.abort('request already answered');
       if (pending !== undefined) this.#answer(id, info('CONNECTION_LOST', 'stream vanished before delivery'));
       this.#metrics.internalErrors += 1;
+      // The machine counted the stream open when it asked for delivery: give the credit back.
+      if (record !== undefined && !entry.removed) {
+        entry.actor.send({ type: 'STREAM.CLOSED', connectionId: record.connectionId, inbound: false });
+      }
       return;
     }
     this.#settle(pending);
