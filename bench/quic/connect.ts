@@ -1,0 +1,152 @@
+/**
+ * Connecting to many peers over QUIC on loopback: one peerline engine
+ * reaching P peers with dial concurrency D, against the bare @matrixai/quic
+ * client dialling the same P listeners D at a time, in one run.
+ *
+ *   peerline   a fresh engine (dialConcurrency D) asks `withConnection(peer)`
+ *              for all P peers at once; the engine dials (QUIC handshake with
+ *              pinned mutual TLS), runs its hello/hello-ack handshake and is
+ *              `ready` with every peer. Time until all P are ready.
+ *   raw        one socket, `QUICClient.createQUICClient` to the same P
+ *              listeners, D in flight at a time (a simple pool); time until
+ *              all P handshakes completed. Mutual TLS (the listeners ask for
+ *              a certificate) but no certificate pinning and no application
+ *              handshake.
+ *
+ * The P listeners are peerline engines, started once and shared by every
+ * round; each round makes a fresh dialler and closes every connection before
+ * the next. Rounds alternate which side goes first. Reported: the median
+ * total per side, the process CPU time per peer (both ends run in this
+ * process; steadier than wall time on a shared machine) and the ratios
+ * peerline / raw (the difference is the hello/hello-ack exchange on the
+ * control stream and the engine's work per peer).
+ *
+ *   npx tsx bench/quic/connect.ts [--peers 200] [--concurrency 50] [--rounds 4]
+ */
+import { QUICClient, QUICSocket } from '@matrixai/quic';
+import { createQuicAdapter, type QuicAdapter } from '../../adapters/quic/index.js';
+import { createEngine, type Engine } from '../../runtime/index.js';
+import { numberArg, say } from '../common.js';
+import { benchIdentity, clientCrypto, cpuMsSince, percentile, silentLogger, sortedCopy } from './common.js';
+
+const PEERS = numberArg('peers', 200);
+const CONCURRENCY = numberArg('concurrency', 50);
+const ROUNDS = numberArg('rounds', 4);
+
+const quiet = { trace: () => {}, warn: () => {} };
+
+interface Listener {
+  readonly engine: Engine;
+  readonly adapter: QuicAdapter;
+}
+
+async function listeners(): Promise<Listener[]> {
+  const out: Listener[] = [];
+  for (let i = 0; i < PEERS; i++) {
+    const adapter = createQuicAdapter({ identity: await benchIdentity(`listener-${i}`), logger: quiet });
+    const engine = createEngine({ adapter, logger: quiet, trace: false, drainDeadlineMs: 200, forceCloseGraceMs: 500 });
+    await engine.start();
+    out.push({ engine, adapter });
+  }
+  return out;
+}
+
+async function peerlineRound(peers: Listener[], round: number): Promise<number> {
+  const adapter = createQuicAdapter({ identity: await benchIdentity(`dialler-${round}`), logger: quiet });
+  const engine = createEngine({
+    adapter,
+    logger: quiet,
+    trace: false,
+    dialConcurrency: CONCURRENCY,
+    drainDeadlineMs: 200,
+    forceCloseGraceMs: 1_000,
+    connectTimeoutMs: 20_000,
+    handshakeTimeoutMs: 20_000,
+  });
+  await engine.start();
+  for (const p of peers) engine.addPeer(p.engine.peerId, [p.adapter.address]);
+  const started = performance.now();
+  const results = await Promise.allSettled(peers.map((p) => engine.withConnection(p.engine.peerId, () => undefined)));
+  const took = performance.now() - started;
+  const failed = results.filter((r) => r.status === 'rejected').length;
+  if (failed > 0) say(`  peerline round ${round}: ${failed} of ${PEERS} failed (${String((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason)})`);
+  const ready = engine.snapshot().peers.filter((p) => p.state === 'ready').length;
+  if (ready !== PEERS) say(`  peerline round ${round}: ${ready} ready`);
+  await engine.stop({ force: true });
+  return took;
+}
+
+async function rawRound(peers: Listener[], round: number): Promise<number> {
+  const identity = await benchIdentity(`raw-dialler-${round}`);
+  const socket = new QUICSocket({ logger: silentLogger });
+  await socket.start({ host: '127.0.0.1', port: 0 });
+  const clients: QUICClient[] = [];
+  let next = 0;
+  let failed = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < peers.length) {
+        const peer = peers[next++]!;
+        try {
+          clients.push(
+            await QUICClient.createQUICClient(
+              {
+                host: '127.0.0.1',
+                port: peer.adapter.port,
+                socket,
+                logger: silentLogger,
+                crypto: clientCrypto,
+                config: { key: identity.privateKeyPem, cert: identity.certificatePem, verifyPeer: false, applicationProtos: ['peerline/1'] },
+              },
+              { timer: 20_000 },
+            ),
+          );
+        } catch {
+          failed++;
+        }
+      }
+    }),
+  );
+  const took = performance.now() - started;
+  if (failed > 0) say(`  raw round ${round}: ${failed} of ${PEERS} failed`);
+  await Promise.all(clients.map((c) => c.destroy({ force: true }).catch(() => {})));
+  await socket.stop({ force: true }).catch(() => {});
+  return took;
+}
+
+async function main(): Promise<void> {
+  say(`connect to ${PEERS} peers, dial concurrency ${CONCURRENCY}, loopback; ${ROUNDS} rounds`);
+  const peers = await listeners();
+  const peerline: number[] = [];
+  const raw: number[] = [];
+  const cpu = { peerline: [] as number[], raw: [] as number[] };
+  for (let round = 0; round < ROUNDS; round++) {
+    const sides: Array<[string, () => Promise<number>]> = [
+      ['raw', () => rawRound(peers, round)],
+      ['peerline', () => peerlineRound(peers, round)],
+    ];
+    if (round % 2 === 1) sides.reverse();
+    for (const [name, run] of sides) {
+      const before = process.cpuUsage();
+      const took = await run();
+      const used = cpuMsSince(before) / PEERS;
+      (name === 'raw' ? raw : peerline).push(took);
+      cpu[name === 'raw' ? 'raw' : 'peerline'].push(used);
+      say(`  round ${round} ${name.padEnd(8)} ${took.toFixed(0)} ms, CPU ${used.toFixed(2)} ms per peer (dial, handshake, close)`);
+      // Let the listeners finish closing before the next side.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+  }
+  const p = percentile(sortedCopy(peerline), 0.5);
+  const r = percentile(sortedCopy(raw), 0.5);
+  say('');
+  say(`median total: peerline ${p.toFixed(0)} ms (${((PEERS / p) * 1000).toFixed(0)} peers/s), raw ${r.toFixed(0)} ms (${((PEERS / r) * 1000).toFixed(0)} peers/s)`);
+  const pc = percentile(sortedCopy(cpu.peerline), 0.5);
+  const rc = percentile(sortedCopy(cpu.raw), 0.5);
+  say(`median CPU per peer: peerline ${pc.toFixed(2)} ms, raw ${rc.toFixed(2)} ms`);
+  say(`peerline / raw: time ${(p / r).toFixed(2)}, CPU ${(pc / rc).toFixed(2)}`);
+  await Promise.all(peers.map((l) => l.engine.stop({ force: true })));
+}
+
+await main();

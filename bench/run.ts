@@ -1,0 +1,152 @@
+/**
+ * Runs every benchmark, each in its own process (started with --expose-gc),
+ * streams their output, and prints a summary. `npm run bench`.
+ *
+ * Bounded: every child has a deadline and is killed past it; on this 2-core
+ * machine the whole run takes about 3-4 minutes.
+ *
+ *   npm run bench
+ *   npx tsx bench/run.ts --quick     # smaller sizes, for a smoke run
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { RESULT_PREFIX, flagArg, int, mib, msSince, say } from './common.js';
+import type { DialQueueRow } from './dial-queue.js';
+import type { MemoryRow } from './memory.js';
+import type { RoutingReport } from './routing.js';
+
+interface Child {
+  readonly name: string;
+  readonly script: string;
+  readonly args: readonly string[];
+  readonly timeoutMs: number;
+}
+
+const quick = flagArg('quick');
+const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url));
+
+const CHILDREN: readonly Child[] = [
+  {
+    name: 'routing',
+    script: here('./routing.ts'),
+    args: quick ? ['--requests', '2000', '--rounds', '2'] : [],
+    timeoutMs: 180_000,
+  },
+  {
+    name: 'memory',
+    script: here('./memory.ts'),
+    args: quick ? ['--sizes', '2000,10000'] : [],
+    // Its own children (one per size and mode) have their own deadlines.
+    timeoutMs: 360_000,
+  },
+  {
+    name: 'dial-queue',
+    script: here('./dial-queue.ts'),
+    args: quick ? ['--max', '25000'] : [],
+    timeoutMs: 60_000,
+  },
+];
+
+/** Runs one benchmark, echoing its output; resolves with its result line (parsed) or an error text. */
+function run(child: Child): Promise<{ result?: Record<string, unknown>; error?: string; ms: number }> {
+  const start = process.hrtime.bigint();
+  return new Promise((resolve) => {
+    const proc = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', child.script, ...child.args], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let result: Record<string, unknown> | undefined;
+    let pending = '';
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (chunk: string) => {
+      pending += chunk;
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.startsWith(RESULT_PREFIX)) result = JSON.parse(line.slice(RESULT_PREFIX.length)) as Record<string, unknown>;
+        else say(line);
+      }
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      proc.kill('SIGKILL');
+    }, child.timeoutMs);
+    proc.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (pending.length > 0 && !pending.startsWith(RESULT_PREFIX)) say(pending);
+      const ms = msSince(start);
+      if (timedOut) resolve({ error: `killed after ${child.timeoutMs / 1000} s`, ms });
+      else if (code !== 0 || result === undefined) resolve({ error: `exited with ${code ?? signal}`, ms });
+      else resolve({ result, ms });
+    });
+  });
+}
+
+const started = process.hrtime.bigint();
+say(`peerline benchmarks, ${new Date().toISOString()}, node ${process.version}${quick ? ', quick sizes' : ''}`);
+const outcomes = new Map<string, Awaited<ReturnType<typeof run>>>();
+for (const child of CHILDREN) {
+  say('');
+  outcomes.set(child.name, await run(child));
+}
+
+say('');
+say('== summary ==');
+let failures = 0;
+for (const child of CHILDREN) {
+  const o = outcomes.get(child.name)!;
+  const took = `${(o.ms / 1000).toFixed(0)} s`;
+  if (o.error !== undefined || o.result === undefined) {
+    failures += 1;
+    say(`${child.name}: FAILED (${o.error ?? 'no result'}) after ${took}`);
+    continue;
+  }
+  switch (child.name) {
+    case 'routing': {
+      const r = o.result as unknown as RoutingReport;
+      say(
+        `routing (${took}): direct ${int(r.medians.direct)} req/s, routing ${int(r.medians.routing)} req/s, ` +
+          `openStream ${int(r.medians.openStream)} req/s`,
+      );
+      say(
+        `  routing/direct ${r.ratio.toFixed(3)}x, openStream/direct ${r.ratioOpenStream.toFixed(3)}x ` +
+          `(goal <= ${r.goal}x: ${r.ratio <= r.goal ? 'MET' : 'NOT MET'} / ${r.ratioOpenStream <= r.goal ? 'MET' : 'NOT MET'}); ` +
+          `by CPU time ${r.cpuRatio.toFixed(3)}x / ${r.cpuRatioOpenStream.toFixed(3)}x`,
+      );
+      break;
+    }
+    case 'memory': {
+      const rows = (o.result as unknown as { rows: MemoryRow[] }).rows;
+      say(`memory (${took}):`);
+      for (const row of rows) {
+        say(
+          `  ${int(row.peers).padStart(7)} peers: RSS ${int(row.rssPerPeer)} B/peer (process ${mib(row.engine.m3.rss)}), ` +
+            `heap ${int(row.heapPerPeer)} B/peer, hub engine alone ${int(row.enginePerPeer)} B/peer heap`,
+        );
+      }
+      const big = rows.find((row) => row.peers >= 100_000);
+      if (big !== undefined) {
+        say(
+          `  goal 100k peers within 1 GiB RSS: ${big.fitsGoal ? 'MET' : 'NOT MET'} (process ${mib(big.engine.m3.rss)}, ` +
+            `peak ${mib(big.engine.maxRss)}; hub alone, estimated ${mib(big.hubOnlyRss)})`,
+        );
+        say(`  heartbeats: the hub engine spends ${big.engineUsPerPing.toFixed(0)} us per ping round trip; ${int(big.peers)} peers at 5 s need ${big.heartbeatCores.toFixed(2)} cores`);
+      }
+      break;
+    }
+    case 'dial-queue': {
+      const rows = (o.result as unknown as { rows: DialQueueRow[] }).rows;
+      const first = rows[0];
+      const last = rows[rows.length - 1];
+      if (first !== undefined && last !== undefined) {
+        say(
+          `dial queue (${took}): ${int(first.nsPerWaiter)} ns/waiter at ${int(first.waiters)}, ` +
+            `${int(last.nsPerWaiter)} ns/waiter at ${int(last.waiters)} (linear would stay flat)`,
+        );
+      }
+      break;
+    }
+  }
+}
+say(`total ${(msSince(started) / 1000).toFixed(0)} s`);
+process.exitCode = failures > 0 ? 1 : 0;
