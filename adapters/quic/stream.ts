@@ -1,0 +1,498 @@
+/**
+ * A peerline stream over one QUIC stream, after the header and the ACK.
+ *
+ * The QUIC stream's own reader and writer stay locked by this object for its
+ * whole life: the `Stream` hands out web streams of its own that forward to
+ * them. That way `close()` and `abort()` work whoever holds the user-facing
+ * reader or writer, and bytes that arrived together with the ACK (or the
+ * header) are handed out first.
+ *
+ * On the wire (see `wire.ts`) the user's bytes travel in data frames, and
+ * each direction ends with END or ABORT plus the FIN in one QUIC write. The
+ * user-facing side of a direction may finish before the QUIC side does:
+ * after `close()` or `abort()` the QUIC reader is still read (and what comes
+ * is dropped) until the remote's FIN, because quiche 0.18 only frees a stream,
+ * and returns its credit, once both ends were read or acknowledged.
+ */
+import type { QUICStream } from '@matrixai/quic';
+import { TransportError, type Stream } from '../adapter.js';
+import { ABORT_FRAME, END_FRAME, FrameParser, MAX_DATA_FRAME, WireError, encodeDataFrame } from './wire.js';
+
+/**
+ * Application codes on QUIC `RESET_STREAM` / `STOP_SENDING`, which peerline
+ * sends only for protocol violations, as a fallback, or to stop a remote that
+ * keeps writing to a stream nobody reads. A reason passed to the QUIC stream's
+ * cancel/abort is turned into its code (`reasonToCode`).
+ */
+export const StreamCode = {
+  /** We stopped reading. */
+  Closed: 0,
+  /** The stream was aborted. */
+  Aborted: 1,
+  /** A malformed stream (same value as ConnectionErrorCode.ProtocolViolation). */
+  ProtocolViolation: 5,
+} as const;
+
+/** Longest wait for a QUIC write in flight before a direction that must end is reset instead. */
+const WRITE_SETTLE_MS = 1_000;
+
+/** Bytes dropped from a direction nobody reads any more before STOP_SENDING is sent instead. */
+export const MAX_DISCARD_BYTES = 1024 * 1024;
+
+/** The reason object peerline gives QUIC when it resets a stream. */
+export class StreamReset extends Error {
+  override name = 'StreamReset';
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** Maps a local reset reason to the code on the wire. */
+export function reasonToCode(_type: 'read' | 'write', reason?: unknown): number {
+  return reason instanceof StreamReset ? reason.code : StreamCode.Closed;
+}
+
+/** Maps a code the remote reset a stream with to the error our side sees. */
+export function codeToReason(type: 'read' | 'write', code: number): TransportError {
+  if (code === StreamCode.ProtocolViolation) return new TransportError('protocol', 'the remote reset the stream: protocol violation');
+  if (code === StreamCode.Aborted) return new TransportError('aborted', 'the remote aborted the stream');
+  return type === 'write'
+    ? new TransportError('closed', 'the remote stopped reading the stream')
+    : new TransportError('aborted', `the remote reset the stream (code ${code})`);
+}
+
+/** What a stream needs from its connection. */
+export interface StreamOwner {
+  /** Error for a failure caused by the connection ending, or undefined while it is up. */
+  connectionError(): TransportError | undefined;
+  /** Called once when both user-facing directions are finished. */
+  streamEnded(stream: QuicStreamEnd): void;
+  /**
+   * Writes `bytes` and the FIN in one QUIC write (so the FIN is retransmitted
+   * with them if lost). False when that was not possible (no flow control
+   * credit, or the stream is gone): the caller falls back.
+   */
+  sendWithFin(quic: QUICStream, bytes: Uint8Array): boolean;
+  /** Longest wait for the remote's FIN on a direction nobody reads, ms. */
+  readonly drainTimeoutMs: number;
+  /** Reports an unexpected failure (never thrown). */
+  report(what: string, error: unknown): void;
+}
+
+function noop(): void {}
+
+/** Turns whatever a QUIC reader or writer rejected with into a TransportError. */
+export function asTransportError(error: unknown, owner: StreamOwner): TransportError {
+  if (error instanceof TransportError) return error;
+  if (error instanceof StreamReset) {
+    return new TransportError(error.code === StreamCode.ProtocolViolation ? 'protocol' : 'aborted', error.message);
+  }
+  return owner.connectionError() ?? new TransportError('closed', `stream failed: ${error instanceof Error ? error.message : String(error)}`);
+}
+
+/** Resets both directions of a QUIC stream; never throws. */
+export function resetQuicStream(
+  quic: QUICStream,
+  reader: ReadableStreamDefaultReader<Uint8Array> | undefined,
+  writer: WritableStreamDefaultWriter<Uint8Array> | undefined,
+  reason: StreamReset,
+  owner: StreamOwner,
+): void {
+  const report = (error: unknown): void => owner.report('stream reset', error);
+  try {
+    if (reader !== undefined) reader.cancel(reason).catch(noop);
+    else if (!quic.readable.locked) quic.readable.cancel(reason).catch(noop);
+  } catch (error) {
+    report(error);
+  }
+  try {
+    if (writer !== undefined) writer.abort(reason).catch(noop);
+    else if (!quic.writable.locked) quic.writable.abort(reason).catch(noop);
+  } catch (error) {
+    report(error);
+  }
+}
+
+/**
+ * Ends our direction of a QUIC stream with `frame` and the FIN in one write;
+ * falls back to a plain write and close when that cannot be done (the FIN may
+ * then go alone). Never throws; resolves when done or failed.
+ */
+export async function finishQuicWrite(
+  quic: QUICStream,
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  frame: Uint8Array,
+  owner: StreamOwner,
+): Promise<void> {
+  try {
+    if (!owner.sendWithFin(quic, frame)) await writer.write(frame);
+    // With the FIN already recorded this only updates the library's state (and sends).
+    await writer.close();
+  } catch {
+    // The stream or the connection is gone; nothing left to finish.
+  }
+}
+
+/**
+ * Reads `reader` to its end, dropping what comes, for at most
+ * `owner.drainTimeoutMs` and `MAX_DISCARD_BYTES`; past either it stops the
+ * remote with STOP_SENDING. Never rejects.
+ */
+export async function drainQuicReader(reader: ReadableStreamDefaultReader<Uint8Array>, owner: StreamOwner): Promise<void> {
+  let dropped = 0;
+  const timer = setTimeout(() => reader.cancel(new StreamReset(StreamCode.Closed, 'nobody reads this stream')).catch(noop), owner.drainTimeoutMs);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      dropped += value.length;
+      if (dropped > MAX_DISCARD_BYTES) {
+        await reader.cancel(new StreamReset(StreamCode.Closed, 'nobody reads this stream'));
+        return;
+      }
+    }
+  } catch {
+    // Reset by the remote or the connection ended: the direction is over.
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export class QuicStreamEnd implements Stream {
+  readonly id: string;
+  readonly protocol: string;
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+  readonly closed: Promise<void>;
+
+  readonly #quic: QUICStream;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #owner: StreamOwner;
+  #resolveClosed: () => void = noop;
+  #done = false;
+
+  // Read direction. The user-facing side, and the QUIC side below it.
+  #rc!: ReadableStreamDefaultController<Uint8Array>;
+  readonly #parser = new FrameParser();
+  #readDone = false;
+  /** The QUIC reader is finished or being drained: nobody else may read it. */
+  #quicReadTaken = false;
+  #enqueued = 0;
+
+  // Write direction.
+  #wc!: WritableStreamDefaultController;
+  #writeDone = false;
+  /** The END or ABORT (or a reset) went out: our QUIC direction is over. */
+  #quicWriteDone = false;
+  /** QUIC writes in flight, and the last one. */
+  #writing = 0;
+  #lastWrite: Promise<void> = Promise.resolve();
+  /** Chunks handed to `write()` so far, and chunks the sink has finished. */
+  #entered = 0;
+  #processed = 0;
+  /** Set by `close()` on a locked writable: END once this many chunks are done. */
+  #closeAt: number | undefined;
+  #finishing: Promise<void> | undefined;
+
+  constructor(options: {
+    id: string;
+    protocol: string;
+    quic: QUICStream;
+    reader: ReadableStreamDefaultReader<Uint8Array>;
+    writer: WritableStreamDefaultWriter<Uint8Array>;
+    /** Bytes already read past the header or the ACK. */
+    leftover: Uint8Array[];
+    owner: StreamOwner;
+  }) {
+    this.id = options.id;
+    this.protocol = options.protocol;
+    this.#quic = options.quic;
+    this.#reader = options.reader;
+    this.#writer = options.writer;
+    this.#owner = options.owner;
+    this.closed = new Promise<void>((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+    const leftover = options.leftover;
+    this.readable = new ReadableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          this.#rc = controller;
+          for (const chunk of leftover) {
+            if (this.#readDone) break;
+            this.#ingest(chunk);
+          }
+        },
+        pull: () => this.#pull(),
+        cancel: () => this.#stopReading(),
+      },
+      // One chunk read ahead: the end of the stream is noticed (and `closed`
+      // settles) without waiting for the next read.
+      { highWaterMark: 1 },
+    );
+    this.writable = new WritableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          this.#wc = controller;
+        },
+        write: (chunk) => this.#write(chunk),
+        close: () => this.#finishWriting(),
+        abort: () => this.abort('writer aborted'),
+      },
+      {
+        highWaterMark: 1,
+        // Called once per write() as the chunk is queued: lets close() know what is pending.
+        size: () => {
+          this.#entered++;
+          return 1;
+        },
+      },
+    );
+  }
+
+  get isDone(): boolean {
+    return this.#done;
+  }
+
+  /** Graceful: pending writes then END; what the remote still sends is dropped. */
+  close(): void {
+    if (this.#done) return;
+    this.#stopReading();
+    if (!this.#writeDone && this.#closeAt === undefined && this.#finishing === undefined) {
+      if (!this.writable.locked) {
+        // Flushes queued writes, then the sink sends END and the FIN.
+        this.writable.close().catch(noop);
+      } else {
+        // A writer holds the writable: END after the writes queued so far.
+        this.#closeAt = this.#entered;
+        this.#maybeFinish();
+      }
+    }
+    this.#check();
+  }
+
+  /** Both directions fail at once on both sides; the remote reads ABORT. */
+  abort(reason?: string): void {
+    if (this.#done) return;
+    const error = new TransportError('aborted', reason ?? 'stream aborted');
+    this.#endQuicWrite('abort');
+    this.#failRead(error);
+    this.#failWrite(error);
+  }
+
+  /** Ends both directions with `error` (the connection ended); the QUIC stream is reset quietly. */
+  terminate(error: TransportError): void {
+    if (!this.#quicReadTaken || !this.#quicWriteDone) {
+      this.#quicReadTaken = true;
+      this.#quicWriteDone = true;
+      resetQuicStream(this.#quic, this.#reader, this.#writer, new StreamReset(StreamCode.Aborted, error.message), this.#owner);
+    }
+    this.#failRead(error);
+    this.#failWrite(error);
+  }
+
+  // ---------------------------------------------------------------- read
+
+  async #pull(): Promise<void> {
+    // Loops until it handed out some bytes: a chunk may hold only a frame header.
+    while (!this.#readDone && !this.#quicReadTaken) {
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await this.#reader.read();
+      } catch (error) {
+        this.#quicReadTaken = true;
+        this.#remoteFailed(asTransportError(error, this.#owner));
+        return;
+      }
+      if (this.#readDone) return;
+      if (result.done) {
+        // A FIN without END: the end all the same.
+        this.#quicReadTaken = true;
+        this.#endRead();
+        return;
+      }
+      const before = this.#enqueued;
+      this.#ingest(result.value);
+      if (this.#enqueued > before) return;
+    }
+  }
+
+  /** Hands out the payload of `chunk`, and acts on END or ABORT. */
+  #ingest(chunk: Uint8Array): void {
+    const payloads: Uint8Array[] = [];
+    let end: 'end' | 'abort' | undefined;
+    try {
+      end = this.#parser.push(chunk, payloads);
+    } catch (error) {
+      const why = error instanceof WireError ? error.message : String(error);
+      this.#quicReadTaken = true;
+      this.#quicWriteDone = true;
+      resetQuicStream(this.#quic, this.#reader, this.#writer, new StreamReset(StreamCode.ProtocolViolation, why), this.#owner);
+      const failure = new TransportError('protocol', `malformed stream data: ${why}`);
+      this.#failRead(failure);
+      this.#failWrite(failure);
+      return;
+    }
+    for (const payload of payloads) {
+      this.#rc.enqueue(payload);
+      this.#enqueued++;
+    }
+    if (end === 'end') this.#endRead();
+    else if (end === 'abort') this.#remoteFailed(new TransportError('aborted', 'the remote aborted the stream'));
+  }
+
+  /** The remote finished its direction: EOF for the user, then read QUIC to its FIN. */
+  #endRead(): void {
+    if (this.#readDone) return;
+    this.#readDone = true;
+    try {
+      this.#rc.close();
+    } catch {
+      // Already closed.
+    }
+    this.#drain();
+    this.#check();
+  }
+
+  /** The remote aborted (or reset) the stream: both user directions fail, our direction ends. */
+  #remoteFailed(error: TransportError): void {
+    this.#drain();
+    this.#endQuicWrite('end');
+    this.#failRead(error);
+    this.#failWrite(error);
+  }
+
+  /** The user is done reading: EOF for the user, the rest is dropped. */
+  #stopReading(): void {
+    if (this.#readDone) return;
+    this.#readDone = true;
+    try {
+      this.#rc.close();
+    } catch {
+      // Already closed or errored.
+    }
+    this.#drain();
+    this.#check();
+  }
+
+  #drain(): void {
+    if (this.#quicReadTaken) return;
+    this.#quicReadTaken = true;
+    void drainQuicReader(this.#reader, this.#owner);
+  }
+
+  #failRead(error: TransportError): void {
+    if (this.#readDone) return;
+    this.#readDone = true;
+    this.#drain();
+    try {
+      this.#rc.error(error);
+    } catch {
+      // Already closed.
+    }
+    this.#check();
+  }
+
+  // --------------------------------------------------------------- write
+
+  async #write(chunk: Uint8Array): Promise<void> {
+    const index = this.#processed;
+    try {
+      if (this.#writeDone || (this.#closeAt !== undefined && index >= this.#closeAt)) {
+        throw this.#owner.connectionError() ?? new TransportError('closed', 'stream closed for writing');
+      }
+      if (!(chunk instanceof Uint8Array)) throw new TypeError('a stream carries Uint8Array chunks');
+      this.#writing++;
+      try {
+        for (let offset = 0; offset < chunk.length; offset += MAX_DATA_FRAME) {
+          this.#lastWrite = this.#writer.write(encodeDataFrame(chunk.subarray(offset, offset + MAX_DATA_FRAME)));
+          await this.#lastWrite;
+        }
+      } catch (error) {
+        const failure = asTransportError(error, this.#owner);
+        this.#failWrite(failure);
+        throw failure;
+      } finally {
+        this.#writing--;
+      }
+    } finally {
+      this.#processed++;
+      this.#maybeFinish();
+    }
+  }
+
+  #maybeFinish(): void {
+    if (this.#closeAt !== undefined && this.#processed >= this.#closeAt && this.#finishing === undefined && !this.#writeDone) {
+      void this.#finishWriting().then(() => {
+        // Writes queued after close() must fail rather than wait forever.
+        try {
+          this.#wc.error(new TransportError('closed', 'stream closed for writing'));
+        } catch {
+          // Already errored.
+        }
+      });
+    }
+  }
+
+  /** Sends END (and the FIN) after the writes before it. */
+  #finishWriting(): Promise<void> {
+    this.#finishing ??= (async () => {
+      if (this.#writeDone) return;
+      this.#writeDone = true;
+      this.#endQuicWrite('end');
+      this.#check();
+    })();
+    return this.#finishing;
+  }
+
+  /**
+   * Ends our QUIC direction once: END or ABORT with the FIN. A QUIC write
+   * still in flight goes first (the frame must follow the whole chunk); if it
+   * stays blocked (the remote does not read) the direction is reset instead.
+   */
+  #endQuicWrite(how: 'end' | 'abort'): void {
+    if (this.#quicWriteDone) return;
+    this.#quicWriteDone = true;
+    const frame = how === 'end' ? END_FRAME : ABORT_FRAME;
+    if (this.#writing === 0) {
+      void finishQuicWrite(this.#quic, this.#writer, frame, this.#owner);
+      return;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    void Promise.race([
+      this.#lastWrite.then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), WRITE_SETTLE_MS);
+      }),
+    ]).then((settled) => {
+      clearTimeout(timer);
+      if (settled && this.#writing === 0) void finishQuicWrite(this.#quic, this.#writer, frame, this.#owner);
+      else this.#writer.abort(new StreamReset(StreamCode.Aborted, 'stream aborted')).catch(noop);
+    });
+  }
+
+  #failWrite(error: TransportError): void {
+    if (this.#writeDone) return;
+    this.#writeDone = true;
+    this.#endQuicWrite('abort');
+    try {
+      this.#wc.error(error);
+    } catch {
+      // Already errored.
+    }
+    this.#check();
+  }
+
+  #check(): void {
+    if (this.#done || !this.#readDone || !this.#writeDone) return;
+    this.#done = true;
+    this.#resolveClosed();
+    this.#owner.streamEnded(this);
+  }
+}
