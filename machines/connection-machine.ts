@@ -62,7 +62,7 @@ const base = setup({
   actions: {
     answer: stub<{ id: string; error: ErrorInfo }>(),
     deliverStream: stub<{ id: string }>(),
-    grantLease: stub<{ id: string }>(),
+    grantLease: stub<{ id: string; connectionId: string }>(),
     openStream: stub<{ id: string; protocol: string; connectionId: string }>(),
     abortOpen: stub<{ id: string }>(),
     discardStream: stub<{ id: string }>(),
@@ -84,8 +84,9 @@ const base = setup({
       'connectionId' in event && context.connectionId !== null && event.connectionId === context.connectionId,
     canRetry: ({ context }) => context.attempts < (context.pinned ? Infinity : context.limits.maxAttempts),
     queueHasRoom: ({ context }) => context.queue.length < context.limits.maxQueued,
+    /** Nothing in use, and not pinned: a pinned peer is kept connected, never idle-closed. */
     isIdle: ({ context }) =>
-      context.streams === 0 && context.leases === 0 && context.opening.length === 0 && context.queue.length === 0,
+      !context.pinned && context.streams === 0 && context.leases === 0 && context.opening.length === 0 && context.queue.length === 0,
     isSettled: ({ context }) => context.streams === 0 && context.leases === 0 && context.opening.length === 0,
     tooManyMisses: ({ context }) => context.misses + 1 >= context.limits.heartbeatMisses,
   },
@@ -168,8 +169,9 @@ const machineSetup = base.extend({
     }),
     lease: base.enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'REQUEST') return;
+      if (context.connectionId === null) return;
       enqueue.assign({ leases: context.leases + 1 });
-      enqueue({ type: 'grantLease', params: { id: event.request.id } });
+      enqueue({ type: 'grantLease', params: { id: event.request.id, connectionId: context.connectionId } });
     }),
     startOpen: base.enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'REQUEST' || context.connectionId === null) return;
@@ -190,7 +192,7 @@ const machineSetup = base.extend({
         if (request.kind === 'lease') {
           queue.shift();
           leases += 1;
-          enqueue({ type: 'grantLease', params: { id: request.id } });
+          enqueue({ type: 'grantLease', params: { id: request.id, connectionId: context.connectionId } });
           continue;
         }
         if (inFlight >= context.limits.maxStreams) break;
@@ -615,7 +617,8 @@ export const connectionMachine = machineSetup.createMachine({
             },
           },
         ],
-        'LEASE.RELEASE': { actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
+        // A lease counts on the connection it was granted on; one from before a reconnect is stale.
+        'LEASE.RELEASE': { guard: 'isCurrent', actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
         // A cancelled open gives its credit to the next queued request.
         'REQUEST.CANCEL': { actions: ['cancelRequest', 'openQueued'] },
         'CONTROL.PONG': {
@@ -720,7 +723,8 @@ export const connectionMachine = machineSetup.createMachine({
             params: ({ event }) => ({ streamId: event.streamId, reason: 'connection is draining' }),
           },
         },
-        'LEASE.RELEASE': { actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
+        // A lease counts on the connection it was granted on; one from before a reconnect is stale.
+        'LEASE.RELEASE': { guard: 'isCurrent', actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
         'CONNECTION.CLOSED': [
           {
             guard: and(['isCurrent', 'pinnedRemoteDrain']),
@@ -734,7 +738,11 @@ export const connectionMachine = machineSetup.createMachine({
           },
         ],
         FORCE_CLOSE: { target: 'forceClosed', actions: 'endWith' },
-        SHUTDOWN: { guard: ({ event }) => event.force, target: 'forceClosed', actions: 'endWith' },
+        SHUTDOWN: [
+          { guard: ({ event }) => event.force, target: 'forceClosed', actions: 'endWith' },
+          // Keep draining, but as a shutdown: a pinned peer the remote drained must not reconnect now.
+          { actions: 'endWith' },
+        ],
       },
     },
 

@@ -101,7 +101,7 @@ export type ConnectionEvent =
   | { type: 'STREAM.OPEN_TIMEOUT'; id: string }
   | { type: 'STREAM.CLOSED'; connectionId: string; inbound: boolean }
   | { type: 'STREAM.INBOUND'; connectionId: string; streamId: string; protocol: string }
-  | { type: 'LEASE.RELEASE' }
+  | { type: 'LEASE.RELEASE'; connectionId: string }
   | { type: 'PRUNE' }
   | { type: 'DRAIN' }
   | { type: 'FORCE_CLOSE'; reason?: string }

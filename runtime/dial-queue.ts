@@ -21,10 +21,16 @@ export class DialQueue {
   #waiting = 0;
   #queue: Waiter[] = [];
   #head = 0;
+  #closed = false;
 
   constructor(concurrency: number, limit: number) {
     this.concurrency = concurrency;
     this.limit = limit;
+  }
+
+  /** Grants nothing from now on (the engine is stopping); waiters wait until they leave. */
+  close(): void {
+    this.#closed = true;
   }
 
   get active(): number {
@@ -42,7 +48,10 @@ export class DialQueue {
    */
   acquire(granted: () => void, refused: () => void): () => void {
     const waiter: Waiter = { state: 'waiting', grant: granted };
-    if (this.#active < this.concurrency) {
+    if (this.#closed) {
+      this.#queue.push(waiter);
+      this.#waiting += 1;
+    } else if (this.#active < this.concurrency) {
       this.#grant(waiter);
     } else if (this.#waiting >= this.limit) {
       waiter.state = 'done';
@@ -69,7 +78,7 @@ export class DialQueue {
   }
 
   #next(): void {
-    while (this.#active < this.concurrency && this.#head < this.#queue.length) {
+    while (!this.#closed && this.#active < this.concurrency && this.#head < this.#queue.length) {
       const waiter = this.#queue[this.#head++]!;
       if (waiter.state !== 'waiting') continue;
       this.#waiting -= 1;

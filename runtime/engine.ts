@@ -197,6 +197,7 @@ export class Engine {
   #status: EngineStatus = 'idle';
   #nextRequest = 0;
   #stopping: Promise<void> | undefined;
+  #starting: Promise<void> | undefined;
   #onEmpty: (() => void) | undefined;
 
   constructor(config: EngineConfig) {
@@ -241,9 +242,16 @@ export class Engine {
   }
 
   /** Starts listening and connects pinned peers. */
-  async start(): Promise<void> {
-    if (this.#status === 'running') return;
-    if (this.#status !== 'idle') throw new PeerlineError('ENGINE_STOPPED', 'an engine cannot be started again after stop()');
+  start(): Promise<void> {
+    if (this.#starting !== undefined) return this.#starting;
+    if (this.#status !== 'idle') {
+      return Promise.reject(new PeerlineError('ENGINE_STOPPED', 'an engine cannot be started again after stop()'));
+    }
+    this.#starting = this.#start();
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
     const o = this.options;
     this.#adapter.configure?.({
       connectTimeoutMs: o.connectTimeoutMs,
@@ -813,7 +821,9 @@ export class Engine {
       actions: {
         answer: (_args, { id, error }) => this.#guard('answer', () => this.#answer(id, error)),
         deliverStream: effect('deliverStream', (entry, { id }: { id: string }) => this.#deliver(entry, id)),
-        grantLease: effect('grantLease', (entry, { id }: { id: string }) => this.#grantLease(entry, id)),
+        grantLease: effect('grantLease', (entry, { id, connectionId }: { id: string; connectionId: string }) =>
+          this.#grantLease(entry, id, connectionId),
+        ),
         openStream: effect('openStream', (entry, params: { id: string; protocol: string; connectionId: string }) =>
           this.#openStream(entry, params),
         ),
@@ -940,10 +950,10 @@ export class Engine {
     this.#reply(pending, { ok: true, stream: peerStream });
   }
 
-  #grantLease(entry: Entry, id: string): void {
+  #grantLease(entry: Entry, id: string, connectionId: string): void {
     const pending = this.#pending.get(id);
     if (pending === undefined || pending.onLease === undefined) {
-      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE' });
+      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE', connectionId });
       return;
     }
     this.#settle(pending);
@@ -957,7 +967,7 @@ export class Engine {
     const release = (): void => {
       if (released) return;
       released = true;
-      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE' });
+      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE', connectionId });
     };
     try {
       pending.onLease({ connection, release });
@@ -1006,11 +1016,15 @@ export class Engine {
   // ------------------------------------------------------------- shutdown
 
   async #stop(force: boolean): Promise<void> {
+    // A start in progress finishes first, so stop() never races it.
+    if (this.#starting !== undefined) await this.#starting.catch(() => {});
     if (this.#status === 'idle') {
       this.#status = 'stopped';
       return;
     }
     this.#status = 'stopping';
+    // No dial slot is granted from now on: a peer waiting for one closes instead.
+    this.#dialQueue.close();
     for (const entry of [...this.#entries.values()]) {
       this.#guard('shutdown', () => entry.actor.send({ type: 'SHUTDOWN', force }));
     }

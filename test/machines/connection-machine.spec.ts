@@ -401,7 +401,7 @@ describe('connectionMachine', () => {
       expectStates(h, READY_OUT);
       assert.deepEqual(h.since(mark), [
         ['openStream', { id: 's1', protocol: 'echo/1', connectionId: 'c1' }],
-        ['grantLease', { id: 'l1' }],
+        ['grantLease', { id: 'l1', connectionId: 'c1' }],
         ['openStream', { id: 's2', protocol: 'other/2', connectionId: 'c1' }],
       ]);
       assert.deepEqual(
@@ -752,11 +752,11 @@ describe('connectionMachine', () => {
       h.send(streamRequest('s1'));
       h.send(streamRequest('s2'));
       h.send(leaseRequest('l1'));
-      assert.deepEqual(h.calls('grantLease'), [{ id: 'l1' }]);
+      assert.deepEqual(h.calls('grantLease'), [{ id: 'l1', connectionId: 'c1' }]);
       assert.equal(h.context.leases, 1);
-      h.send({ type: 'LEASE.RELEASE' });
+      h.send({ type: 'LEASE.RELEASE', connectionId: 'c1' });
       assert.equal(h.context.leases, 0);
-      h.send({ type: 'LEASE.RELEASE' });
+      h.send({ type: 'LEASE.RELEASE', connectionId: 'c1' });
       assert.equal(h.context.leases, 0, 'never below zero');
     });
 
@@ -1050,7 +1050,7 @@ describe('connectionMachine', () => {
       assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'busy' } });
       h.advanceAnswering(8000);
       assert.equal(h.state, 'ready');
-      h.send({ type: 'LEASE.RELEASE' });
+      h.send({ type: 'LEASE.RELEASE', connectionId: 'c1' });
       const released = h.now;
       h.advanceAnswering(DELAYS.idle - 1);
       assert.equal(h.state, 'ready');
@@ -1100,7 +1100,7 @@ describe('connectionMachine', () => {
       h.send(leaseRequest('l1'));
       h.send({ type: 'PRUNE' });
       assert.equal(h.state, 'ready');
-      h.send({ type: 'LEASE.RELEASE' });
+      h.send({ type: 'LEASE.RELEASE', connectionId: 'c1' });
       h.send({ type: 'PRUNE' });
       expectStates(h, [...READY_OUT, 'draining', 'closed']);
       assert.deepEqual(h.controls().at(-1), ['c1', { type: 'goaway' }]);
@@ -1225,7 +1225,7 @@ describe('connectionMachine', () => {
       expectStates(h, [...READY_OUT, 'draining']);
       h.send(streamRequest('r1'));
       assert.deepEqual(h.answers(), [['r1', 'ENGINE_STOPPED']]);
-      h.send({ type: 'LEASE.RELEASE' });
+      h.send({ type: 'LEASE.RELEASE', connectionId: 'c1' });
       expectStates(h, [...READY_OUT, 'draining', 'closed']);
       assert.deepEqual(h.closes(), [['c1', C.Shutdown]]);
       assert.deepEqual(h.controlTypes(), ['hello', 'goaway']);
@@ -1409,7 +1409,7 @@ describe('connectionMachine', () => {
       const h = await draining();
       h.send({ type: 'STREAM.OPEN_FAILED', id: 's1', error: { code: 'STREAM_REJECTED', message: 'x' } });
       assert.deepEqual(h.answers(), [['s1', 'STREAM_REJECTED']]);
-      h.send({ type: 'LEASE.RELEASE' });
+      h.send({ type: 'LEASE.RELEASE', connectionId: 'c1' });
       assert.equal(h.state, 'draining');
       streamClosed(h);
       expectStates(h, [...READY_OUT, 'draining', 'closed']);
@@ -1438,7 +1438,7 @@ describe('connectionMachine', () => {
       h.send(leaseRequest('l1'));
       h.send({ type: 'DRAIN' });
       assert.equal(h.state, 'draining');
-      h.send({ type: 'LEASE.RELEASE' });
+      h.send({ type: 'LEASE.RELEASE', connectionId: 'c1' });
       expectStates(h, [...READY_OUT, 'draining', 'closed']);
       assert.deepEqual(h.closes(), [['c1', C.Drain]]);
     });
@@ -1500,16 +1500,26 @@ describe('connectionMachine', () => {
       assert.deepEqual(h2.answers(), [['s1', 'ENGINE_STOPPED']]);
     });
 
-    it('SHUTDOWN (graceful), DRAIN, PRUNE and GOAWAY are ignored while draining', async () => {
+    it('DRAIN, PRUNE and GOAWAY are ignored while draining', async () => {
       const h = await draining();
       const mark = h.mark();
-      h.send({ type: 'SHUTDOWN', force: false });
       h.send({ type: 'DRAIN' });
       h.send({ type: 'PRUNE' });
       h.send({ type: 'CONTROL.GOAWAY', connectionId: 'c1' });
       assert.equal(h.state, 'draining');
       assert.deepEqual(h.since(mark), []);
       assert.equal(h.context.ending?.code, C.Drain);
+    });
+
+    it('SHUTDOWN (graceful) keeps draining but as a shutdown: no effect now, the ending becomes ENGINE_STOPPED', async () => {
+      const h = await draining();
+      const mark = h.mark();
+      h.send({ type: 'SHUTDOWN', force: false });
+      assert.equal(h.state, 'draining');
+      assert.deepEqual(h.since(mark), []);
+      assert.equal(h.context.ending?.code, C.Shutdown);
+      assert.equal(h.context.ending?.error.code, 'ENGINE_STOPPED');
+      assert.equal(h.context.ending?.remote, false);
     });
 
     it('CONTROL.PING is answered; CONNECTION.INBOUND is rejected DuplicateConnection', async () => {
@@ -1567,7 +1577,7 @@ describe('connectionMachine', () => {
       h.send({ type: 'DRAIN' });
       h.send({ type: 'SHUTDOWN', force: true });
       h.send({ type: 'FORCE_CLOSE' });
-      h.send({ type: 'LEASE.RELEASE' });
+      h.send({ type: 'LEASE.RELEASE', connectionId: 'c1' });
       streamClosed(h);
       assert.deepEqual(h.since(mark), [
         ['discardStream', { id: 'x1' }],
@@ -1686,7 +1696,7 @@ describe('connectionMachine', () => {
     const DIAL_SLOT: ConnectionEvent = { type: 'DIAL.SLOT' };
     const QUEUE_FULL: ConnectionEvent = { type: 'DIAL.QUEUE_FULL' };
     const PRUNE: ConnectionEvent = { type: 'PRUNE' };
-    const RELEASE: ConnectionEvent = { type: 'LEASE.RELEASE' };
+    const RELEASE: ConnectionEvent = { type: 'LEASE.RELEASE', connectionId: 'c1' };
     const GOAWAY_C1: ConnectionEvent = { type: 'CONTROL.GOAWAY', connectionId: 'c1' };
     const STREAM_CLOSED_C1: ConnectionEvent = { type: 'STREAM.CLOSED', connectionId: 'c1', inbound: false };
 
@@ -1788,7 +1798,7 @@ describe('connectionMachine', () => {
       h.send(inbound('in-1'));
       check(); // handshaking inbound
       h.send(hello('in-1', 'peer-b'));
-      check(); // ready waiting/idle
+      check(); // ready waiting (a pinned peer is never idle)
       h.send(leaseRequest('l1'));
       check(); // ready waiting/busy: only the heartbeat timer
       assert.deepEqual(timerNames(h), ['heartbeatInterval']);
@@ -1812,7 +1822,7 @@ describe('connectionMachine', () => {
           '{"ready":{"heartbeat":"missed","idle":"busy"}}',
           '{"ready":{"heartbeat":"pinging","idle":"busy"}}',
           '{"ready":{"heartbeat":"waiting","idle":"busy"}}',
-          '{"ready":{"heartbeat":"waiting","idle":"idle"}}',
+          // A pinned peer is never idle: its idle region stays busy.
         ].sort(),
       );
       h.advance(DELAYS.forceCloseGrace);
