@@ -6,7 +6,7 @@
  * transition and ends with a report.
  */
 import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
-import { createEngine, seededRandom, type Engine, type PeerlineError, type Random } from '../runtime/index.js';
+import { createEngine, echo, seededRandom, type Engine, type PeerlineError, type Random } from '../runtime/index.js';
 
 export interface DemoOptions {
   peers: number;
@@ -67,20 +67,7 @@ export async function runMemoryDemo(options: DemoOptions): Promise<DemoReport> {
       drainDeadlineMs: 3000,
       retry: { strategy: 'exponential', initialDelayMs: 500, maxAttempts: 3 },
     });
-    engine.handle(PROTOCOL, async (stream) => {
-      const reader = stream.readable.getReader();
-      const writer = stream.writable.getWriter();
-      try {
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          await writer.write(value);
-        }
-        await writer.close();
-      } catch {
-        stream.abort('echo failed');
-      }
-    });
+    engine.handle(PROTOCOL, echo);
     for (const other of names) if (other !== name) engine.addPeer(other, [network.address(other)]);
     engine.transitions$.subscribe((t) => {
       report.transitions += 1;

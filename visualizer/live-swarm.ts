@@ -6,7 +6,7 @@
  * `new MemoryNetwork({ clock: systemClock })`), so the visualizer depends on
  * the runtime's public API only.
  */
-import { createEngine, seededRandom, type Adapter, type Engine, type EngineInit, type PeerStream, type Random } from '../runtime/index.js';
+import { createEngine, echo, seededRandom, type Adapter, type Engine, type EngineInit, type Random } from '../runtime/index.js';
 import { createInspector, type Inspector } from './inspector.js';
 import { startVisualizer, type Visualizer } from './server.js';
 
@@ -51,21 +51,6 @@ export interface LiveSwarm {
 }
 
 const PROTOCOL = '/inspect-demo/echo/1';
-
-async function echo(stream: PeerStream): Promise<void> {
-  const reader = stream.readable.getReader();
-  const writer = stream.writable.getWriter();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      await writer.write(value);
-    }
-    await writer.close();
-  } catch {
-    stream.abort('echo failed');
-  }
-}
 
 function pick<T>(items: readonly T[], random: Random): T {
   return items[Math.floor(random() * items.length)]!;
