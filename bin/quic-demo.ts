@@ -9,7 +9,7 @@
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { createQuicAdapter, generateIdentity, quicAddress, type QuicAdapter, type QuicIdentity } from '../adapters/quic/index.js';
-import { createEngine, seededRandom, type Engine, type EngineInit, type PeerStream, type Random } from '../runtime/index.js';
+import { createEngine, echo, seededRandom, type Engine, type EngineInit, type Random } from '../runtime/index.js';
 import { createInspector, startVisualizer, type Visualizer } from '../visualizer/index.js';
 import { formatReport, type DemoReport } from './demo.js';
 
@@ -122,21 +122,6 @@ class Relay {
     } catch {
       // The socket closed meanwhile: the datagram is lost, as on a network.
     }
-  }
-}
-
-async function echo(stream: PeerStream): Promise<void> {
-  const reader = stream.readable.getReader();
-  const writer = stream.writable.getWriter();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      await writer.write(value);
-    }
-    await writer.close();
-  } catch {
-    stream.abort('echo failed');
   }
 }
 
