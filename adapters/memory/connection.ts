@@ -14,13 +14,10 @@ import {
   type IncomingStream,
   type Stream,
 } from '../adapter.js';
+import { HandlerQueue, type ConnectionEvent } from '../handler-queue.js';
 import { Lane, type Fabric, type Tracked } from './fabric.js';
 import { StreamPair, type StreamSide } from './stream.js';
 
-type ConnectionEvent =
-  | { readonly type: 'control'; readonly message: ControlMessage }
-  | { readonly type: 'stream'; readonly stream: IncomingStream }
-  | { readonly type: 'close'; readonly info: CloseInfo };
 
 /** The adapter a connection side belongs to. */
 export interface ConnectionOwner {
@@ -108,9 +105,7 @@ export class MemoryConnection implements Connection, StreamSide {
 
   readonly #pair: ConnectionPair;
   readonly #owner: ConnectionOwner;
-  #handlers: ConnectionHandlers | undefined;
-  readonly #buffer: ConnectionEvent[] = [];
-  #flushing = false;
+  readonly #events: HandlerQueue;
   #closeInfo: CloseInfo | undefined;
 
   constructor(
@@ -128,6 +123,12 @@ export class MemoryConnection implements Connection, StreamSide {
     this.localPeerId = owner.localPeerId;
     this.remotePeerId = remotePeerId;
     this.lane = new Lane(fabric, this.localPeerId, remotePeerId);
+    this.#events = new HandlerQueue(
+      fabric.maxBufferedEvents,
+      // Nobody reads this side: fail rather than buffer without bound.
+      () => this.#pair.fail('too many events buffered before setHandlers'),
+      (_what, deliver) => fabric.run(deliver),
+    );
   }
 
   get isClosed(): boolean {
@@ -135,8 +136,7 @@ export class MemoryConnection implements Connection, StreamSide {
   }
 
   setHandlers(handlers: ConnectionHandlers): void {
-    this.#handlers = handlers;
-    this.#flush();
+    this.#events.setHandlers(handlers);
   }
 
   sendControl(message: ControlMessage): void {
@@ -242,40 +242,6 @@ export class MemoryConnection implements Connection, StreamSide {
   }
 
   #emit(event: ConnectionEvent): void {
-    if (event.type !== 'close' && this.#handlers === undefined && this.#buffer.length >= this.fabric.maxBufferedEvents) {
-      // Nobody reads this side: fail rather than buffer without bound.
-      this.#pair.fail('too many events buffered before setHandlers');
-      return;
-    }
-    this.#buffer.push(event);
-    this.#flush();
-  }
-
-  #flush(): void {
-    if (this.#flushing) return;
-    this.#flushing = true;
-    try {
-      for (;;) {
-        const handlers = this.#handlers;
-        if (handlers === undefined) break;
-        const event = this.#buffer.shift();
-        if (event === undefined) break;
-        this.fabric.run(() => {
-          switch (event.type) {
-            case 'control':
-              handlers.onControl(event.message);
-              break;
-            case 'stream':
-              handlers.onStream(event.stream);
-              break;
-            case 'close':
-              handlers.onClose(event.info);
-              break;
-          }
-        });
-      }
-    } finally {
-      this.#flushing = false;
-    }
+    this.#events.emit(event);
   }
 }

@@ -38,6 +38,7 @@ import {
   type IncomingStream,
   type Stream,
 } from '../adapter.js';
+import { HandlerQueue, type ConnectionEvent } from '../handler-queue.js';
 import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
 import {
   ABORT_FRAME,
@@ -98,10 +99,6 @@ export interface ConnectionHost {
   libraryError(what: string, error: unknown): void;
 }
 
-type PendingEvent =
-  | { readonly type: 'control'; readonly message: ControlMessage }
-  | { readonly type: 'stream'; readonly stream: IncomingStream }
-  | { readonly type: 'close'; readonly info: CloseInfo };
 
 /** The native quiche connection inside a QUICConnection (not in the library's typings). */
 interface NativeConnection {
@@ -185,9 +182,17 @@ export class QuicConnection implements Connection, StreamOwner {
   readonly #quic: QUICConnection;
   readonly #client: QUICClient | undefined;
   readonly #native: NativeConnection | undefined;
-  #handlers: ConnectionHandlers | undefined;
-  readonly #buffer: PendingEvent[] = [];
-  #flushing = false;
+  readonly #events = new HandlerQueue(
+    MAX_BUFFERED_EVENTS,
+    () => this.#fail('too many events buffered before setHandlers'),
+    (what, deliver) => {
+      try {
+        deliver();
+      } catch (error) {
+        this.report(`${what} handler`, error);
+      }
+    },
+  );
   #closeInfo: CloseInfo | undefined;
   #closeError: TransportError | undefined;
   #stopping: Promise<void> | undefined;
@@ -263,8 +268,7 @@ export class QuicConnection implements Connection, StreamOwner {
   }
 
   setHandlers(handlers: ConnectionHandlers): void {
-    this.#handlers = handlers;
-    this.#flush();
+    this.#events.setHandlers(handlers);
   }
 
   sendControl(message: ControlMessage): void {
@@ -667,43 +671,8 @@ export class QuicConnection implements Connection, StreamOwner {
 
   // -------------------------------------------------------------- events
 
-  #emit(event: PendingEvent): void {
-    if (event.type !== 'close' && this.#handlers === undefined && this.#buffer.length >= MAX_BUFFERED_EVENTS) {
-      this.#fail('too many events buffered before setHandlers');
-      return;
-    }
-    this.#buffer.push(event);
-    this.#flush();
-  }
-
-  #flush(): void {
-    if (this.#flushing) return;
-    this.#flushing = true;
-    try {
-      for (;;) {
-        const handlers = this.#handlers;
-        if (handlers === undefined) break;
-        const event = this.#buffer.shift();
-        if (event === undefined) break;
-        try {
-          switch (event.type) {
-            case 'control':
-              handlers.onControl(event.message);
-              break;
-            case 'stream':
-              handlers.onStream(event.stream);
-              break;
-            case 'close':
-              handlers.onClose(event.info);
-              break;
-          }
-        } catch (error) {
-          this.report(`${event.type} handler`, error);
-        }
-      }
-    } finally {
-      this.#flushing = false;
-    }
+  #emit(event: ConnectionEvent): void {
+    this.#events.emit(event);
   }
 }
 
