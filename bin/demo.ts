@@ -6,7 +6,7 @@
  * transition and ends with a report.
  */
 import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
-import { createEngine, echo, seededRandom, type Engine, type PeerlineError, type Random } from '../runtime/index.js';
+import { createEngine, echo, seededRandom, sendAndReceive, type Engine, type PeerlineError, type Random } from '../runtime/index.js';
 
 export interface DemoOptions {
   peers: number;
@@ -90,13 +90,7 @@ export async function runMemoryDemo(options: DemoOptions): Promise<DemoReport> {
     engine
       .openStream(to, PROTOCOL, { timeoutMs: 5000 })
       .then(async (stream) => {
-        const writer = stream.writable.getWriter();
-        await writer.write(new TextEncoder().encode(`hello from ${from}`));
-        await writer.close();
-        const reader = stream.readable.getReader();
-        while (!(await reader.read()).done) {
-          /* drain the echo */
-        }
+        await sendAndReceive(stream, `hello from ${from}`);
         report.requests.ok += 1;
       })
       .catch((error: PeerlineError | Error) => {

@@ -9,7 +9,7 @@
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { createQuicAdapter, generateIdentity, quicAddress, type QuicAdapter, type QuicIdentity } from '../adapters/quic/index.js';
-import { createEngine, echo, seededRandom, type Engine, type EngineInit, type Random } from '../runtime/index.js';
+import { createEngine, echo, seededRandom, sendAndReceive, type Engine, type EngineInit, type Random } from '../runtime/index.js';
 import { createInspector, startVisualizer, type Visualizer } from '../visualizer/index.js';
 import { formatReport, type DemoReport } from './demo.js';
 
@@ -267,17 +267,7 @@ export async function runQuicDemo(options: QuicDemoOptions): Promise<QuicDemoRep
         .openStream(agentOf(to).identity.peerId, PROTOCOL, { timeoutMs: REQUEST_TIMEOUT_MS })
         .then(async (stream) => {
           const text = `hello from ${from}`;
-          const writer = stream.writable.getWriter();
-          const reader = stream.readable.getReader();
-          await writer.write(new TextEncoder().encode(text));
-          await writer.close();
-          let echoed = '';
-          for (;;) {
-            const { value, done } = await reader.read();
-            if (done) break;
-            echoed += Buffer.from(value).toString();
-          }
-          if (echoed !== text) throw new Error('echo mismatch');
+          if ((await sendAndReceive(stream, text)) !== text) throw new Error('echo mismatch');
           report.requests.ok += 1;
         })
         .catch((error: unknown) => {

@@ -18,3 +18,22 @@ export async function echo(stream: PeerStream): Promise<void> {
     stream.abort('echo failed');
   }
 }
+
+/**
+ * The other side of `echo`: writes `text`, closes the writing side, and
+ * returns everything the remote sends back until it closes.
+ */
+export async function sendAndReceive(stream: PeerStream, text: string): Promise<string> {
+  const writer = stream.writable.getWriter();
+  const reader = stream.readable.getReader();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const decoder = new TextDecoder();
+  let received = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    received += decoder.decode(value, { stream: true });
+  }
+  return received + decoder.decode();
+}

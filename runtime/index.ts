@@ -18,7 +18,7 @@ export { systemClock, seededRandom, type Random } from './clock.js';
 export { DialQueue } from './dial-queue.js';
 export type { MetricsSnapshot } from './metrics.js';
 export type { LeasedConnection, PeerStream, StreamAnswer, StreamHandler, StreamRequest } from './streams.js';
-export { echo } from './echo.js';
+export { echo, sendAndReceive } from './echo.js';
 export type { Adapter, Clock, Connection, Stream } from '../adapters/adapter.js';
 export { ConnectionErrorCode, ConnectionErrorReason, ErrorCodes, type ErrorCode } from '../machines/codes.js';
 export { ConnectionStates, type ConnectionState } from '../machines/types.js';

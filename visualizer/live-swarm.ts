@@ -6,7 +6,7 @@
  * `new MemoryNetwork({ clock: systemClock })`), so the visualizer depends on
  * the runtime's public API only.
  */
-import { createEngine, echo, seededRandom, type Adapter, type Engine, type EngineInit, type Random } from '../runtime/index.js';
+import { createEngine, echo, seededRandom, sendAndReceive, type Adapter, type Engine, type EngineInit, type Random } from '../runtime/index.js';
 import { createInspector, type Inspector } from './inspector.js';
 import { startVisualizer, type Visualizer } from './server.js';
 
@@ -98,13 +98,7 @@ export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwa
     engine
       .openStream(to, PROTOCOL, { timeoutMs: 3000 })
       .then(async (stream) => {
-        const writer = stream.writable.getWriter();
-        await writer.write(new TextEncoder().encode(`hello from ${from}`));
-        await writer.close();
-        const reader = stream.readable.getReader();
-        while (!(await reader.read()).done) {
-          // the echo
-        }
+        await sendAndReceive(stream, `hello from ${from}`);
         count1('ok');
       })
       .catch((error: unknown) => count1(error !== null && typeof error === 'object' && 'code' in error ? String(error.code) : 'STREAM_ERROR'));
