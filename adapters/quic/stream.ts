@@ -227,7 +227,7 @@ export class QuicStreamEnd implements Stream {
           }
         },
         pull: () => this.#pull(),
-        cancel: () => this.#stopReading(),
+        cancel: () => this.#endRead(),
       },
       // One chunk read ahead: the end of the stream is noticed (and `closed`
       // settles) without waiting for the next read.
@@ -260,7 +260,7 @@ export class QuicStreamEnd implements Stream {
   /** Graceful: pending writes then END; what the remote still sends is dropped. */
   close(): void {
     if (this.#done) return;
-    this.#stopReading();
+    this.#endRead();
     if (!this.#writeDone && this.#closeAt === undefined && this.#finishing === undefined) {
       if (!this.writable.locked) {
         // Flushes queued writes, then the sink sends END and the FIN.
@@ -344,7 +344,10 @@ export class QuicStreamEnd implements Stream {
     else if (end === 'abort') this.#remoteFailed(new TransportError('aborted', 'the remote aborted the stream'));
   }
 
-  /** The remote finished its direction: EOF for the user, then read QUIC to its FIN. */
+  /**
+   * The read direction is over, because the remote finished it or the user is
+   * done reading: EOF for the user, then QUIC is read to its FIN and dropped.
+   */
   #endRead(): void {
     if (this.#readDone) return;
     this.#readDone = true;
@@ -363,19 +366,6 @@ export class QuicStreamEnd implements Stream {
     this.#endQuicWrite('end');
     this.#failRead(error);
     this.#failWrite(error);
-  }
-
-  /** The user is done reading: EOF for the user, the rest is dropped. */
-  #stopReading(): void {
-    if (this.#readDone) return;
-    this.#readDone = true;
-    try {
-      this.#rc.close();
-    } catch {
-      // Already closed or errored.
-    }
-    this.#drain();
-    this.#check();
   }
 
   #drain(): void {
