@@ -59,6 +59,9 @@ export const ErrorCodes = [
   'NO_ADDRESS',
   'CONNECTION_LIMIT',
   'INVALID_REQUEST',
+  'RESUME_GAP',
+  'RESUME_EXPIRED',
+  'RESUME_REJECTED',
 ] as const;
 export type ErrorCode = (typeof ErrorCodes)[number];
 

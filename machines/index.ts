@@ -1,4 +1,5 @@
 /** peerline/machines: the pure peer connection machine, its types and codes. */
 export { connectionMachine, type ConnectionMachine } from './connection-machine.js';
+export { sessionMachine, SessionStates, type SessionMachine, type SessionState, type SessionContext, type SessionEvent, type SessionInput } from './session-machine.js';
 export * from './codes.js';
 export * from './types.js';

@@ -1,4 +1,5 @@
 import { maxAttempts, validateRetryPolicy, type RetryPolicy } from './retry.js';
+import type { ResumeOptions } from './resume/manager.js';
 
 /**
  * Every engine option, with its default and why. One file, so a reader can
@@ -45,6 +46,8 @@ export interface EngineOptions {
   maxConnections: number;
   /** Longest protocol name accepted in a stream header, in bytes. @default 256 */
   maxProtocolLength: number;
+  /** Resumable streams (`openStream(..., { resumable: true })`): replay buffer, TTL, bounds. */
+  resume: ResumeOptions;
 }
 
 export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
@@ -71,9 +74,20 @@ export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
   dialQueueLimit: 500,
   maxConnections: 1_000,
   maxProtocolLength: 256,
+  resume: Object.freeze({
+    bufferBytes: 4 * 1024 * 1024,
+    ttlMs: 60_000,
+    maxSessionsPerPeer: 16,
+    timeoutMs: 10_000,
+    retry: undefined,
+    ackDelayMs: 20,
+  }),
 });
 
-export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat'>> & { heartbeat?: Partial<EngineOptions['heartbeat']> };
+export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat' | 'resume'>> & {
+  heartbeat?: Partial<EngineOptions['heartbeat']>;
+  resume?: Partial<EngineOptions['resume']>;
+};
 
 function positive(name: string, value: number, allowInfinity = false): void {
   const ok = typeof value === 'number' && value > 0 && (Number.isFinite(value) || (allowInfinity && value === Infinity));
@@ -91,6 +105,7 @@ export function resolveOptions(init: EngineInit = {}): EngineOptions {
     ...DEFAULTS,
     ...init,
     heartbeat: { ...DEFAULTS.heartbeat, ...init.heartbeat },
+    resume: { ...DEFAULTS.resume, ...init.resume },
   };
   positive('connectTimeoutMs', options.connectTimeoutMs);
   positive('dialQueueTimeoutMs', options.dialQueueTimeoutMs);
@@ -116,6 +131,15 @@ export function resolveOptions(init: EngineInit = {}): EngineOptions {
   count('dialQueueLimit', options.dialQueueLimit, true);
   count('maxConnections', options.maxConnections, true);
   count('maxProtocolLength', options.maxProtocolLength);
+  count('resume.bufferBytes', options.resume.bufferBytes);
+  positive('resume.ttlMs', options.resume.ttlMs);
+  count('resume.maxSessionsPerPeer', options.resume.maxSessionsPerPeer);
+  positive('resume.timeoutMs', options.resume.timeoutMs);
+  positive('resume.ackDelayMs', options.resume.ackDelayMs);
+  if (options.resume.retry !== undefined) {
+    validateRetryPolicy(options.resume.retry, 'resume.retry');
+    if (options.resume.retry.strategy === 'none') throw new RangeError('resume.retry needs a backoff strategy');
+  }
   return options;
 }
 

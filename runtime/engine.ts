@@ -18,6 +18,9 @@ import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOpti
 import { PeerlineError, toPeerlineError } from './errors.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import { backoffDelay } from './retry.js';
+import { RESUME_PROTOCOL } from './resume/frames.js';
+import { ResumeManager, type ResumeStats, type SessionTransition } from './resume/manager.js';
+import type { ResumableStream, SessionSnapshot } from './resume/session.js';
 import {
   wrapStream,
   type LeasedConnection,
@@ -82,6 +85,8 @@ export interface PeerSnapshot {
 export interface EngineSnapshot {
   readonly status: EngineStatus;
   readonly peers: readonly PeerSnapshot[];
+  /** Resumable streams, both sides, live or suspended. */
+  readonly sessions: readonly SessionSnapshot[];
 }
 
 export type EngineStatus = 'idle' | 'running' | 'stopping' | 'stopped';
@@ -90,6 +95,12 @@ export interface OpenStreamOptions {
   readonly signal?: AbortSignal;
   /** The request fails with STREAM_TIMEOUT if it has no answer by then. */
   readonly timeoutMs?: number;
+  /**
+   * A stream that survives reconnects: it is suspended when the connection is
+   * lost and resumed, without losing or repeating a byte, when the peer is
+   * back (see `EngineOptions.resume`). Both sides must run peerline.
+   */
+  readonly resumable?: boolean;
 }
 
 type LeaseValue = { readonly connection: LeasedConnection; readonly release: () => void };
@@ -179,6 +190,8 @@ export class Engine {
   readonly requests: Observer<StreamRequest>;
   /** Every state change of every machine; costs nothing while nobody subscribes. */
   readonly transitions$: Observable<Transition>;
+  /** Every state change of every resumable stream's session machine (suspension, resume, end). */
+  readonly sessionTransitions$: Observable<SessionTransition>;
 
   readonly #adapter: Adapter;
   readonly #random: Random;
@@ -194,6 +207,7 @@ export class Engine {
   readonly #book = new Map<string, { addresses: string[]; pinned: boolean }>();
   readonly #incoming = new Subject<StreamRequest>();
   readonly #transitions = new Subject<Transition>();
+  readonly #resume: ResumeManager;
   #status: EngineStatus = 'idle';
   #nextRequest = 0;
   #stopping: Promise<void> | undefined;
@@ -227,6 +241,20 @@ export class Engine {
       complete: () => {},
     };
     this.transitions$ = this.#transitions.asObservable();
+    this.#resume = new ResumeManager(this.options.resume, {
+      clock: this.clock,
+      random: this.#random,
+      pinnedRetry: this.options.pinnedRetry,
+      openLink: (peerId, options) => this.openStream(peerId, RESUME_PROTOCOL, options),
+      handler: (protocol) => (protocol === RESUME_PROTOCOL ? undefined : this.#handlers.get(protocol)),
+      handlerFailed: (protocol, error) => {
+        this.#metrics.handlerErrors += 1;
+        this.#logger.warn(`peerline: handler for ${protocol} failed`, error);
+      },
+      warn: (line, error) => this.#logger.warn(line, error),
+    });
+    this.sessionTransitions$ = this.#resume.transitions$;
+    this.#handlers.set(RESUME_PROTOCOL, (stream) => this.#resume.accept(stream));
   }
 
   /**
@@ -284,6 +312,7 @@ export class Engine {
       throw new TypeError(`protocol must be a non-empty string of at most ${this.options.maxProtocolLength} bytes`);
     }
     if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    if (protocol === RESUME_PROTOCOL) throw new Error(`${RESUME_PROTOCOL} is reserved for resumable streams`);
     if (this.#handlers.has(protocol)) throw new Error(`a handler for ${protocol} is already registered`);
     this.#handlers.set(protocol, handler);
     return () => {
@@ -309,11 +338,24 @@ export class Engine {
   }
 
   /** Opens a stream to `peerId` speaking `protocol`. Rejects only with a PeerlineError. */
+  openStream(peerId: string, protocol: string, options: OpenStreamOptions & { resumable: true }): Promise<ResumableStream>;
+  openStream(peerId: string, protocol: string, options?: OpenStreamOptions): Promise<PeerStream>;
   openStream(peerId: string, protocol: string, options: OpenStreamOptions = {}): Promise<PeerStream> {
     return new Promise<PeerStream>((resolve, reject) => {
-      const { signal, timeoutMs } = options;
+      const { signal, timeoutMs, resumable } = options;
       if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs > 0)) {
         reject(new PeerlineError('INVALID_REQUEST', `timeoutMs must be a number > 0, got ${String(timeoutMs)}`, { peerId }));
+        return;
+      }
+      if (resumable === true) {
+        if (typeof protocol !== 'string' || protocol.length === 0 || protocol === RESUME_PROTOCOL) {
+          reject(new PeerlineError('INVALID_REQUEST', 'protocol must be a non-empty string other than the resume protocol', { peerId }));
+          return;
+        }
+        const link: { signal?: AbortSignal; timeoutMs?: number } = {};
+        if (signal !== undefined) link.signal = signal;
+        if (timeoutMs !== undefined) link.timeoutMs = timeoutMs;
+        this.#resume.open(peerId, protocol, link).then(resolve, reject);
         return;
       }
       const request: StreamRequest = {
@@ -381,12 +423,17 @@ export class Engine {
         lastError: context.lastError?.code ?? null,
       });
     }
-    return { status: this.#status, peers };
+    return { status: this.#status, peers, sessions: this.#resume.sessions() };
   }
 
-  metrics(): MetricsSnapshot & { readonly pendingRequests: number; readonly dialQueue: { active: number; waiting: number } } {
+  metrics(): MetricsSnapshot & {
+    readonly pendingRequests: number;
+    readonly dialQueue: { active: number; waiting: number };
+    readonly resume: ResumeStats;
+  } {
     return {
       ...this.#metrics.snapshot(),
+      resume: this.#resume.stats(),
       pendingRequests: this.#pending.size,
       dialQueue: { active: this.#dialQueue.active, waiting: this.#dialQueue.waiting },
     };
@@ -656,6 +703,7 @@ export class Engine {
     if (this.#trace) {
       this.#logger.trace(`peerline ${this.peerId} peer ${entry.peerId}: ${transition.from ?? "new"} -> ${to} (${transition.event})`);
     }
+    if (to === 'ready') this.#resume.peerReady(entry.peerId);
     if (this.#transitions.observed) this.#transitions.next(transition);
   }
 
@@ -1023,6 +1071,8 @@ export class Engine {
       return;
     }
     this.#status = 'stopping';
+    // Resumable streams end first: nothing would resume them now.
+    this.#guard('stop resumable streams', () => this.#resume.stop());
     // No dial slot is granted from now on: a peer waiting for one closes instead.
     this.#dialQueue.close();
     for (const entry of [...this.#entries.values()]) {

@@ -35,6 +35,12 @@ export class EngineStoppedError extends PeerlineError { override name = 'EngineS
 export class NoAddressError extends PeerlineError { override name = 'NoAddressError'; }
 export class ConnectionLimitError extends PeerlineError { override name = 'ConnectionLimitError'; }
 export class InvalidRequestError extends PeerlineError { override name = 'InvalidRequestError'; }
+/** A resumable stream could not resume: what the other side is missing is no longer buffered. */
+export class ResumeGapError extends PeerlineError { override name = 'ResumeGapError'; }
+/** A suspended resumable stream was not resumed before its TTL (or the remote no longer knows it). */
+export class ResumeExpiredError extends PeerlineError { override name = 'ResumeExpiredError'; }
+/** The remote refused the proof of a resumable session. */
+export class ResumeRejectedError extends PeerlineError { override name = 'ResumeRejectedError'; }
 
 const classes: Record<ErrorCode, typeof PeerlineError> = {
   CONNECT_TIMEOUT: ConnectTimeoutError,
@@ -54,6 +60,9 @@ const classes: Record<ErrorCode, typeof PeerlineError> = {
   NO_ADDRESS: NoAddressError,
   CONNECTION_LIMIT: ConnectionLimitError,
   INVALID_REQUEST: InvalidRequestError,
+  RESUME_GAP: ResumeGapError,
+  RESUME_EXPIRED: ResumeExpiredError,
+  RESUME_REJECTED: ResumeRejectedError,
 };
 
 /** Builds the typed error for a machine's `ErrorInfo`. */
