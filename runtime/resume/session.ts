@@ -154,6 +154,7 @@ export class ResumableSession {
 
   #error: PeerlineError | undefined;
   #nextFrame: (() => void) | undefined;
+  #abortSent = false;
   #closed!: () => void;
   readonly #closedPromise: Promise<void>;
   #openedWaiter: { resolve: () => void; reject: (error: unknown) => void } | undefined;
@@ -627,7 +628,10 @@ export class ResumableSession {
   abort(reason: string): void {
     if (this.#ended) return;
     const link = this.#link;
-    if (link !== undefined) this.#sendFrame(link, encode.abort({ message: reason }));
+    if (link !== undefined) {
+      this.#sendFrame(link, encode.abort({ message: reason }));
+      this.#abortSent = true;
+    }
     this.send({ type: 'FAIL', error: info('ABORTED', `the stream was aborted: ${reason}`) });
   }
 
@@ -635,7 +639,10 @@ export class ResumableSession {
   fail(error: ErrorInfo, tellRemote: boolean): void {
     if (this.#ended) return;
     const link = this.#link;
-    if (tellRemote && link !== undefined) this.#sendFrame(link, encode.abort({ message: `${error.code}: ${error.message}` }));
+    if (tellRemote && link !== undefined) {
+      this.#sendFrame(link, encode.abort({ message: `${error.code}: ${error.message}` }));
+      this.#abortSent = true;
+    }
     this.send({ type: 'FAIL', error });
   }
 
@@ -651,8 +658,9 @@ export class ResumableSession {
       this.#epoch += 1;
       link.reader.cancel().catch(() => {});
       link.writer.releaseLock();
-      // A clean end closes the link gracefully (the acceptor's goodbye); a failure aborts it.
-      if (error === null) link.stream.close();
+      // A clean end, or an ABORT just queued for the remote, closes the link
+      // gracefully (the queued frames go out first); any other failure aborts it.
+      if (error === null || this.#abortSent) link.stream.close();
       else link.stream.abort(error.code);
     }
     this.#chunks = [];

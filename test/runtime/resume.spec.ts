@@ -2,6 +2,7 @@ import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { PeerlineError, RESUME_PROTOCOL, type PeerStream, type SessionTransition } from '../../runtime/index.js';
 import { encode, FrameReader, FrameType, type Frame } from '../../runtime/resume/frames.js';
+import { newSecret, newSessionId, proofFor, rotate } from '../../runtime/resume/session.js';
 import { swarm, type Swarm } from '../fixtures/swarm.js';
 
 const PROTOCOL = '/transfer/1';
@@ -187,5 +188,240 @@ describe('resumable streams over the memory network', () => {
       assert.equal(stream.state, 'closed');
       if (k < FRAMES) assert.ok(stream.resumes >= 1, `no resume after the drop at reply frame ${k}`);
     }
+  });
+
+  /**
+   * A hand-driven opener on engine a: speaks the resume protocol frame by
+   * frame on raw links, so a test can say what a well-behaved engine never
+   * would (a short counter, a wrong proof, no ACK at all).
+   */
+  async function rawLink(): Promise<{ send(frame: Uint8Array): void; next(): Promise<Frame>; link: PeerStream }> {
+    const link = await s.until(s.engine('a').openStream('b', RESUME_PROTOCOL));
+    const writer = link.writable.getWriter();
+    const reader = link.readable.getReader();
+    const frames = new FrameReader();
+    const queue: Frame[] = [];
+    return {
+      link,
+      send: (frame) => void writer.write(frame).catch(() => {}),
+      async next() {
+        while (queue.length === 0) {
+          const { value, done } = await s.until(reader.read());
+          if (done) throw new Error('the link ended');
+          queue.push(...frames.push(value));
+        }
+        return queue.shift()!;
+      },
+    };
+  }
+
+  /** Reads DATA frames until `bytes` arrived; returns them. */
+  async function readData(raw: { next(): Promise<Frame> }, bytes: number): Promise<Uint8Array> {
+    const parts: Uint8Array[] = [];
+    let got = 0;
+    while (got < bytes) {
+      const frame = await raw.next();
+      if (frame.type !== FrameType.Data) continue;
+      assert.equal(frame.offset, got, 'DATA frames arrive in order, without gaps');
+      parts.push(frame.bytes);
+      got += frame.bytes.length;
+    }
+    return Buffer.concat(parts);
+  }
+
+  /** B's handler writes `data`, then reads to the end; what happened to it is recorded. */
+  function writerHandler(data: Uint8Array, outcome: { error?: PeerlineError; writes: number }) {
+    return async (stream: PeerStream) => {
+      const writer = stream.writable.getWriter();
+      try {
+        for (let at = 0; at < data.length; at += 16 * 1024) {
+          await writer.write(data.subarray(at, at + 16 * 1024));
+          outcome.writes += 1;
+        }
+        await readAll(stream);
+      } catch (error) {
+        outcome.error = error as PeerlineError;
+      }
+    };
+  }
+
+  it('RESUME_GAP: a resume that asks for bytes already acknowledged and dropped fails on both sides, never silently', async () => {
+    await pair();
+    const data = pattern(50_000);
+    const outcome: { error?: PeerlineError; writes: number } = { writes: 0 };
+    s.engine('b').handle(PROTOCOL, writerHandler(data, outcome));
+    const sessionId = newSessionId();
+    const secret = newSecret();
+    const first = await rawLink();
+    first.send(encode.open({ v: 1, sessionId, secret: secret.toString('hex'), protocol: PROTOCOL, window: 1 << 20 }));
+    assert.equal((await first.next()).type, FrameType.Opened);
+    const got = await readData(first, data.length);
+    assert.equal(Buffer.compare(got, data), 0);
+    // We read 30,000 bytes (B may drop them), then the link dies.
+    first.send(encode.ack(30_000, false));
+    await s.advance(5);
+    first.link.abort('cut');
+    await waitFor(s, () => s.engine('b').snapshot().sessions[0]?.state === 'suspended.waiting', 'b suspends');
+    assert.equal(s.engine('b').snapshot().sessions[0]!.buffered, 20_000, 'b keeps only what was not acknowledged');
+    // Now claim to hold only 10,000: bytes 10,000..30,000 are gone.
+    const second = await rawLink();
+    second.send(encode.resume({ sessionId, generation: 0, proof: proofFor(secret, sessionId, 0), received: 10_000, fin: false }));
+    const answer = await second.next();
+    assert.equal(answer.type, FrameType.Refuse);
+    assert.equal(answer.type === FrameType.Refuse && answer.body.code, 'RESUME_GAP');
+    await waitFor(s, () => outcome.error !== undefined, "b's handler hears of it");
+    assert.equal(outcome.error?.code, 'RESUME_GAP');
+    assert.equal(s.engine('b').snapshot().sessions.length, 0);
+    assert.deepEqual(s.engine('b').metrics().resume.failedByCode, { RESUME_GAP: 1 });
+    assert.equal(s.engine('b').metrics().resume.bufferedBytes, 0);
+  });
+
+  it('a wrong proof is refused (RESUME_REJECTED) without hurting the session; the right one resumes it, and an old proof is refused after', async () => {
+    await pair();
+    const data = pattern(40_000);
+    const outcome: { error?: PeerlineError; writes: number } = { writes: 0 };
+    s.engine('b').handle(PROTOCOL, writerHandler(data, outcome));
+    const sessionId = newSessionId();
+    const secret = newSecret();
+    const first = await rawLink();
+    first.send(encode.open({ v: 1, sessionId, secret: secret.toString('hex'), protocol: PROTOCOL, window: 1 << 20 }));
+    assert.equal((await first.next()).type, FrameType.Opened);
+    await readData(first, 16_384);
+    first.link.abort('cut');
+    await waitFor(s, () => s.engine('b').snapshot().sessions[0]?.state === 'suspended.waiting', 'b suspends');
+
+    const wrong = await rawLink();
+    wrong.send(encode.resume({ sessionId, generation: 0, proof: proofFor(newSecret(), sessionId, 0), received: 16_384, fin: false }));
+    const refused = await wrong.next();
+    assert.equal(refused.type === FrameType.Refuse && refused.body.code, 'RESUME_REJECTED');
+    assert.equal(s.engine('b').metrics().resume.badProofs, 1);
+    assert.equal(s.engine('b').snapshot().sessions[0]?.state, 'suspended.waiting', 'the session is untouched');
+
+    const right = await rawLink();
+    right.send(encode.resume({ sessionId, generation: 0, proof: proofFor(secret, sessionId, 0), received: 16_384, fin: false }));
+    const resumed = await right.next();
+    assert.equal(resumed.type, FrameType.Resumed);
+    // B replays from 16,384: the rest arrives, starting exactly there.
+    const frames: Frame[] = [];
+    let end = 16_384;
+    while (end < data.length) {
+      const frame = await right.next();
+      if (frame.type !== FrameType.Data) continue;
+      assert.equal(frame.offset, end);
+      assert.equal(Buffer.compare(frame.bytes, data.subarray(end, end + frame.bytes.length)), 0);
+      end += frame.bytes.length;
+      frames.push(frame);
+    }
+    right.send(encode.ack(data.length, false));
+    await s.advance(5);
+    assert.equal(s.engine('b').snapshot().sessions[0]?.state, 'open');
+    assert.equal(s.engine('b').snapshot().sessions[0]?.buffered, 0);
+    // The secret rotated: the first proof no longer opens anything.
+    right.link.abort('cut again');
+    await waitFor(s, () => s.engine('b').snapshot().sessions[0]?.state === 'suspended.waiting', 'b suspends again');
+    const replayed = await rawLink();
+    replayed.send(encode.resume({ sessionId, generation: 0, proof: proofFor(secret, sessionId, 0), received: data.length, fin: false }));
+    const again = await replayed.next();
+    assert.equal(again.type === FrameType.Refuse && again.body.code, 'RESUME_REJECTED');
+    const nonce = resumed.type === FrameType.Resumed ? resumed.body.nonce : '';
+    const next = rotate(secret, nonce);
+    const fresh = await rawLink();
+    fresh.send(encode.resume({ sessionId, generation: 1, proof: proofFor(next, sessionId, 1), received: data.length, fin: false }));
+    assert.equal((await fresh.next()).type, FrameType.Resumed);
+    assert.equal(outcome.error, undefined);
+  });
+
+  it('a peer that never acknowledges holds at most the replay buffer; the writer waits, and the abort frees it', async () => {
+    await pair({ resume: { bufferBytes: 64 * 1024 } });
+    const data = pattern(1 << 20);
+    const outcome: { error?: PeerlineError; writes: number } = { writes: 0 };
+    s.engine('b').handle(PROTOCOL, writerHandler(data, outcome));
+    const sessionId = newSessionId();
+    const raw = await rawLink();
+    raw.send(encode.open({ v: 1, sessionId, secret: newSecret().toString('hex'), protocol: PROTOCOL, window: 1 << 30 }));
+    assert.equal((await raw.next()).type, FrameType.Opened);
+    const got = await readData(raw, 64 * 1024);
+    assert.equal(got.length, 64 * 1024);
+    await s.advance(10_000);
+    const stats = s.engine('b').metrics().resume;
+    assert.equal(stats.bufferedBytes, 64 * 1024, 'the replay buffer is full and no fuller');
+    assert.equal(outcome.writes, 4, 'the writer waits once the buffer is full');
+    raw.send(encode.abort({ message: 'bye' }));
+    await waitFor(s, () => outcome.error !== undefined, 'the writer hears of the abort');
+    assert.equal(outcome.error?.code, 'ABORTED');
+    assert.equal(s.engine('b').metrics().resume.bufferedBytes, 0);
+    assert.equal(s.engine('b').snapshot().sessions.length, 0);
+  });
+
+  it('RESUME_EXPIRED: a session not resumed within its TTL fails on both sides and frees its buffers', async () => {
+    await pair({ resume: { ttlMs: 5_000 } });
+    const outcome: { error?: PeerlineError; writes: number } = { writes: 0 };
+    s.engine('b').handle(PROTOCOL, writerHandler(pattern(10_000), outcome));
+    const stream = await s.until(s.engine('a').openStream('b', PROTOCOL, { resumable: true }));
+    const writer = stream.writable.getWriter();
+    await s.until(writer.write(pattern(20_000)));
+    const reading = readAll(stream);
+    reading.catch(() => {});
+    await s.advance(5);
+    s.network.partition(['a'], ['b']);
+    s.network.drop('a', 'b');
+    const started = s.clock.now();
+    await s.until(stream.closed, 10_000);
+    assert.equal(stream.state, 'failed');
+    assert.ok(s.clock.now() - started <= 5_000 + 10, 'expired at the TTL');
+    await assert.rejects(reading, (e: PeerlineError) => e.code === 'RESUME_EXPIRED');
+    await assert.rejects(writer.write(pattern(1)), (e: PeerlineError) => e.code === 'RESUME_EXPIRED');
+    await waitFor(s, () => outcome.error !== undefined, "b's side expires too");
+    assert.equal(outcome.error?.code, 'RESUME_EXPIRED');
+    for (const peer of ['a', 'b']) {
+      assert.equal(s.engine(peer).snapshot().sessions.length, 0, `${peer} forgot the session`);
+      assert.equal(s.engine(peer).metrics().resume.bufferedBytes, 0);
+      assert.deepEqual(s.engine(peer).metrics().resume.failedByCode, { RESUME_EXPIRED: 1 });
+    }
+    s.network.heal();
+  });
+
+  it('abort and engine stop end the session on both sides with a code', async () => {
+    await pair();
+    const outcomes: Array<{ error?: PeerlineError; writes: number }> = [];
+    s.engine('b').handle(PROTOCOL, (stream) => {
+      const outcome = { writes: 0 };
+      outcomes.push(outcome);
+      return writerHandler(pattern(100), outcome)(stream);
+    });
+    const one = await s.until(s.engine('a').openStream('b', PROTOCOL, { resumable: true }));
+    const two = await s.until(s.engine('a').openStream('b', PROTOCOL, { resumable: true }));
+    await s.advance(5);
+    one.abort('done with it');
+    await waitFor(s, () => outcomes[0]?.error !== undefined, 'b hears of the abort');
+    assert.equal(outcomes[0]!.error?.code, 'ABORTED');
+    assert.equal(one.state, 'failed');
+    const reading = readAll(two);
+    reading.catch(() => {});
+    await s.until(s.engine('a').stop());
+    await assert.rejects(reading, (e: PeerlineError) => e.code === 'ENGINE_STOPPED');
+    await waitFor(s, () => outcomes[1]?.error !== undefined, 'b hears of the stop');
+    assert.equal(outcomes[1]!.error?.code, 'ABORTED');
+    assert.equal(s.engine('b').snapshot().sessions.length, 0);
+  });
+
+  it('bounds the sessions per peer on both sides', async () => {
+    await pair({ resume: { maxSessionsPerPeer: 2 } });
+    s.engine('b').handle(PROTOCOL, () => {});
+    await s.until(s.engine('a').openStream('b', PROTOCOL, { resumable: true }));
+    await s.until(s.engine('a').openStream('b', PROTOCOL, { resumable: true }));
+    await assert.rejects(s.until(s.engine('a').openStream('b', PROTOCOL, { resumable: true })), (e: PeerlineError) => e.code === 'QUEUE_FULL');
+    // From the other side, b already holds two sessions with a.
+    s.engine('a').handle(PROTOCOL, () => {});
+    await assert.rejects(s.until(s.engine('b').openStream('a', PROTOCOL, { resumable: true })), (e: PeerlineError) => e.code === 'QUEUE_FULL');
+    assert.equal(s.engine('b').snapshot().sessions.length, 2);
+  });
+
+  it('refuses a protocol nobody handles, and the reserved protocol as a handler', async () => {
+    await pair();
+    await assert.rejects(s.until(s.engine('a').openStream('b', '/nobody/1', { resumable: true })), (e: PeerlineError) => e.code === 'STREAM_REJECTED');
+    assert.throws(() => s.engine('b').handle(RESUME_PROTOCOL, () => {}), /reserved/);
+    assert.equal(s.engine('a').snapshot().sessions.length, 0);
+    assert.equal(s.engine('b').snapshot().sessions.length, 0);
   });
 });
