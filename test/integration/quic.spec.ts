@@ -4,95 +4,13 @@
  * started and checks that no socket or connection is left.
  */
 import assert from 'node:assert/strict';
-import { createQuicAdapter, quicAddress, type QuicAdapter, type QuicAdapterOptions } from '../../adapters/quic/index.js';
-import { createEngine, PeerlineError, type Engine, type EngineInit, type PeerStream, type Transition } from '../../runtime/index.js';
+import { quicAddress } from '../../adapters/quic/index.js';
+import { PeerlineError, type PeerStream } from '../../runtime/index.js';
 import { escapedErrors } from '../fixtures/hooks.js';
-import { identity, recordingLogger, sleep } from '../fixtures/identity.js';
+import { cluster, waitFor, type Cluster, type Node } from '../fixtures/quic-cluster.js';
+import { identity, sleep } from '../fixtures/identity.js';
 import { codes, echo, holder, track } from '../fixtures/swarm.js';
 import { UdpProxy } from '../fixtures/udp-proxy.js';
-
-/** Short enough for tests, long enough for a loaded machine. */
-const FAST: EngineInit = {
-  connectTimeoutMs: 3_000,
-  handshakeTimeoutMs: 3_000,
-  streamOpenTimeoutMs: 5_000,
-  drainDeadlineMs: 300,
-  forceCloseGraceMs: 300,
-};
-
-interface Node {
-  readonly name: string;
-  readonly engine: Engine;
-  readonly adapter: QuicAdapter;
-  readonly transitions: Transition[];
-  /** Every error a machine of this node recorded, as `peerId: CODE` (from XState inspection). */
-  readonly errors: string[];
-  /** Top-level states of `peerId`'s machine on this node, in order. */
-  states(peerId: string): string[];
-}
-
-interface Cluster {
-  readonly nodes: Map<string, Node>;
-  readonly warnings: string[];
-  add(name: string, init?: EngineInit, adapterOptions?: Partial<QuicAdapterOptions>): Promise<Node>;
-  /** Tells `from` where `to` is (optionally through another address). */
-  introduce(from: Node, to: Node, address?: string): void;
-  stopAll(): Promise<void>;
-}
-
-async function cluster(): Promise<Cluster> {
-  const nodes = new Map<string, Node>();
-  const warnings: string[] = [];
-  const logger = {
-    trace: () => {},
-    warn: (line: string, error?: unknown) => void warnings.push(`${line}${error === undefined ? '' : `: ${String(error)}`}`),
-  };
-  return {
-    nodes,
-    warnings,
-    async add(name, init = {}, adapterOptions = {}) {
-      const adapter = createQuicAdapter({ identity: await identity(name), logger: recordingLogger(), ...adapterOptions });
-      const errors: string[] = [];
-      const engine = createEngine({
-        adapter,
-        logger,
-        trace: false,
-        ...FAST,
-        ...init,
-        inspect: (event) => {
-          if (event.type !== '@xstate.snapshot') return;
-          const context = (event.snapshot as { context?: { peerId?: string; lastError?: { code: string } | null } }).context;
-          const entry = `${context?.peerId}: ${context?.lastError?.code}`;
-          if (context?.lastError != null && errors.at(-1) !== entry) errors.push(entry);
-        },
-      });
-      const transitions: Transition[] = [];
-      engine.transitions$.subscribe((t) => transitions.push(t));
-      await engine.start();
-      const node: Node = {
-        name,
-        engine,
-        adapter,
-        transitions,
-        errors,
-        states: (peerId) => transitions.filter((t) => t.peerId === peerId).map((t) => t.to),
-      };
-      nodes.set(name, node);
-      return node;
-    },
-    introduce(from, to, address) {
-      from.engine.addPeer(to.engine.peerId, [address ?? to.adapter.address]);
-    },
-    async stopAll() {
-      await Promise.all([...nodes.values()].map((n) => n.engine.stop({ force: true })));
-      for (const n of nodes.values()) {
-        assert.equal(n.engine.status, 'stopped');
-        assert.equal(n.adapter.stats().connections, 0, `${n.name} kept connections`);
-        assert.equal(n.adapter.stats().libraryErrors, 0, `${n.name} caught library errors`);
-      }
-    },
-  };
-}
 
 /** Writes `text`, half-closes, reads the echo. */
 async function echoOnce(stream: PeerStream, text: string): Promise<string> {
@@ -105,14 +23,6 @@ async function echoOnce(stream: PeerStream, text: string): Promise<string> {
   await writer.write(new TextEncoder().encode(text));
   await writer.close();
   return reading;
-}
-
-async function waitFor(done: () => boolean, what: string, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > end) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 describe('engines over QUIC (loopback)', function () {
