@@ -38,7 +38,7 @@ export enum FrameType {
 }
 
 /** Largest DATA payload a sender puts in one frame. */
-export const MAX_DATA_PAYLOAD = 64 * 1024;
+export const MAX_DATA_PAYLOAD = 64 * 1024 - 13;
 /** Largest control (JSON) payload accepted. */
 export const MAX_CONTROL_PAYLOAD = 4 * 1024;
 const HEADER = 5;
@@ -80,7 +80,8 @@ export type Frame =
   | { readonly type: FrameType.Resumed; readonly body: ResumedBody }
   | { readonly type: FrameType.Refuse; readonly body: RefuseBody }
   | { readonly type: FrameType.Abort; readonly body: AbortBody }
-  | { readonly type: FrameType.Data; readonly offset: number; readonly bytes: Uint8Array }
+  /** The payload may come in several parts (views of the transport's chunks, not copies). */
+  | { readonly type: FrameType.Data; readonly offset: number; readonly length: number; readonly parts: readonly Uint8Array[] }
   | { readonly type: FrameType.Ack; readonly consumed: number; readonly fin: boolean }
   | { readonly type: FrameType.Fin; readonly length: number };
 
@@ -204,8 +205,12 @@ export class FrameReader {
       if (length > limit.max || length < limit.min) throw new FrameError(`frame ${FrameType[type]} of ${length} bytes is out of bounds`);
       if (this.#buffered < HEADER + length) break;
       this.#take(HEADER);
-      const payload = this.#take(length);
-      frames.push(decodePayload(type, payload));
+      if (type === FrameType.Data) {
+        const offset = readU64(this.#take(8));
+        frames.push({ type, offset, length: length - 8, parts: this.#takeParts(length - 8) });
+      } else {
+        frames.push(decodePayload(type, this.#take(length)));
+      }
     }
     return frames;
   }
@@ -230,6 +235,26 @@ export class FrameReader {
       return first.subarray(0, n);
     }
     return this.#join(n, true);
+  }
+
+  /** Takes `n` bytes as views of the chunks they are in: no copy. */
+  #takeParts(n: number): Uint8Array[] {
+    const parts: Uint8Array[] = [];
+    let left = n;
+    while (left > 0) {
+      const chunk = this.#chunks[0]!;
+      if (chunk.length <= left) {
+        parts.push(chunk);
+        this.#chunks.shift();
+        left -= chunk.length;
+      } else {
+        parts.push(chunk.subarray(0, left));
+        this.#chunks[0] = chunk.subarray(left);
+        left = 0;
+      }
+    }
+    this.#buffered -= n;
+    return parts;
   }
 
   #join(n: number, consume: boolean): Uint8Array {
@@ -281,9 +306,6 @@ function readU64(payload: Uint8Array): number {
 
 function decodePayload(type: FrameType, payload: Uint8Array): Frame {
   switch (type) {
-    case FrameType.Data:
-      // Copy: the payload may be a view into a transport buffer that is reused.
-      return { type, offset: readU64(payload), bytes: payload.slice(8) };
     case FrameType.Ack:
       if (payload[8]! > 1) throw new FrameError('ACK fin flag must be 0 or 1');
       return { type, consumed: readU64(payload), fin: payload[8] === 1 };

@@ -403,7 +403,7 @@ export class ResumableSession {
     next?.();
     switch (frame.type) {
       case FrameType.Data:
-        return this.#onData(frame.offset, frame.bytes);
+        return this.#onData(frame.offset, frame.length, frame.parts);
       case FrameType.Ack:
         return this.#onAck(frame.consumed, frame.fin);
       case FrameType.Fin:
@@ -422,20 +422,29 @@ export class ResumableSession {
     }
   }
 
-  #onData(offset: number, bytes: Uint8Array): void {
-    const end = offset + bytes.length;
+  #onData(offset: number, length: number, parts: readonly Uint8Array[]): void {
+    const end = offset + length;
     if (this.#remoteFin !== undefined && end > this.#remoteFin) throw new ViolationError('data past the end of the stream');
     if (offset > this.#received) throw new ViolationError(`data at ${offset} skips bytes from ${this.#received}`);
     if (end <= this.#received) return; // already held: a replay of what arrived before the loss
-    const fresh = bytes.subarray(this.#received - offset);
+    let skip = this.#received - offset;
     this.#received = end;
     if (this.#readCancelled) {
       this.#consumed = this.#received;
       this.#scheduleAck();
       return;
     }
-    this.#queue.push(fresh);
-    this.#queued += fresh.length;
+    // Views of the link's chunks (the transport hands each chunk over once).
+    for (const part of parts) {
+      if (skip >= part.length) {
+        skip -= part.length;
+        continue;
+      }
+      const fresh = skip > 0 ? part.subarray(skip) : part;
+      skip = 0;
+      this.#queue.push(fresh);
+      this.#queued += fresh.length;
+    }
     if (this.#received - this.#consumed > this.#host.bufferBytes) throw new ViolationError('the remote sent past the window');
     this.#wakeReader();
   }
@@ -530,7 +539,8 @@ export class ResumableSession {
 
   #scheduleAck(): void {
     if (this.#link === undefined) return;
-    const threshold = Math.min(64 * 1024, Math.max(1, Math.floor(this.#host.bufferBytes / 4)));
+    // Often enough that the sender never waits on a full buffer, rarely enough to cost little.
+    const threshold = Math.max(1, Math.floor(this.#host.bufferBytes / 8));
     if (this.#consumed - this.#ackSent >= threshold) {
       this.#flushAck();
       return;

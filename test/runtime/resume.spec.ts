@@ -223,8 +223,8 @@ describe('resumable streams over the memory network', () => {
       const frame = await raw.next();
       if (frame.type !== FrameType.Data) continue;
       assert.equal(frame.offset, got, 'DATA frames arrive in order, without gaps');
-      parts.push(frame.bytes);
-      got += frame.bytes.length;
+      parts.push(...frame.parts);
+      got += frame.length;
     }
     return Buffer.concat(parts);
   }
@@ -308,8 +308,8 @@ describe('resumable streams over the memory network', () => {
       const frame = await right.next();
       if (frame.type !== FrameType.Data) continue;
       assert.equal(frame.offset, end);
-      assert.equal(Buffer.compare(frame.bytes, data.subarray(end, end + frame.bytes.length)), 0);
-      end += frame.bytes.length;
+      assert.equal(Buffer.compare(Buffer.concat(frame.parts), data.subarray(end, end + frame.length)), 0);
+      end += frame.length;
       frames.push(frame);
     }
     right.send(encode.ack(data.length, false));
