@@ -87,6 +87,14 @@ async function transfer(alice: Engine, bob: string, resumable: boolean): Promise
   return mb / seconds;
 }
 
+export interface ResumeReport {
+  readonly memory: Ratio;
+  readonly quic: Ratio;
+  /** Sorted, ms. */
+  readonly fromHeal: readonly number[];
+  readonly fromReady: readonly number[];
+}
+
 interface Ratio {
   plain: number;
   resumable: number;
@@ -218,5 +226,6 @@ say(
   `reconnect to first resumed byte, ${cuts} cuts: from heal p50 ${percentile(heal, 0.5).toFixed(1)} ms (max ${heal.at(-1)!.toFixed(1)}), ` +
     `from new connection ready p50 ${percentile(ready, 0.5).toFixed(1)} ms (max ${ready.at(-1)?.toFixed(1)}, ${ready.length} samples)`,
 );
-say(`${RESULT_PREFIX}${JSON.stringify({ memory: m, quic: t, fromHeal: heal, fromReady: ready })}`);
+const report: ResumeReport = { memory: m, quic: t, fromHeal: heal, fromReady: ready };
+say(`${RESULT_PREFIX}${JSON.stringify(report)}`);
 process.exit(0);

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { RESULT_PREFIX, flagArg, int, mib, msSince, say } from './common.js';
 import type { DialQueueRow } from './dial-queue.js';
 import type { MemoryRow } from './memory.js';
+import type { ResumeReport } from './resume.js';
 import type { RoutingReport } from './routing.js';
 
 interface Child {
@@ -44,6 +45,12 @@ const CHILDREN: readonly Child[] = [
     script: here('./dial-queue.ts'),
     args: quick ? ['--max', '25000'] : [],
     timeoutMs: 60_000,
+  },
+  {
+    name: 'resume',
+    script: here('./resume.ts'),
+    args: quick ? ['--mb', '4', '--rounds', '2', '--cuts', '3'] : [],
+    timeoutMs: 300_000,
   },
 ];
 
@@ -144,6 +151,16 @@ for (const child of CHILDREN) {
             `${int(last.nsPerWaiter)} ns/waiter at ${int(last.waiters)} (linear would stay flat)`,
         );
       }
+      break;
+    }
+    case 'resume': {
+      const r = o.result as unknown as ResumeReport;
+      const p50 = (values: readonly number[]): string => (values.length === 0 ? 'n/a' : values[Math.floor(values.length / 2)]!.toFixed(1));
+      say(
+        `resumable streams (${took}): resumable/plain throughput ${r.memory.ratio.toFixed(3)} on the memory network, ` +
+          `${r.quic.ratio.toFixed(3)} over QUIC (${r.quic.resumable.toFixed(1)} vs ${r.quic.plain.toFixed(1)} MiB/s)`,
+      );
+      say(`  reconnect to first resumed byte: p50 ${p50(r.fromHeal)} ms from the heal, ${p50(r.fromReady)} ms from the new connection ready`);
       break;
     }
   }

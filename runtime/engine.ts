@@ -252,6 +252,7 @@ export class Engine {
         this.#logger.warn(`peerline: handler for ${protocol} failed`, error);
       },
       warn: (line, error) => this.#logger.warn(line, error),
+      trace: this.#trace ? (line) => this.#logger.trace(`peerline ${this.peerId} ${line}`) : undefined,
     });
     this.sessionTransitions$ = this.#resume.transitions$;
     this.#handlers.set(RESUME_PROTOCOL, (stream) => this.#resume.accept(stream));

@@ -75,6 +75,8 @@ export interface ResumeHost {
   handler(protocol: string): StreamHandler | undefined;
   handlerFailed(protocol: string, error: unknown): void;
   warn(line: string, error?: unknown): void;
+  /** One line per session transition, when tracing is on. */
+  trace: ((line: string) => void) | undefined;
 }
 
 interface Tombstone {
@@ -482,6 +484,7 @@ export class ResumeManager {
       if (to === 'open') this.#stats.resumes += 1;
     }
     if (from === 'open' && to === 'open') this.#stats.resumes += 1;
+    this.#host.trace?.(`session ${session.sessionId.slice(0, 8)} (${session.role}) with ${session.peerId}: ${from ?? 'new'} -> ${to} (${event})`);
     if (this.#transitions.observed) {
       this.#transitions.next({ sessionId: session.sessionId, peerId: session.peerId, role: session.role, from, to, event, at: this.#host.clock.now() });
     }
