@@ -158,6 +158,12 @@ export class ResumeManager {
       throw new PeerlineError('QUEUE_FULL', `${this.#options.maxSessionsPerPeer} resumable sessions are open with peer ${peerId}`, { peerId });
     }
     const link = await this.#host.openLink(peerId, options);
+    // Checked again: other opens may have taken the room while this one dialled.
+    if (this.#stopped || this.#count(peerId) >= this.#options.maxSessionsPerPeer) {
+      link.abort('no room');
+      if (this.#stopped) throw new PeerlineError('ENGINE_STOPPED', 'the engine is stopping', { peerId });
+      throw new PeerlineError('QUEUE_FULL', `${this.#options.maxSessionsPerPeer} resumable sessions are open with peer ${peerId}`, { peerId });
+    }
     const secret = newSecret();
     const session = new ResumableSession(this.#sessionHost, {
       sessionId: newSessionId(),

@@ -417,6 +417,21 @@ describe('resumable streams over the memory network', () => {
     assert.equal(s.engine('b').snapshot().sessions.length, 2);
   });
 
+  it('opens that start together cannot overshoot the bound', async () => {
+    await pair({ resume: { maxSessionsPerPeer: 3 } });
+    s.engine('b').handle(PROTOCOL, () => {});
+    const opens = Array.from({ length: 8 }, () =>
+      s.engine('a').openStream('b', PROTOCOL, { resumable: true }).then(
+        () => 'ok',
+        (e: PeerlineError) => e.code,
+      ),
+    );
+    const outcomes = await s.until(Promise.all(opens));
+    assert.deepEqual(outcomes.sort(), ['QUEUE_FULL', 'QUEUE_FULL', 'QUEUE_FULL', 'QUEUE_FULL', 'QUEUE_FULL', 'ok', 'ok', 'ok']);
+    assert.equal(s.engine('a').snapshot().sessions.length, 3);
+    await waitFor(s, () => s.engine('b').snapshot().sessions.length === 3, 'b holds the three');
+  });
+
   it('refuses a protocol nobody handles, and the reserved protocol as a handler', async () => {
     await pair();
     await assert.rejects(s.until(s.engine('a').openStream('b', '/nobody/1', { resumable: true })), (e: PeerlineError) => e.code === 'STREAM_REJECTED');
