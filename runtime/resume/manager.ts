@@ -299,7 +299,9 @@ export class ResumeManager {
         session.fail(info('PROTOCOL_VIOLATION', `unexpected ${FrameType[frame.type]} answer to RESUME`), false);
         return;
       }
-      if (frame.body.code === 'FINISHED' && session.complete) {
+      // The acceptor finished: it read all we sent, our end included, and we
+      // acknowledged its end. Only the last ACK of our end was lost with the link.
+      if (frame.body.code === 'FINISHED' && session.readDone) {
         session.send({ type: 'FINISHED' });
         return;
       }

@@ -249,6 +249,10 @@ export class ResumableSession {
   get finReceived(): boolean {
     return this.#remoteFin !== undefined && this.#received === this.#remoteFin;
   }
+  /** Our application has read the remote's whole stream, its end included. */
+  get readDone(): boolean {
+    return this.#eofDelivered;
+  }
   /** Both directions are done: our FIN acknowledged, the remote's end read. */
   get complete(): boolean {
     return this.#finAcked && this.#eofDelivered;

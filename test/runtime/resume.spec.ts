@@ -417,6 +417,33 @@ describe('resumable streams over the memory network', () => {
     assert.equal(s.engine('b').snapshot().sessions.length, 2);
   });
 
+  it("the link lost with the acceptor's last ACK: the opener learns the end from the acceptor's tombstone and closes cleanly", async () => {
+    await pair();
+    const received: Uint8Array[] = [];
+    // b answers first and reads last: its final word is the ACK of a's end.
+    s.engine('b').handle(PROTOCOL, async (stream) => {
+      const writer = stream.writable.getWriter();
+      await writer.write(new TextEncoder().encode('hello'));
+      await writer.close();
+      received.push(await readAll(stream));
+    });
+    // The moment b's session is over, that ACK is still on the wire: cut it.
+    s.engine('b').sessionTransitions$.subscribe((t) => {
+      if (t.to === 'closed') s.network.drop('a', 'b');
+    });
+    const data = pattern(20_000);
+    const stream = await s.until(s.engine('a').openStream('b', PROTOCOL, { resumable: true }));
+    assert.equal(new TextDecoder().decode(await s.until(readAll(stream))), 'hello');
+    const writer = stream.writable.getWriter();
+    await s.until(writer.write(data));
+    await s.until(writer.close());
+    await s.until(stream.closed, 30_000);
+    assert.equal(Buffer.compare(received[0]!, data), 0);
+    assert.equal(stream.state, 'closed');
+    assert.deepEqual(openerStates().slice(-4), ['open', 'suspended.waiting', 'suspended.resuming', 'closed']);
+    assert.deepEqual(s.engine('a').metrics().resume.failedByCode, {});
+  });
+
   it('opens that start together cannot overshoot the bound', async () => {
     await pair({ resume: { maxSessionsPerPeer: 3 } });
     s.engine('b').handle(PROTOCOL, () => {});
