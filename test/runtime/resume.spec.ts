@@ -444,6 +444,34 @@ describe('resumable streams over the memory network', () => {
     assert.deepEqual(s.engine('a').metrics().resume.failedByCode, {});
   });
 
+  it('an opener that cannot dial the peer (no address) resumes as soon as the peer connects back', async () => {
+    s = await swarm({ latencyMs: 1 });
+    sessionLog = [];
+    const a = await s.add('a');
+    const b = await s.add('b');
+    // a keeps b connected (pinned); b does not know where a is.
+    a.addPeer('b', [s.network.address('b')], { pinned: true });
+    b.sessionTransitions$.subscribe((t) => sessionLog.push(t));
+    const received: Uint8Array[] = [];
+    a.handle(PROTOCOL, digestHandler(received));
+    await waitFor(s, () => b.snapshot().peers.some((p) => p.peerId === 'a' && p.state === 'ready'), 'a connects to b');
+    const stream = await s.until(b.openStream('a', PROTOCOL, { resumable: true }));
+    const writer = stream.writable.getWriter();
+    const data = pattern(50_000);
+    await s.until(writer.write(data.subarray(0, 20_000)));
+    s.network.drop('a', 'b');
+    await s.until(writer.write(data.subarray(20_000)));
+    await s.until(writer.close());
+    const answer = new TextDecoder().decode(await s.until(readAll(stream), 60_000));
+    assert.equal(answer, `${data.length}:${sha(data)}`);
+    const events = sessionLog.filter((t) => t.role === 'opener').map((t) => `${t.to}:${t.event}`);
+    assert.ok(
+      events.some((e) => e === 'suspended.resuming:LINK.READY'),
+      `the attempt that worked was started by a's reconnection: ${events.join(' > ')}`,
+    );
+    assert.ok(b.metrics().requests.failedByCode.NO_ADDRESS! >= 1, 'b tried to dial and could not');
+  });
+
   it('opens that start together cannot overshoot the bound', async () => {
     await pair({ resume: { maxSessionsPerPeer: 3 } });
     s.engine('b').handle(PROTOCOL, () => {});
