@@ -30,8 +30,23 @@ import { STATE_COLORS } from './theme.js';
 export interface InspectableEngine {
   readonly peerId: string;
   readonly status?: string;
-  snapshot(): { readonly status?: string; readonly peers: readonly { readonly peerId: string; readonly state: string }[] };
+  snapshot(): {
+    readonly status?: string;
+    readonly peers: readonly { readonly peerId: string; readonly state: string }[];
+    readonly sessions?: readonly SessionView[];
+  };
   metrics(): object;
+}
+
+/** A resumable stream's session as the page lists it (from `engine.snapshot().sessions`). */
+export interface SessionView {
+  readonly sessionId: string;
+  readonly peerId: string;
+  readonly protocol: string;
+  readonly role: string;
+  readonly state: string;
+  readonly resumes: number;
+  readonly buffered: number;
 }
 
 export interface VisualizerOptions {
@@ -89,6 +104,8 @@ export interface EngineView {
   readonly metrics: object | null;
   /** Peers from `engine.snapshot()`, only for an engine whose machines the inspector does not see. */
   readonly peers?: readonly { readonly peerId: string; readonly state: string }[];
+  /** The engine's resumable-stream sessions (at most 50), when it has any. */
+  readonly sessions?: readonly SessionView[];
 }
 
 /** Messages from the server to the page. */
@@ -176,17 +193,26 @@ export async function startVisualizer(options: VisualizerOptions = {}): Promise<
       let snapshot: ReturnType<InspectableEngine['snapshot']> | undefined;
       try {
         metrics = engine.metrics();
-        // The peer list comes from the inspector when it sees this engine's machines.
-        if (!inspected || engine.status === undefined) snapshot = engine.snapshot();
+        const live = (metrics as { resume?: { live?: unknown } }).resume?.live;
+        // The peer list comes from the inspector when it sees this engine's machines; sessions only from the snapshot.
+        if (!inspected || engine.status === undefined || (typeof live === 'number' && live > 0)) snapshot = engine.snapshot();
       } catch {
         // An engine that fails to report shows without numbers.
       }
       const status = engine.status ?? snapshot?.status ?? 'unknown';
-      views.push(
-        inspected
-          ? { id: engine.peerId, status, metrics }
-          : { id: engine.peerId, status, metrics, peers: snapshot?.peers.map((p) => ({ peerId: p.peerId, state: p.state })) ?? [] },
-      );
+      const sessions = snapshot?.sessions?.slice(0, 50).map((x) => ({
+        sessionId: x.sessionId,
+        peerId: x.peerId,
+        protocol: x.protocol,
+        role: x.role,
+        state: x.state,
+        resumes: x.resumes,
+        buffered: x.buffered,
+      }));
+      const view: EngineView = inspected
+        ? { id: engine.peerId, status, metrics }
+        : { id: engine.peerId, status, metrics, peers: snapshot?.peers.map((p) => ({ peerId: p.peerId, state: p.state })) ?? [] };
+      views.push(sessions === undefined || sessions.length === 0 ? view : { ...view, sessions });
       seen.delete(engine.peerId);
     }
     // Engines known only from inspection events (e.g. a remote agent).

@@ -114,10 +114,22 @@ describe('visualizer: the page in headless Chromium', function () {
     await page.waitForFunction(() => Number(document.querySelector('#requests tr[data-key="opened"] td:last-child')?.textContent) >= 105);
     await page.waitForFunction(() => Number(document.querySelector('#state-bars .n[data-state="ready"]')?.textContent) > 0);
 
+    // A resumable stream shows in the sessions table, on both sides.
+    const resumable = (await swarm.engine('agent-3').openStream('agent-4', '/inspect-demo/echo/1', { resumable: true, timeoutMs: 5000 })) as {
+      sessionId: string;
+      abort(reason?: string): void;
+    };
+    await page.waitForFunction(
+      (id) => [...document.querySelectorAll('#sessions tbody tr')].filter((tr) => (tr as HTMLElement).dataset.session === id && tr.textContent?.includes('open')).length === 2,
+      resumable.sessionId,
+    );
+    await page.waitForFunction(() => Number(document.querySelector('#resume tr[data-key="live"] td:last-child')?.textContent) >= 2);
+
     // Let some live traffic flow, then keep a picture.
     await page.waitForTimeout(500);
     await page.screenshot({ path: SCREENSHOT });
     console.log(`    screenshot: ${SCREENSHOT}`);
+    resumable.abort('done');
     assert.deepEqual(problems, []);
     assert.equal(swarm.inspector.stats().unattributed, 0);
   });

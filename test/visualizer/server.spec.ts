@@ -169,6 +169,38 @@ describe('visualizer: server', () => {
     await page.until(() => page.engines.find((e) => e.id === 'a')?.peers?.length === 0, 'a has no peer left');
   });
 
+  it('lists the resumable streams of each engine with their session state, and suspension when the link drops', async () => {
+    s = await swarm();
+    const a = await s.add('a');
+    const b = await s.add('b');
+    b.handle('/hold', () => {});
+    a.addPeer('b', [s.network.address('b')]);
+    const stream = await s.until(a.openStream('b', '/hold', { resumable: true }));
+    await s.advance(5);
+    viz = await startVisualizer({ engines: [a, b], metricsIntervalMs: 30 });
+    const page = await connectPage(viz.url);
+    pages.push(page);
+    const sessionsOf = (id: string) => page.engines.find((e) => e.id === id)?.sessions ?? [];
+    await page.until(() => sessionsOf('a').length === 1 && sessionsOf('b').length === 1, 'a session on each side');
+    assert.deepEqual(
+      [sessionsOf('a')[0], sessionsOf('b')[0]].map((x) => [x!.sessionId, x!.role, x!.state]),
+      [
+        [stream.sessionId, 'opener', 'open'],
+        [stream.sessionId, 'acceptor', 'open'],
+      ],
+    );
+    s.network.partition(['a'], ['b']);
+    s.network.drop('a', 'b');
+    await s.advance(10);
+    await page.until(() => sessionsOf('a')[0]?.state.startsWith('suspended') === true, 'the suspension on the page');
+    const metrics = page.engines.find((e) => e.id === 'a')!.metrics as { resume: { suspended: number; live: number } };
+    assert.equal(metrics.resume.live, 1);
+    assert.equal(metrics.resume.suspended, 1);
+    s.network.heal();
+    stream.abort('done');
+    await page.until(() => sessionsOf('a').length === 0, 'the session gone from the page');
+  });
+
   it('close() closes every socket and the server and leaves no handle behind', async () => {
     const before = tcpHandles();
     viz = await startVisualizer();

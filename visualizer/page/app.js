@@ -562,7 +562,7 @@
 
   // --------------------------------------------------------------- metrics
   function sumMetrics(list) {
-    const total = { peers: {}, requests: { total: 0, opened: 0, leases: 0, failed: 0, aborted: 0, failedByCode: {} }, dials: { started: 0, failed: 0 }, retries: 0, transitions: 0, internalErrors: 0, pendingRequests: 0, rtt: [] };
+    const total = { peers: {}, requests: { total: 0, opened: 0, leases: 0, failed: 0, aborted: 0, failedByCode: {} }, dials: { started: 0, failed: 0 }, retries: 0, transitions: 0, internalErrors: 0, pendingRequests: 0, rtt: [], resume: { live: 0, suspended: 0, resumes: 0, closed: 0, failed: 0, badProofs: 0, bufferedBytes: 0 } };
     for (const engine of list) {
       const m = engine.metrics;
       if (!m) continue;
@@ -577,6 +577,11 @@
       total.internalErrors += m.internalErrors || 0;
       total.pendingRequests += m.pendingRequests || 0;
       if (m.heartbeat && typeof m.heartbeat.avgRttMs === 'number') total.rtt.push(m.heartbeat.avgRttMs);
+      const z = m.resume;
+      if (z) {
+        for (const k of ['live', 'suspended', 'resumes', 'closed', 'badProofs', 'bufferedBytes']) total.resume[k] += z[k] || 0;
+        total.resume.failed += Object.values(z.failedByCode || {}).reduce((a, b) => a + b, 0);
+      }
     }
     return total;
   }
@@ -642,6 +647,28 @@
     ]);
     const codes = Object.entries(r.failedByCode).sort((a, b) => b[1] - a[1]);
     kvTable($('#failures'), 'failures by code', codes.length ? codes : [['none', 0]]);
+    const z = total.resume;
+    kvTable($('#resume'), 'resumable streams', [
+      ['live', z.live],
+      ['suspended', z.suspended],
+      ['resumes', z.resumes],
+      ['closed', z.closed],
+      ['failed', z.failed],
+      ['wrong proofs', z.badProofs],
+      ['bytes buffered', z.bufferedBytes],
+    ]);
+    const sessionRows = [];
+    for (const engine of scoped) {
+      for (const x of engine.sessions || []) {
+        const tr = el('tr');
+        tr.dataset.session = x.sessionId;
+        const state = el('td', '', x.state);
+        state.style.color = x.state.startsWith('suspended') ? colorOf('errored') : x.state === 'open' ? colorOf('ready') : '';
+        tr.append(el('td', '', engine.id), el('td', '', x.peerId), el('td', '', `${x.sessionId.slice(0, 8)} (${x.role})`), state, el('td', '', String(x.resumes)), el('td', '', String(x.buffered)));
+        sessionRows.push(tr);
+      }
+    }
+    $('#sessions tbody').replaceChildren(...sessionRows);
     const body = $('#engines tbody');
     body.replaceChildren(
       ...ids.map((id) => {
