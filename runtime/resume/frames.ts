@@ -38,7 +38,7 @@ export enum FrameType {
 }
 
 /** Largest DATA payload a sender puts in one frame. */
-export const MAX_DATA_PAYLOAD = 64 * 1024 - 13;
+export const MAX_DATA_PAYLOAD = 64 * 1024;
 /** Largest control (JSON) payload accepted. */
 export const MAX_CONTROL_PAYLOAD = 4 * 1024;
 const HEADER = 5;
