@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { quicAddress } from '../../adapters/quic/index.js';
 import type { EngineInit, PeerStream, SessionTransition } from '../../runtime/index.js';
-import { escapedErrors } from '../fixtures/hooks.js';
-import { cluster, type Cluster } from '../fixtures/quic-cluster.js';
+import { useCluster, type Cluster } from '../fixtures/quic-cluster.js';
 import { UdpProxy } from '../fixtures/udp-proxy.js';
 
 const MB = 1024 * 1024;
@@ -48,15 +47,7 @@ function nextTransition(
 describe('resumable streams over QUIC (loopback, through the fault proxy)', function () {
   this.timeout(240_000);
   let c: Cluster;
-
-  beforeEach(async function () {
-    c = await cluster();
-  });
-
-  afterEach(async function () {
-    await c.stopAll();
-    assert.deepEqual(escapedErrors(), []);
-  });
+  useCluster((cluster) => (c = cluster));
 
   it(`${TOTAL / MB} MB through ${RECONNECTS} forced reconnects: the checksums are equal`, async function () {
     const init: EngineInit = {

@@ -6,8 +6,7 @@
 import assert from 'node:assert/strict';
 import { quicAddress } from '../../adapters/quic/index.js';
 import { PeerlineError, type PeerStream } from '../../runtime/index.js';
-import { escapedErrors } from '../fixtures/hooks.js';
-import { cluster, waitFor, type Cluster, type Node } from '../fixtures/quic-cluster.js';
+import { useCluster, waitFor, type Cluster, type Node } from '../fixtures/quic-cluster.js';
 import { identity, sleep } from '../fixtures/identity.js';
 import { codes, echo, holder, track } from '../fixtures/swarm.js';
 import { UdpProxy } from '../fixtures/udp-proxy.js';
@@ -28,15 +27,7 @@ async function echoOnce(stream: PeerStream, text: string): Promise<string> {
 describe('engines over QUIC (loopback)', function () {
   this.timeout(20_000);
   let c: Cluster;
-
-  beforeEach(async function () {
-    c = await cluster();
-  });
-
-  afterEach(async function () {
-    await c.stopAll();
-    assert.deepEqual(escapedErrors(), []);
-  });
+  useCluster((cluster) => (c = cluster));
 
   it('two engines: echo streams both ways over one connection', async function () {
     const a = await c.add('alice');

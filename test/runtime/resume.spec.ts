@@ -245,9 +245,8 @@ describe('resumable streams over the memory network', () => {
     };
   }
 
-  it('RESUME_GAP: a resume that asks for bytes already acknowledged and dropped fails on both sides, never silently', async () => {
-    await pair();
-    const data = pattern(50_000);
+  /** b's handler writes `data`; a raw opener on a opens a session to it. */
+  async function rawSession(data: Uint8Array) {
     const outcome: { error?: PeerlineError; writes: number } = { writes: 0 };
     s.engine('b').handle(PROTOCOL, writerHandler(data, outcome));
     const sessionId = newSessionId();
@@ -255,6 +254,13 @@ describe('resumable streams over the memory network', () => {
     const first = await rawLink();
     first.send(encode.open({ v: 1, sessionId, secret: secret.toString('hex'), protocol: PROTOCOL, window: 1 << 20 }));
     assert.equal((await first.next()).type, FrameType.Opened);
+    return { outcome, sessionId, secret, first };
+  }
+
+  it('RESUME_GAP: a resume that asks for bytes already acknowledged and dropped fails on both sides, never silently', async () => {
+    await pair();
+    const data = pattern(50_000);
+    const { outcome, sessionId, secret, first } = await rawSession(data);
     const got = await readData(first, data.length);
     assert.equal(Buffer.compare(got, data), 0);
     // We read 30,000 bytes (B may drop them), then the link dies.
@@ -279,13 +285,7 @@ describe('resumable streams over the memory network', () => {
   it('a wrong proof is refused (RESUME_REJECTED) without hurting the session; the right one resumes it, and an old proof is refused after', async () => {
     await pair();
     const data = pattern(40_000);
-    const outcome: { error?: PeerlineError; writes: number } = { writes: 0 };
-    s.engine('b').handle(PROTOCOL, writerHandler(data, outcome));
-    const sessionId = newSessionId();
-    const secret = newSecret();
-    const first = await rawLink();
-    first.send(encode.open({ v: 1, sessionId, secret: secret.toString('hex'), protocol: PROTOCOL, window: 1 << 20 }));
-    assert.equal((await first.next()).type, FrameType.Opened);
+    const { outcome, sessionId, secret, first } = await rawSession(data);
     await readData(first, 16_384);
     first.link.abort('cut');
     await waitFor(s, () => s.engine('b').snapshot().sessions[0]?.state === 'suspended.waiting', 'b suspends');
