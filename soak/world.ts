@@ -131,13 +131,6 @@ interface LinkState {
 
 export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const engines = options.engines ?? 5;
-  const requestIntervalMs = options.requestIntervalMs ?? 100;
-  const maxInFlight = options.maxInFlight ?? 8;
-  const requestTimeoutMs = options.requestTimeoutMs ?? 3000;
-  const maxPayload = options.maxPayload ?? 8192;
-  const graceMs = options.graceMs ?? 15_000;
-  const progressEveryMs = options.progressEveryMs ?? 5000;
-  const out = options.out ?? ((): void => {});
   const startedAt = performance.now();
 
   const faults = generateSchedule({ seed: options.seed, engines, durationMs: options.durationMs, stopBoundMs: STOP_BOUND_MS });
@@ -174,6 +167,43 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   result.heap.before = heapUsed();
   result.heap.peak = result.heap.before;
   const watch = watchProcess();
+  try {
+    // The engines, proxies and traffic live in drive(): once it returned they
+    // are garbage, so the heap read after it is what the run left behind.
+    await drive(options, result, faults);
+  } finally {
+    // Closed sockets and timers leave the list on later ticks: wait for it (bounded).
+    for (let i = 0; i < 60; i++) {
+      gc?.();
+      result.handles.after = activeResources();
+      result.handles.leaked = leakedResources(result.handles.before, result.handles.after);
+      if (Object.keys(result.handles.leaked).length === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    result.heap.after = heapUsed();
+    // Let rejections created during shutdown reach the handlers before counting.
+    await new Promise((resolve) => setImmediate(resolve));
+    result.crashes = watch.uncaughtExceptions;
+    result.unhandledRejections = watch.unhandledRejections;
+    result.escaped = [...watch.errors];
+    watch.off();
+    result.elapsedMs = Math.round(performance.now() - startedAt);
+  }
+  return result;
+}
+
+/** Starts the engines, runs traffic and faults for the run's length, heals, waits the grace, stops everything, and fills in `result`. */
+async function drive(options: SoakOptions, result: SoakResult, faults: readonly Fault[]): Promise<void> {
+  const engines = result.engines;
+  const requestIntervalMs = options.requestIntervalMs ?? 100;
+  const maxInFlight = options.maxInFlight ?? 8;
+  const requestTimeoutMs = options.requestTimeoutMs ?? 3000;
+  const maxPayload = options.maxPayload ?? 8192;
+  const graceMs = options.graceMs ?? 15_000;
+  const progressEveryMs = options.progressEveryMs ?? 5000;
+  const out = options.out ?? ((): void => {});
+  const names = Array.from({ length: engines }, (_, i) => `e${i + 1}`);
+  const nameOf = (i: number): string => names[i]!;
 
   // Link faults: both directions of a pair, overlapping faults combined.
   const links = new Map<string, LinkState>();
@@ -385,25 +415,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     for (const adapter of swarm.adapters) result.libraryErrors += adapter.stats().libraryErrors;
     result.warnings = swarm.warnings;
     result.warningLines = [...swarm.warningLines];
-
-    // Closed sockets and timers leave the list on later ticks: wait for it (bounded).
-    for (let i = 0; i < 60; i++) {
-      gc?.();
-      result.handles.after = activeResources();
-      result.handles.leaked = leakedResources(result.handles.before, result.handles.after);
-      if (Object.keys(result.handles.leaked).length === 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    result.heap.after = heapUsed();
-    // Let rejections created during shutdown reach the handlers before counting.
-    await new Promise((resolve) => setImmediate(resolve));
-    result.crashes = watch.uncaughtExceptions;
-    result.unhandledRejections = watch.unhandledRejections;
-    result.escaped = [...watch.errors];
-    watch.off();
-    result.elapsedMs = Math.round(performance.now() - startedAt);
   }
-  return result;
 }
 
 /** What makes a run fail; empty when it passed. */
@@ -421,6 +433,9 @@ export function verdict(result: SoakResult): string[] {
   if ((r.byCode.UNTYPED ?? 0) > 0) failures.push(`${r.byCode.UNTYPED} failure(s) without a typed error`);
   if (result.hungSteps.length > 0) failures.push(`${result.hungSteps.length} chaos step(s) did not end`);
   if (result.leftover.length > 0) failures.push(`left open: ${result.leftover.join('; ')}`);
+  // Errors the engines and adapters caught instead of crashing: each one is a bug.
+  if (result.internalErrors > 0) failures.push(`${result.internalErrors} internal error(s) in the engines`);
+  if (result.libraryErrors > 0) failures.push(`${result.libraryErrors} error(s) thrown inside @matrixai/quic`);
   return failures;
 }
 

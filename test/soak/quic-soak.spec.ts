@@ -53,6 +53,8 @@ describe('QUIC chaos soak (soak/)', function () {
         ['untyped', (r) => void (r.requests.byCode.UNTYPED = 4), /4 failure\(s\) without a typed error/],
         ['hung step', (r) => void (r.hungSteps = ['  1.0s  restart e1, down 1.0s']), /1 chaos step\(s\) did not end/],
         ['leftover', (r) => void (r.leftover = ['engine abc running']), /left open: engine abc running/],
+        ['internal error', (r) => void (r.internalErrors = 2), /2 internal error\(s\) in the engines/],
+        ['library error', (r) => void (r.libraryErrors = 1), /1 error\(s\) thrown inside @matrixai\/quic/],
       ];
       for (const [what, breakIt, message] of broken) {
         const result = cleanResult();
