@@ -1,5 +1,7 @@
 /**
- * The long soak: many seeds (a count or a time budget), on every core.
+ * The long simulator soak: many seeds (a count or a time budget), on every
+ * core. `npm run sim:soak -- ...` runs it too (`npm run soak` is the chaos
+ * soak over real QUIC, in `soak/`).
  *
  *   npx tsx sim/soak.ts --minutes 30 --peers 20 --steps 10000
  *   npx tsx sim/soak.ts --seeds 1000 --from 5000 --peers 8 --steps 4000

@@ -902,7 +902,13 @@ class Incoming implements IncomingStream {
       return stream;
     }
     this.state = 'accepted';
-    writer.write(Uint8Array.of(ACK)).catch(noop);
+    try {
+      writer.write(Uint8Array.of(ACK)).catch(noop);
+    } catch {
+      // The QUIC writable already closed: Node 20 throws here instead of
+      // rejecting (nodejs/node#57272). No ACK can go out; the stream is gone.
+      stream.terminate(this.#connection.connectionError() ?? new TransportError('closed', 'the stream closed before its ACK'));
+    }
     this.#connection.incomingDone(this, stream);
     return stream;
   }

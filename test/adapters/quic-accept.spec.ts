@@ -1,0 +1,75 @@
+/**
+ * Accepting an inbound QUIC stream whose QUIC writable already closed.
+ *
+ * The chaos soak (`npm run soak -- --minutes 2 --seed 4`) saw the engine's
+ * acceptInbound effect fail with ERR_INTERNAL_ASSERTION from
+ * `Incoming.accept()`: on Node 20, `WritableStreamDefaultWriter.write()` on a
+ * closed WritableStream throws synchronously instead of rejecting
+ * (nodejs/node#57272, fixed in later Node lines). accept() must still hand
+ * out a stream, one that has ended, and never throw.
+ */
+import assert from 'node:assert/strict';
+import type { QUICStream } from '@matrixai/quic';
+import { TransportError, createQuicAdapter, type QuicAdapter } from '../../adapters/quic/index.js';
+import type { Connection, IncomingStream } from '../../adapters/adapter.js';
+import { identity, recordingLogger, sleep } from '../fixtures/identity.js';
+
+async function waitFor<T>(get: () => T | undefined, what: string, ms = 3_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (let value = get(); ; value = get()) {
+    if (value !== undefined) return value;
+    if (Date.now() > end) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+describe('QUIC adapter: accept() on a stream whose QUIC writable closed', function () {
+  let a: QuicAdapter | undefined;
+  let b: QuicAdapter | undefined;
+
+  afterEach(async function () {
+    await a?.close();
+    await b?.close();
+    a = b = undefined;
+  });
+
+  it('does not throw; the stream it returns has ended with a transport error', async function () {
+    const logger = recordingLogger();
+    a = createQuicAdapter({ identity: await identity('alice'), logger });
+    b = createQuicAdapter({ identity: await identity('bob'), logger });
+    const inbound: Connection[] = [];
+    await b.listen((connection) => void inbound.push(connection));
+    await a.start();
+    const out = await a.dial(b.localPeerId, b.address, { signal: new AbortController().signal });
+    const inb = await waitFor(() => inbound[0], 'the inbound connection');
+    const incoming: IncomingStream[] = [];
+    inb.setHandlers({ onControl: () => {}, onStream: (s) => void incoming.push(s), onClose: () => {} });
+    out.setHandlers({ onControl: () => {}, onStream: (s) => s.reject('no'), onClose: () => {} });
+
+    const opening = out.openStream('/soak/echo/1', { signal: new AbortController().signal });
+    opening.catch(() => {});
+    const pending = await waitFor(() => incoming[0], 'the incoming stream');
+    // The QUIC stream's writable is closed before the answer goes out.
+    const quic = (pending as unknown as { quic: QUICStream }).quic;
+    await quic.writable.close();
+
+    let stream: ReturnType<IncomingStream['accept']> | undefined;
+    assert.doesNotThrow(() => {
+      stream = pending.accept();
+    });
+    assert.ok(stream !== undefined);
+    const ended = await Promise.race([stream.closed.then(() => true), sleep(2_000).then(() => false)]);
+    assert.equal(ended, true, 'the stream ended');
+    const read = await stream.readable
+      .getReader()
+      .read()
+      .then(
+        () => 'read',
+        (error: unknown) => error,
+      );
+    assert.ok(read instanceof TransportError, `reading fails with a TransportError, got ${String(read)}`);
+    // The opener gets an answer too (no ACK came): a typed failure, not a hang.
+    const answer = await Promise.race([opening.then(() => 'stream', (error: unknown) => error), sleep(5_000).then(() => 'no answer')]);
+    assert.ok(answer instanceof TransportError, `the opener's answer: ${String(answer)}`);
+  });
+});
