@@ -14,6 +14,7 @@ import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '
 import type { ConnectionEvent, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { systemClock, type Random } from './clock.js';
 import { DialQueue } from './dial-queue.js';
+import { Entry, type OpenRecord } from './entry.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
 import { PeerlineError, toPeerlineError } from './errors.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
@@ -106,28 +107,6 @@ interface Pending {
   timer: unknown;
   onAbort: (() => void) | undefined;
   entry: Entry | undefined;
-}
-
-interface OpenRecord {
-  readonly controller: AbortController;
-  readonly connectionId: string;
-  stream: Stream | null;
-}
-
-/** A peer's place in the registry. Removed exactly once (`removed` guards it). */
-interface Entry {
-  readonly peerId: string;
-  actor: Actor<ConnectionMachine>;
-  state: ConnectionState | 'start';
-  readonly connections: Map<string, Connection>;
-  readonly opens: Map<string, OpenRecord>;
-  readonly inbound: Map<string, IncomingStream>;
-  /** Requests sent into this machine and not answered yet. */
-  readonly requests: Set<string>;
-  readonly waiters: Array<() => void>;
-  pingSentAt: number | undefined;
-  streamSeq: number;
-  removed: boolean;
 }
 
 function describe(error: unknown): string {
@@ -466,7 +445,7 @@ export class Engine {
       return this.#answer(pending.id, cause ?? info('CONNECTION_LOST', `peer ${spec.peerId} closed while starting`));
     }
     pending.entry = entry;
-    entry.requests.add(pending.id);
+    entry.addRequest(pending.id);
     const ref: RequestRef = { id: pending.id, kind: spec.kind, protocol: spec.protocol };
     entry.actor.send({ type: 'REQUEST', request: ref });
   }
@@ -510,7 +489,7 @@ export class Engine {
   /** Forgets a pending request: it is answered by the caller right after. */
   #settle(pending: Pending): void {
     this.#pending.delete(pending.id);
-    pending.entry?.requests.delete(pending.id);
+    pending.entry?.deleteRequest(pending.id);
     if (pending.timer !== undefined) this.clock.clearTimeout(pending.timer);
     if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort);
   }
@@ -532,19 +511,7 @@ export class Engine {
     if (!this.#admit()) return undefined;
     const book = this.#book.get(peerId);
     const pinned = book?.pinned ?? false;
-    const entry: Entry = {
-      peerId,
-      actor: undefined as unknown as Actor<ConnectionMachine>,
-      state: 'start',
-      connections: new Map(),
-      opens: new Map(),
-      inbound: new Map(),
-      requests: new Set(),
-      waiters: [],
-      pingSentAt: undefined,
-      streamSeq: 0,
-      removed: false,
-    };
+    const entry = new Entry(peerId);
     this.#entries.set(peerId, entry);
     if (connection !== undefined) this.#attach(entry, connection);
     entry.actor = createActor(this.#machine, {
@@ -603,20 +570,17 @@ export class Engine {
     if (this.#entries.get(entry.peerId) === entry) this.#entries.delete(entry.peerId);
     if (entry.state !== 'start') this.#metrics.peers[entry.state] -= 1;
     this.#guard('stop actor', () => entry.actor.stop());
-    for (const connection of entry.connections.values()) {
+    for (const connection of entry.takeConnections()) {
       this.#guard('close', () => connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)));
     }
-    entry.connections.clear();
-    for (const record of entry.opens.values()) {
+    for (const record of entry.takeOpens()) {
       record.controller.abort();
       record.stream?.abort('connection closed');
     }
-    entry.opens.clear();
-    for (const incoming of entry.inbound.values()) this.#guard('reject', () => incoming.reject('connection closed'));
-    entry.inbound.clear();
+    for (const incoming of entry.takeInbound()) this.#guard('reject', () => incoming.reject('connection closed'));
     // The machine answers everything it holds; anything left is answered here.
-    for (const id of [...entry.requests]) this.#answer(id, leftover);
-    for (const resolve of entry.waiters.splice(0)) resolve();
+    for (const id of entry.requestIds()) this.#answer(id, leftover);
+    for (const resolve of entry.takeWaiters()) resolve();
     if (this.#entries.size === 0) this.#onEmpty?.();
   }
 
@@ -624,7 +588,7 @@ export class Engine {
     const entry = this.#entries.get(peerId);
     if (entry === undefined) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      entry.waiters.push(resolve);
+      entry.addWaiter(resolve);
       entry.actor.send(event);
     });
   }
@@ -675,13 +639,13 @@ export class Engine {
   }
 
   #attach(entry: Entry, connection: Connection): void {
-    entry.connections.set(connection.id, connection);
+    entry.addConnection(connection);
     connection.setHandlers({
       onControl: (message) => this.#guard('control', () => this.#onControl(entry, connection, message)),
       onStream: (incoming) => this.#guard('inbound stream', () => this.#onStream(entry, connection, incoming)),
       onClose: (close) =>
         this.#guard('close', () => {
-          entry.connections.delete(connection.id);
+          entry.deleteConnection(connection.id);
           if (entry.removed) return;
           entry.actor.send({
             type: 'CONNECTION.CLOSED',
@@ -733,7 +697,7 @@ export class Engine {
       return incoming.reject('protocol name too long');
     }
     const streamId = `${connection.id}/${entry.streamSeq++}`;
-    entry.inbound.set(streamId, incoming);
+    entry.setInbound(streamId, incoming);
     entry.actor.send({ type: 'STREAM.INBOUND', connectionId: connection.id, streamId, protocol: incoming.protocol });
   }
 
@@ -833,8 +797,8 @@ export class Engine {
           this.#acceptInbound(entry, params.streamId, params.connectionId),
         ),
         rejectInbound: effect('rejectInbound', (entry, { streamId, reason }: { streamId: string; reason: string }) => {
-          const incoming = entry.inbound.get(streamId);
-          entry.inbound.delete(streamId);
+          const incoming = entry.inbound(streamId);
+          entry.deleteInbound(streamId);
           this.#metrics.inboundRejected += 1;
           incoming?.reject(reason);
         }),
@@ -846,7 +810,7 @@ export class Engine {
         ),
         sendControl: effect('sendControl', (entry, p: { connectionId: string; message: ControlMessage }) => {
           if (p.message.type === 'ping') entry.pingSentAt = this.clock.now();
-          entry.connections.get(p.connectionId)?.sendControl(p.message);
+          entry.connection(p.connectionId)?.sendControl(p.message);
         }),
       },
       guards: {
@@ -881,8 +845,8 @@ export class Engine {
   #openStream(entry: Entry, params: { id: string; protocol: string; connectionId: string }): void {
     const controller = new AbortController();
     const record: OpenRecord = { controller, connectionId: params.connectionId, stream: null };
-    entry.opens.set(params.id, record);
-    const connection = entry.connections.get(params.connectionId);
+    entry.setOpen(params.id, record);
+    const connection = entry.connection(params.connectionId);
     let attempt: Promise<Stream>;
     try {
       attempt =
@@ -895,7 +859,7 @@ export class Engine {
     attempt.then(
       (stream) =>
         this.#guard('stream opened', () => {
-          if (entry.opens.get(params.id) !== record || controller.signal.aborted || entry.removed) {
+          if (entry.open(params.id) !== record || controller.signal.aborted || entry.removed) {
             stream.abort('no longer wanted');
             return;
           }
@@ -904,24 +868,24 @@ export class Engine {
         }),
       (error: unknown) =>
         this.#guard('stream failed', () => {
-          if (entry.opens.get(params.id) !== record || entry.removed) return;
-          entry.opens.delete(params.id);
+          if (entry.open(params.id) !== record || entry.removed) return;
+          entry.deleteOpen(params.id);
           entry.actor.send({ type: 'STREAM.OPEN_FAILED', id: params.id, error: transportErrorInfo(error, 'stream') });
         }),
     );
   }
 
   #abortOpen(entry: Entry, id: string): void {
-    const record = entry.opens.get(id);
+    const record = entry.open(id);
     if (record === undefined) return;
-    entry.opens.delete(id);
+    entry.deleteOpen(id);
     record.controller.abort();
     record.stream?.abort('aborted');
   }
 
   #deliver(entry: Entry, id: string): void {
-    const record = entry.opens.get(id);
-    entry.opens.delete(id);
+    const record = entry.open(id);
+    entry.deleteOpen(id);
     const pending = this.#pending.get(id);
     const stream = record?.stream;
     if (stream === null || stream === undefined || pending === undefined) {
@@ -979,8 +943,8 @@ export class Engine {
   }
 
   #acceptInbound(entry: Entry, streamId: string, connectionId: string): void {
-    const incoming = entry.inbound.get(streamId);
-    entry.inbound.delete(streamId);
+    const incoming = entry.inbound(streamId);
+    entry.deleteInbound(streamId);
     const handler = incoming === undefined ? undefined : this.#handlers.get(incoming.protocol);
     if (incoming === undefined || handler === undefined) {
       incoming?.reject('no handler');
@@ -1007,9 +971,8 @@ export class Engine {
   }
 
   #closeConnection(entry: Entry, connectionId: string, code: ConnectionErrorCode): void {
-    const connection = entry.connections.get(connectionId);
+    const connection = entry.deleteConnection(connectionId);
     if (connection === undefined) return;
-    entry.connections.delete(connectionId);
     connection.close(code, reasonFor(code));
   }
 
