@@ -3,6 +3,7 @@ import { createActor, fromCallback, fromPromise, type Actor, type InspectionEven
 import {
   TransportError,
   type Adapter,
+  type CloseInfo,
   type Clock,
   type Connection,
   type ControlMessage,
@@ -14,7 +15,7 @@ import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '
 import type { ConnectionEvent, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { systemClock, type Random } from './clock.js';
 import { DialQueue } from './dial-queue.js';
-import { Entry, type OpenRecord } from './entry.js';
+import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
 import { PeerlineError, toPeerlineError } from './errors.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
@@ -178,6 +179,12 @@ export class Engine {
   #stopping: Promise<void> | undefined;
   #starting: Promise<void> | undefined;
   #onEmpty: (() => void) | undefined;
+  /** The callbacks of every entry's connections, shared. */
+  readonly #host: EntryHost = {
+    onControl: (entry, connection, message) => this.#guard('control', () => this.#onControl(entry, connection, message)),
+    onStream: (entry, connection, incoming) => this.#guard('inbound stream', () => this.#onStream(entry, connection, incoming)),
+    onClose: (entry, connection, close) => this.#guard('close', () => this.#onClose(entry, connection, close)),
+  };
 
   constructor(config: EngineConfig) {
     if (config === null || typeof config !== 'object' || config.adapter === undefined) {
@@ -511,7 +518,7 @@ export class Engine {
     if (!this.#admit()) return undefined;
     const book = this.#book.get(peerId);
     const pinned = book?.pinned ?? false;
-    const entry = new Entry(peerId);
+    const entry = new Entry(peerId, this.#host);
     this.#entries.set(peerId, entry);
     if (connection !== undefined) this.#attach(entry, connection);
     entry.actor = createActor(this.#machine, {
@@ -640,21 +647,18 @@ export class Engine {
 
   #attach(entry: Entry, connection: Connection): void {
     entry.addConnection(connection);
-    connection.setHandlers({
-      onControl: (message) => this.#guard('control', () => this.#onControl(entry, connection, message)),
-      onStream: (incoming) => this.#guard('inbound stream', () => this.#onStream(entry, connection, incoming)),
-      onClose: (close) =>
-        this.#guard('close', () => {
-          entry.deleteConnection(connection.id);
-          if (entry.removed) return;
-          entry.actor.send({
-            type: 'CONNECTION.CLOSED',
-            connectionId: connection.id,
-            code: close.code,
-            error: close.error,
-            reason: close.reason,
-          });
-        }),
+    connection.setHandlers(new Link(entry, connection));
+  }
+
+  #onClose(entry: Entry, connection: Connection, close: CloseInfo): void {
+    entry.deleteConnection(connection.id);
+    if (entry.removed) return;
+    entry.actor.send({
+      type: 'CONNECTION.CLOSED',
+      connectionId: connection.id,
+      code: close.code,
+      error: close.error,
+      reason: close.reason,
     });
   }
 

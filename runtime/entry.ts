@@ -1,5 +1,5 @@
 import type { Actor } from 'xstate';
-import type { Connection, IncomingStream, Stream } from '../adapters/adapter.js';
+import type { CloseInfo, Connection, ConnectionHandlers, ControlMessage, IncomingStream, Stream } from '../adapters/adapter.js';
 import type { ConnectionMachine } from '../machines/connection-machine.js';
 import type { ConnectionState } from '../machines/types.js';
 
@@ -8,6 +8,45 @@ export interface OpenRecord {
   readonly controller: AbortController;
   readonly connectionId: string;
   stream: Stream | null;
+}
+
+/** What an entry's connections report to: one per engine, shared by all its entries. */
+export interface EntryHost {
+  onControl(entry: Entry, connection: Connection, message: ControlMessage): void;
+  onStream(entry: Entry, connection: Connection, incoming: IncomingStream): void;
+  onClose(entry: Entry, connection: Connection, close: CloseInfo): void;
+}
+
+/**
+ * The handlers of one connection of an entry: a small object whose three
+ * handlers are functions shared by every link, instead of three closures per
+ * connection. They are own properties, not methods, so a wrapper that copies
+ * the handlers (`{ ...handlers, onClose }`) keeps them, and they find their
+ * entry and connection through `this`, as the adapter calls them as methods.
+ */
+export class Link implements ConnectionHandlers {
+  readonly entry: Entry;
+  readonly connection: Connection;
+  readonly onControl = linkControl;
+  readonly onStream = linkStream;
+  readonly onClose = linkClose;
+
+  constructor(entry: Entry, connection: Connection) {
+    this.entry = entry;
+    this.connection = connection;
+  }
+}
+
+function linkControl(this: Link, message: ControlMessage): void {
+  this.entry.host.onControl(this.entry, this.connection, message);
+}
+
+function linkStream(this: Link, incoming: IncomingStream): void {
+  this.entry.host.onStream(this.entry, this.connection, incoming);
+}
+
+function linkClose(this: Link, close: CloseInfo): void {
+  this.entry.host.onClose(this.entry, this.connection, close);
 }
 
 /**
@@ -21,6 +60,7 @@ export interface OpenRecord {
  */
 export class Entry {
   readonly peerId: string;
+  readonly host: EntryHost;
   /** Set right after the entry is created; the actor's callbacks may run before. */
   actor!: Actor<ConnectionMachine>;
   state: ConnectionState | 'start' = 'start';
@@ -35,8 +75,9 @@ export class Entry {
   #requests: Set<string> | undefined = undefined;
   #waiters: Array<() => void> | undefined = undefined;
 
-  constructor(peerId: string) {
+  constructor(peerId: string, host: EntryHost) {
     this.peerId = peerId;
+    this.host = host;
   }
 
   connection(id: string): Connection | undefined {
