@@ -1,5 +1,5 @@
 import { Subject, type Observable, type Observer } from 'rxjs';
-import { createActor, fromCallback, fromPromise, type Actor, type InspectionEvent } from 'xstate';
+import { fromCallback, fromPromise, type Actor, type InspectionEvent } from 'xstate';
 import {
   TransportError,
   type Adapter,
@@ -14,6 +14,7 @@ import { connectionMachine, type ConnectionMachine } from '../machines/connectio
 import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
 import type { ConnectionEvent, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { systemClock, type Random } from './clock.js';
+import { SharedActorSystem, createRootActor, stopRootActor } from './actor-system.js';
 import { DialQueue } from './dial-queue.js';
 import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
@@ -185,6 +186,8 @@ export class Engine {
     onStream: (entry, connection, incoming) => this.#guard('inbound stream', () => this.#onStream(entry, connection, incoming)),
     onClose: (entry, connection, close) => this.#guard('close', () => this.#onClose(entry, connection, close)),
   };
+  /** The actor system of every peer machine, created with the first one. */
+  #actorSystem: SharedActorSystem<Entry> | undefined;
 
   constructor(config: EngineConfig) {
     if (config === null || typeof config !== 'object' || config.adapter === undefined) {
@@ -518,10 +521,10 @@ export class Engine {
     if (!this.#admit()) return undefined;
     const book = this.#book.get(peerId);
     const pinned = book?.pinned ?? false;
-    const entry = new Entry(peerId, this.#host);
+    const entry = new Entry(peerId, this.#host, (this.#actorSystem ??= this.#newActorSystem()));
     this.#entries.set(peerId, entry);
     if (connection !== undefined) this.#attach(entry, connection);
-    entry.actor = createActor(this.#machine, {
+    entry.actor = createRootActor(this.#machine, entry, {
       input: {
         peerId,
         localPeerId: this.peerId,
@@ -535,16 +538,6 @@ export class Engine {
           maxAttempts: maxAttempts(this.options.retry),
         },
         ...(connection === undefined ? {} : { connectionId: connection.id }),
-      },
-      clock: this.clock,
-      inspect: (event) => this.#inspect(entry, event),
-    });
-    entry.actor.subscribe({
-      complete: () => this.#remove(entry),
-      error: (error) => {
-        this.#metrics.internalErrors += 1;
-        this.#logger.warn(`peerline: machine for peer ${peerId} failed`, error);
-        this.#remove(entry);
       },
     });
     entry.actor.start();
@@ -576,7 +569,7 @@ export class Engine {
     entry.removed = true;
     if (this.#entries.get(entry.peerId) === entry) this.#entries.delete(entry.peerId);
     if (entry.state !== 'start') this.#metrics.peers[entry.state] -= 1;
-    this.#guard('stop actor', () => entry.actor.stop());
+    this.#guard('stop actor', () => stopRootActor(entry.actor));
     for (const connection of entry.takeConnections()) {
       this.#guard('close', () => connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)));
     }
@@ -600,11 +593,26 @@ export class Engine {
     });
   }
 
-  #inspect(entry: Entry, event: InspectionEvent): void {
-    if (event.type === '@xstate.microstep' && event.actorRef === entry.actor) {
-      this.#observe(entry, (event.snapshot as unknown as { value: unknown }).value, event.event.type);
-    }
-    if (this.#userInspect !== undefined) this.#guard('inspect', () => this.#userInspect?.(event));
+  #newActorSystem(): SharedActorSystem<Entry> {
+    const userInspect = this.#userInspect;
+    return new SharedActorSystem<Entry>({
+      clock: this.clock,
+      hosts: () => this.#entries.values(),
+      microstep: (entry, actorRef, snapshot, eventType) => {
+        if (actorRef === entry.actor) this.#observe(entry, (snapshot as { value: unknown }).value, eventType);
+      },
+      // The machine reached its final state, or failed: either way its entry goes.
+      hostEvent: (entry, event) => {
+        if (event.type.startsWith('xstate.error.actor')) {
+          this.#metrics.internalErrors += 1;
+          this.#logger.warn(`peerline: machine for peer ${entry.peerId} failed`, event.error);
+        } else if (!event.type.startsWith('xstate.done.actor')) {
+          return;
+        }
+        this.#remove(entry);
+      },
+      inspect: userInspect === undefined ? undefined : (event) => this.#guard('inspect', () => userInspect(event)),
+    });
   }
 
   #observe(entry: Entry, value: unknown, eventType: string): void {

@@ -2,6 +2,7 @@ import type { Actor } from 'xstate';
 import type { CloseInfo, Connection, ConnectionHandlers, ControlMessage, IncomingStream, Stream } from '../adapters/adapter.js';
 import type { ConnectionMachine } from '../machines/connection-machine.js';
 import type { ConnectionState } from '../machines/types.js';
+import { ActorHost, type SharedActorSystem } from './actor-system.js';
 
 /** A stream open the machine asked for, until it is delivered or given up. */
 export interface OpenRecord {
@@ -56,9 +57,10 @@ function linkClose(this: Link, close: CloseInfo): void {
  * An idle peer holds one connection and nothing else, and a hub may hold
  * 100,000 of them, so the collections are created on first use and dropped
  * again when they empty: a ready idle peer keeps its one connection in a
- * field, and no Map, Set or array at all.
+ * field, and no Map, Set or array at all. The entry is also its machine's
+ * stand-in parent in the engine's shared actor system (see actor-system.ts).
  */
-export class Entry {
+export class Entry extends ActorHost {
   readonly peerId: string;
   readonly host: EntryHost;
   /** Set right after the entry is created; the actor's callbacks may run before. */
@@ -75,7 +77,8 @@ export class Entry {
   #requests: Set<string> | undefined = undefined;
   #waiters: Array<() => void> | undefined = undefined;
 
-  constructor(peerId: string, host: EntryHost) {
+  constructor(peerId: string, host: EntryHost, system: SharedActorSystem<Entry>) {
+    super(system as unknown as SharedActorSystem);
     this.peerId = peerId;
     this.host = host;
   }
