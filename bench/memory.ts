@@ -30,7 +30,15 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { MemoryNetwork, VirtualClock, flushMicrotasks, type Connection } from '../adapters/memory/index.js';
+import {
+  MemoryNetwork,
+  VirtualClock,
+  flushMicrotasks,
+  type Connection,
+  type ConnectionHandlers,
+  type ControlMessage,
+  type IncomingStream,
+} from '../adapters/memory/index.js';
 import { PROTOCOL_VERSION } from '../machines/types.js';
 import { createEngine } from '../runtime/index.js';
 import { RESULT_PREFIX, gc, int, mib, msSince, numberArg, say } from './common.js';
@@ -71,6 +79,46 @@ export interface MemoryResult {
   readonly ready: number;
   readonly virtualMs: number;
 }
+
+interface BareCounts {
+  acked: number;
+  pongs: number;
+}
+
+/**
+ * The transport-only hub's handlers of one connection: shared functions on a
+ * small object, as the engine's (so the difference of the two modes is the
+ * engine, not how each holds its handlers).
+ */
+class BareHandlers implements ConnectionHandlers {
+  readonly counts: BareCounts;
+  /** Until the hello-ack. */
+  acked: (() => void) | undefined;
+  readonly onControl = bareControl;
+  readonly onStream = bareStream;
+  readonly onClose = bareClose;
+
+  constructor(counts: BareCounts, acked: () => void) {
+    this.counts = counts;
+    this.acked = acked;
+  }
+}
+
+function bareControl(this: BareHandlers, message: ControlMessage): void {
+  if (message.type === 'hello-ack') {
+    this.counts.acked += 1;
+    this.acked?.();
+    this.acked = undefined;
+  } else if (message.type === 'pong') {
+    this.counts.pongs += 1;
+  }
+}
+
+function bareStream(incoming: IncomingStream): void {
+  incoming.reject('no streams');
+}
+
+function bareClose(): void {}
 
 function cpuMs(since: NodeJS.CpuUsage): number {
   const used = process.cpuUsage(since);
@@ -132,21 +180,11 @@ async function child(peers: number, mode: Mode): Promise<MemoryResult> {
     const adapter = network.node('hub');
     await adapter.listen((c) => c.close(1, 'not accepting'));
     const connections: Connection[] = [];
-    let acked = 0;
-    let pongs = 0;
+    const counts: BareCounts = { acked: 0, pongs: 0 };
     connect = async (id) => {
       const connection = await adapter.dial(id, network.address(id), { signal: new AbortController().signal });
       await new Promise<void>((resolve) => {
-        connection.setHandlers({
-          onControl: (m) => {
-            if (m.type === 'hello-ack') {
-              acked += 1;
-              resolve();
-            } else if (m.type === 'pong') pongs += 1;
-          },
-          onStream: (incoming) => incoming.reject('no streams'),
-          onClose: () => {},
-        });
+        connection.setHandlers(new BareHandlers(counts, resolve));
         connection.sendControl({ type: 'hello', version: PROTOCOL_VERSION, peerId: 'hub' });
       });
       connections.push(connection);
@@ -158,8 +196,8 @@ async function child(peers: number, mode: Mode): Promise<MemoryResult> {
       clock.setTimeout(sweep, HEARTBEAT.intervalMs);
     };
     clock.setTimeout(sweep, HEARTBEAT.intervalMs);
-    ready = () => acked;
-    rttSamples = () => pongs;
+    ready = () => counts.acked;
+    rttSamples = () => counts.pongs;
   }
 
   const startConnect = process.hrtime.bigint();
