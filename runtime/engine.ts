@@ -12,7 +12,7 @@ import {
 } from '../adapters/adapter.js';
 import { connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
 import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
-import type { ConnectionEvent, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
+import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { systemClock, type Random } from './clock.js';
 import { SharedActorSystem, createRootActor, stopRootActor } from './actor-system.js';
 import { DialQueue } from './dial-queue.js';
@@ -188,6 +188,7 @@ export class Engine {
   };
   /** The actor system of every peer machine, created with the first one. */
   #actorSystem: SharedActorSystem<Entry> | undefined;
+  #limits: ConnectionLimits | undefined;
 
   constructor(config: EngineConfig) {
     if (config === null || typeof config !== 'object' || config.adapter === undefined) {
@@ -530,13 +531,14 @@ export class Engine {
         localPeerId: this.peerId,
         direction,
         pinned,
-        limits: {
+        // One object for every machine: the options do not change.
+        limits: (this.#limits ??= {
           maxQueued: this.options.maxQueuedPerPeer,
           maxStreams: this.options.maxStreamsPerConnection,
           maxInboundStreams: this.options.maxInboundStreamsPerConnection,
           heartbeatMisses: this.options.heartbeat.misses,
           maxAttempts: maxAttempts(this.options.retry),
-        },
+        }),
         ...(connection === undefined ? {} : { connectionId: connection.id }),
       },
     });
