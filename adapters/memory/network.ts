@@ -534,6 +534,8 @@ export class MemoryNetwork {
   }
 
   #latency(from: string, to: string): number {
+    // Most networks set no per-link latency: skip building the link's key.
+    if (this.#linkLatency.size === 0) return this.#latencyMs;
     return this.#linkLatency.get(MemoryNetwork.#linkKey(from, to)) ?? this.#latencyMs;
   }
 
