@@ -27,6 +27,7 @@
  *   npx tsx bench/memory.ts                      # parent: 10k and 100k, both modes
  *   npx tsx bench/memory.ts --sizes 10000,50000  # other sizes
  *   node --expose-gc --import tsx bench/memory.ts --peers 100000 [--mode transport]   # one child
+ *   npm run build && node dist/bench/memory.js --sizes 10000   # compiled by tsc, no tsx
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -260,7 +261,9 @@ async function child(peers: number, mode: Mode): Promise<MemoryResult> {
 function runChild(peers: number, mode: Mode): Promise<MemoryResult> {
   const script = fileURLToPath(import.meta.url);
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', script, '--peers', String(peers), '--mode', mode], {
+    // Compiled (npm run build: dist/bench/memory.js) the child runs as plain JavaScript; from source, through tsx.
+    const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
+    const proc = spawn(process.execPath, ['--expose-gc', ...loader, script, '--peers', String(peers), '--mode', mode], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
