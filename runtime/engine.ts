@@ -739,6 +739,17 @@ export class Engine {
 
   /** Dials every address at once; the first connection wins, the rest are aborted or closed. */
   #race(peerId: string, addresses: readonly string[], signal: AbortSignal): Promise<Connection> {
+    if (addresses.length === 1) {
+      // Nothing to race: the adapter takes the machine's signal itself, without a
+      // controller and a listener per dial. It settles on the same turn as a race.
+      let attempt: Promise<Connection>;
+      try {
+        attempt = this.#adapter.dial(peerId, addresses[0]!, { signal });
+      } catch (error) {
+        attempt = Promise.reject(error);
+      }
+      return attempt.then((connection) => connection);
+    }
     return new Promise<Connection>((resolve, reject) => {
       let winner: Connection | undefined;
       let left = addresses.length;
