@@ -28,6 +28,7 @@
  *   npx tsx bench/memory.ts --sizes 10000,50000  # other sizes
  *   node --expose-gc --import tsx bench/memory.ts --peers 100000 [--mode transport]   # one child
  *   npm run build && node dist/bench/memory.js --sizes 10000   # compiled by tsc, no tsx
+ *   node dist/bench/memory.js --sizes 100000 --node-flags "--max-old-space-size=1024 --no-allocation-site-pretenuring"
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -258,12 +259,12 @@ async function child(peers: number, mode: Mode): Promise<MemoryResult> {
   };
 }
 
-function runChild(peers: number, mode: Mode): Promise<MemoryResult> {
+function runChild(peers: number, mode: Mode, nodeFlags: readonly string[]): Promise<MemoryResult> {
   const script = fileURLToPath(import.meta.url);
   return new Promise((resolve, reject) => {
     // Compiled (npm run build: dist/bench/memory.js) the child runs as plain JavaScript; from source, through tsx.
     const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
-    const proc = spawn(process.execPath, ['--expose-gc', ...loader, script, '--peers', String(peers), '--mode', mode], {
+    const proc = spawn(process.execPath, ['--expose-gc', ...nodeFlags, ...loader, script, '--peers', String(peers), '--mode', mode], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -335,12 +336,13 @@ function row(engine: MemoryResult, transport: MemoryResult): MemoryRow {
   };
 }
 
-export async function memoryBench(sizes: readonly number[]): Promise<MemoryRow[]> {
+/** `nodeFlags`: extra options for both children's node (V8 heap flags), e.g. `--max-old-space-size=1024`. */
+export async function memoryBench(sizes: readonly number[], nodeFlags: readonly string[] = []): Promise<MemoryRow[]> {
   say(`memory: one hub, N ready idle peers, heartbeat ${HEARTBEAT.intervalMs / 1000} s (timeout ${HEARTBEAT.timeoutMs / 1000} s), idle timeout off`);
   const rows: MemoryRow[] = [];
   for (const peers of sizes) {
-    const engine = await runChild(peers, 'engine');
-    const transport = await runChild(peers, 'transport');
+    const engine = await runChild(peers, 'engine', nodeFlags);
+    const transport = await runChild(peers, 'transport', nodeFlags);
     const r = row(engine, transport);
     rows.push(r);
     say(`  ${int(peers)} peers (engine hub; transport-only hub in brackets)`);
@@ -391,7 +393,10 @@ if (isMain) {
   } else {
     const sizesArg = argv.find((a, i) => argv[i - 1] === '--sizes') ?? '10000,100000';
     const sizes = sizesArg.split(',').map((s) => Number(s.replace(/_/g, '')));
-    const rows = await memoryBench(sizes);
+    const flagsArg = argv.find((a, i) => argv[i - 1] === '--node-flags') ?? '';
+    const nodeFlags = flagsArg.split(' ').filter((f) => f.length > 0);
+    if (nodeFlags.length > 0) say(`  children run with node ${nodeFlags.join(' ')}`);
+    const rows = await memoryBench(sizes, nodeFlags);
     say(`${RESULT_PREFIX}${JSON.stringify({ bench: 'memory', rows })}`);
   }
 }
