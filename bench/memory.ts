@@ -27,10 +27,20 @@
  *   npx tsx bench/memory.ts                      # parent: 10k and 100k, both modes
  *   npx tsx bench/memory.ts --sizes 10000,50000  # other sizes
  *   node --expose-gc --import tsx bench/memory.ts --peers 100000 [--mode transport]   # one child
+ *   npm run build && node dist/bench/memory.js --sizes 10000   # compiled by tsc, no tsx
+ *   node dist/bench/memory.js --sizes 100000 --node-flags "--max-old-space-size=1024 --no-allocation-site-pretenuring"
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { MemoryNetwork, VirtualClock, flushMicrotasks, type Connection } from '../adapters/memory/index.js';
+import {
+  MemoryNetwork,
+  VirtualClock,
+  flushMicrotasks,
+  type Connection,
+  type ConnectionHandlers,
+  type ControlMessage,
+  type IncomingStream,
+} from '../adapters/memory/index.js';
 import { PROTOCOL_VERSION } from '../machines/types.js';
 import { createEngine } from '../runtime/index.js';
 import { RESULT_PREFIX, gc, int, mib, msSince, numberArg, say } from './common.js';
@@ -71,6 +81,46 @@ export interface MemoryResult {
   readonly ready: number;
   readonly virtualMs: number;
 }
+
+interface BareCounts {
+  acked: number;
+  pongs: number;
+}
+
+/**
+ * The transport-only hub's handlers of one connection: shared functions on a
+ * small object, as the engine's (so the difference of the two modes is the
+ * engine, not how each holds its handlers).
+ */
+class BareHandlers implements ConnectionHandlers {
+  readonly counts: BareCounts;
+  /** Until the hello-ack. */
+  acked: (() => void) | undefined;
+  readonly onControl = bareControl;
+  readonly onStream = bareStream;
+  readonly onClose = bareClose;
+
+  constructor(counts: BareCounts, acked: () => void) {
+    this.counts = counts;
+    this.acked = acked;
+  }
+}
+
+function bareControl(this: BareHandlers, message: ControlMessage): void {
+  if (message.type === 'hello-ack') {
+    this.counts.acked += 1;
+    this.acked?.();
+    this.acked = undefined;
+  } else if (message.type === 'pong') {
+    this.counts.pongs += 1;
+  }
+}
+
+function bareStream(incoming: IncomingStream): void {
+  incoming.reject('no streams');
+}
+
+function bareClose(): void {}
 
 function cpuMs(since: NodeJS.CpuUsage): number {
   const used = process.cpuUsage(since);
@@ -132,21 +182,11 @@ async function child(peers: number, mode: Mode): Promise<MemoryResult> {
     const adapter = network.node('hub');
     await adapter.listen((c) => c.close(1, 'not accepting'));
     const connections: Connection[] = [];
-    let acked = 0;
-    let pongs = 0;
+    const counts: BareCounts = { acked: 0, pongs: 0 };
     connect = async (id) => {
       const connection = await adapter.dial(id, network.address(id), { signal: new AbortController().signal });
       await new Promise<void>((resolve) => {
-        connection.setHandlers({
-          onControl: (m) => {
-            if (m.type === 'hello-ack') {
-              acked += 1;
-              resolve();
-            } else if (m.type === 'pong') pongs += 1;
-          },
-          onStream: (incoming) => incoming.reject('no streams'),
-          onClose: () => {},
-        });
+        connection.setHandlers(new BareHandlers(counts, resolve));
         connection.sendControl({ type: 'hello', version: PROTOCOL_VERSION, peerId: 'hub' });
       });
       connections.push(connection);
@@ -158,8 +198,8 @@ async function child(peers: number, mode: Mode): Promise<MemoryResult> {
       clock.setTimeout(sweep, HEARTBEAT.intervalMs);
     };
     clock.setTimeout(sweep, HEARTBEAT.intervalMs);
-    ready = () => acked;
-    rttSamples = () => pongs;
+    ready = () => counts.acked;
+    rttSamples = () => counts.pongs;
   }
 
   const startConnect = process.hrtime.bigint();
@@ -219,10 +259,12 @@ async function child(peers: number, mode: Mode): Promise<MemoryResult> {
   };
 }
 
-function runChild(peers: number, mode: Mode): Promise<MemoryResult> {
+function runChild(peers: number, mode: Mode, nodeFlags: readonly string[]): Promise<MemoryResult> {
   const script = fileURLToPath(import.meta.url);
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', script, '--peers', String(peers), '--mode', mode], {
+    // Compiled (npm run build: dist/bench/memory.js) the child runs as plain JavaScript; from source, through tsx.
+    const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
+    const proc = spawn(process.execPath, ['--expose-gc', ...nodeFlags, ...loader, script, '--peers', String(peers), '--mode', mode], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -294,12 +336,13 @@ function row(engine: MemoryResult, transport: MemoryResult): MemoryRow {
   };
 }
 
-export async function memoryBench(sizes: readonly number[]): Promise<MemoryRow[]> {
+/** `nodeFlags`: extra options for both children's node (V8 heap flags), e.g. `--max-old-space-size=1024`. */
+export async function memoryBench(sizes: readonly number[], nodeFlags: readonly string[] = []): Promise<MemoryRow[]> {
   say(`memory: one hub, N ready idle peers, heartbeat ${HEARTBEAT.intervalMs / 1000} s (timeout ${HEARTBEAT.timeoutMs / 1000} s), idle timeout off`);
   const rows: MemoryRow[] = [];
   for (const peers of sizes) {
-    const engine = await runChild(peers, 'engine');
-    const transport = await runChild(peers, 'transport');
+    const engine = await runChild(peers, 'engine', nodeFlags);
+    const transport = await runChild(peers, 'transport', nodeFlags);
     const r = row(engine, transport);
     rows.push(r);
     say(`  ${int(peers)} peers (engine hub; transport-only hub in brackets)`);
@@ -350,7 +393,10 @@ if (isMain) {
   } else {
     const sizesArg = argv.find((a, i) => argv[i - 1] === '--sizes') ?? '10000,100000';
     const sizes = sizesArg.split(',').map((s) => Number(s.replace(/_/g, '')));
-    const rows = await memoryBench(sizes);
+    const flagsArg = argv.find((a, i) => argv[i - 1] === '--node-flags') ?? '';
+    const nodeFlags = flagsArg.split(' ').filter((f) => f.length > 0);
+    if (nodeFlags.length > 0) say(`  children run with node ${nodeFlags.join(' ')}`);
+    const rows = await memoryBench(sizes, nodeFlags);
     say(`${RESULT_PREFIX}${JSON.stringify({ bench: 'memory', rows })}`);
   }
 }

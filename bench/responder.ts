@@ -9,9 +9,10 @@
  *   hello { version, peerId }  ->  hello-ack { version: PROTOCOL_VERSION, peerId: <own id> }
  *   ping { seq }               ->  pong { seq }
  *   goaway                     ->  close the connection (graceful)
- * Inbound streams are refused.
+ * Inbound streams are refused. The hello-ack names the connection's local
+ * peer id, which is the node's.
  */
-import type { Connection, ControlMessage, MemoryAdapter } from '../adapters/memory/index.js';
+import type { CloseInfo, Connection, ConnectionHandlers, ControlMessage, IncomingStream, MemoryAdapter } from '../adapters/memory/index.js';
 import { ConnectionErrorCode } from '../machines/codes.js';
 import { PROTOCOL_VERSION } from '../machines/types.js';
 
@@ -21,32 +22,61 @@ export interface ResponderStats {
   connections: number;
 }
 
+/**
+ * One connection's handlers: a small object whose handlers are functions
+ * shared by every connection (three closures per connection would cost more
+ * than the rest of the responder). They find the connection through `this`.
+ */
+class Answering implements ConnectionHandlers {
+  readonly connection: Connection;
+  readonly stats: ResponderStats;
+  readonly onControl = answerControl;
+  readonly onStream = refuseStream;
+  readonly onClose = countClose;
+
+  constructor(connection: Connection, stats: ResponderStats) {
+    this.connection = connection;
+    this.stats = stats;
+  }
+}
+
+function answerControl(this: Answering, message: ControlMessage): void {
+  switch (message.type) {
+    case 'hello':
+      this.stats.hellos += 1;
+      this.connection.sendControl({ type: 'hello-ack', version: PROTOCOL_VERSION, peerId: this.connection.localPeerId });
+      return;
+    case 'ping':
+      this.stats.pings += 1;
+      this.connection.sendControl({ type: 'pong', seq: message.seq });
+      return;
+    case 'goaway':
+      this.connection.close(ConnectionErrorCode.Drain, 'drained');
+      return;
+    default:
+      return;
+  }
+}
+
+function refuseStream(incoming: IncomingStream): void {
+  incoming.reject('this peer serves no streams');
+}
+
+function countClose(this: Answering, _close: CloseInfo): void {
+  this.stats.connections -= 1;
+}
+
+/** One listener per stats record, shared by every node that reports to it. */
+const listeners = new WeakMap<ResponderStats, (connection: Connection) => void>();
+
 export function respond(adapter: MemoryAdapter, stats: ResponderStats): Promise<void> {
-  const peerId = adapter.localPeerId;
-  return adapter.listen((connection: Connection) => {
-    stats.connections += 1;
-    connection.setHandlers({
-      onControl: (message: ControlMessage) => {
-        switch (message.type) {
-          case 'hello':
-            stats.hellos += 1;
-            connection.sendControl({ type: 'hello-ack', version: PROTOCOL_VERSION, peerId });
-            return;
-          case 'ping':
-            stats.pings += 1;
-            connection.sendControl({ type: 'pong', seq: message.seq });
-            return;
-          case 'goaway':
-            connection.close(ConnectionErrorCode.Drain, 'drained');
-            return;
-          default:
-            return;
-        }
-      },
-      onStream: (incoming) => incoming.reject('this peer serves no streams'),
-      onClose: () => {
-        stats.connections -= 1;
-      },
-    });
-  });
+  let listener = listeners.get(stats);
+  if (listener === undefined) {
+    listener = (connection) => {
+      stats.connections += 1;
+      connection.setHandlers(new Answering(connection, stats));
+    };
+    listeners.set(stats, listener);
+  }
+  return adapter.listen(listener);
 }

@@ -1,8 +1,9 @@
 import { Subject, type Observable, type Observer } from 'rxjs';
-import { createActor, fromCallback, fromPromise, type Actor, type InspectionEvent } from 'xstate';
+import { fromCallback, fromPromise, type Actor, type InspectionEvent } from 'xstate';
 import {
   TransportError,
   type Adapter,
+  type CloseInfo,
   type Clock,
   type Connection,
   type ControlMessage,
@@ -11,9 +12,11 @@ import {
 } from '../adapters/adapter.js';
 import { connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
 import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
-import type { ConnectionEvent, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
+import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { systemClock, type Random } from './clock.js';
+import { SharedActorSystem, createRootActor, stopRootActor } from './actor-system.js';
 import { DialQueue } from './dial-queue.js';
+import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
 import { PeerlineError, toPeerlineError } from './errors.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
@@ -119,28 +122,6 @@ interface Pending {
   entry: Entry | undefined;
 }
 
-interface OpenRecord {
-  readonly controller: AbortController;
-  readonly connectionId: string;
-  stream: Stream | null;
-}
-
-/** A peer's place in the registry. Removed exactly once (`removed` guards it). */
-interface Entry {
-  readonly peerId: string;
-  actor: Actor<ConnectionMachine>;
-  state: ConnectionState | 'start';
-  readonly connections: Map<string, Connection>;
-  readonly opens: Map<string, OpenRecord>;
-  readonly inbound: Map<string, IncomingStream>;
-  /** Requests sent into this machine and not answered yet. */
-  readonly requests: Set<string>;
-  readonly waiters: Array<() => void>;
-  pingSentAt: number | undefined;
-  streamSeq: number;
-  removed: boolean;
-}
-
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -213,6 +194,15 @@ export class Engine {
   #stopping: Promise<void> | undefined;
   #starting: Promise<void> | undefined;
   #onEmpty: (() => void) | undefined;
+  /** The callbacks of every entry's connections, shared. */
+  readonly #host: EntryHost = {
+    onControl: (entry, connection, message) => this.#guard('control', () => this.#onControl(entry, connection, message)),
+    onStream: (entry, connection, incoming) => this.#guard('inbound stream', () => this.#onStream(entry, connection, incoming)),
+    onClose: (entry, connection, close) => this.#guard('close', () => this.#onClose(entry, connection, close)),
+  };
+  /** The actor system of every peer machine, created with the first one. */
+  #actorSystem: SharedActorSystem<Entry> | undefined;
+  #limits: ConnectionLimits | undefined;
 
   constructor(config: EngineConfig) {
     if (config === null || typeof config !== 'object' || config.adapter === undefined) {
@@ -514,7 +504,7 @@ export class Engine {
       return this.#answer(pending.id, cause ?? info('CONNECTION_LOST', `peer ${spec.peerId} closed while starting`));
     }
     pending.entry = entry;
-    entry.requests.add(pending.id);
+    entry.addRequest(pending.id);
     const ref: RequestRef = { id: pending.id, kind: spec.kind, protocol: spec.protocol };
     entry.actor.send({ type: 'REQUEST', request: ref });
   }
@@ -558,7 +548,7 @@ export class Engine {
   /** Forgets a pending request: it is answered by the caller right after. */
   #settle(pending: Pending): void {
     this.#pending.delete(pending.id);
-    pending.entry?.requests.delete(pending.id);
+    pending.entry?.deleteRequest(pending.id);
     if (pending.timer !== undefined) this.clock.clearTimeout(pending.timer);
     if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort);
   }
@@ -580,45 +570,24 @@ export class Engine {
     if (!this.#admit()) return undefined;
     const book = this.#book.get(peerId);
     const pinned = book?.pinned ?? false;
-    const entry: Entry = {
-      peerId,
-      actor: undefined as unknown as Actor<ConnectionMachine>,
-      state: 'start',
-      connections: new Map(),
-      opens: new Map(),
-      inbound: new Map(),
-      requests: new Set(),
-      waiters: [],
-      pingSentAt: undefined,
-      streamSeq: 0,
-      removed: false,
-    };
+    const entry = new Entry(peerId, this.#host, (this.#actorSystem ??= this.#newActorSystem()));
     this.#entries.set(peerId, entry);
     if (connection !== undefined) this.#attach(entry, connection);
-    entry.actor = createActor(this.#machine, {
+    entry.actor = createRootActor(this.#machine, entry, {
       input: {
         peerId,
         localPeerId: this.peerId,
         direction,
         pinned,
-        limits: {
+        // One object for every machine: the options do not change.
+        limits: (this.#limits ??= {
           maxQueued: this.options.maxQueuedPerPeer,
           maxStreams: this.options.maxStreamsPerConnection,
           maxInboundStreams: this.options.maxInboundStreamsPerConnection,
           heartbeatMisses: this.options.heartbeat.misses,
           maxAttempts: maxAttempts(this.options.retry),
-        },
+        }),
         ...(connection === undefined ? {} : { connectionId: connection.id }),
-      },
-      clock: this.clock,
-      inspect: (event) => this.#inspect(entry, event),
-    });
-    entry.actor.subscribe({
-      complete: () => this.#remove(entry),
-      error: (error) => {
-        this.#metrics.internalErrors += 1;
-        this.#logger.warn(`peerline: machine for peer ${peerId} failed`, error);
-        this.#remove(entry);
       },
     });
     entry.actor.start();
@@ -650,21 +619,18 @@ export class Engine {
     entry.removed = true;
     if (this.#entries.get(entry.peerId) === entry) this.#entries.delete(entry.peerId);
     if (entry.state !== 'start') this.#metrics.peers[entry.state] -= 1;
-    this.#guard('stop actor', () => entry.actor.stop());
-    for (const connection of entry.connections.values()) {
+    this.#guard('stop actor', () => stopRootActor(entry.actor));
+    for (const connection of entry.takeConnections()) {
       this.#guard('close', () => connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)));
     }
-    entry.connections.clear();
-    for (const record of entry.opens.values()) {
+    for (const record of entry.takeOpens()) {
       record.controller.abort();
       record.stream?.abort('connection closed');
     }
-    entry.opens.clear();
-    for (const incoming of entry.inbound.values()) this.#guard('reject', () => incoming.reject('connection closed'));
-    entry.inbound.clear();
+    for (const incoming of entry.takeInbound()) this.#guard('reject', () => incoming.reject('connection closed'));
     // The machine answers everything it holds; anything left is answered here.
-    for (const id of [...entry.requests]) this.#answer(id, leftover);
-    for (const resolve of entry.waiters.splice(0)) resolve();
+    for (const id of entry.requestIds()) this.#answer(id, leftover);
+    for (const resolve of entry.takeWaiters()) resolve();
     if (this.#entries.size === 0) this.#onEmpty?.();
   }
 
@@ -672,16 +638,31 @@ export class Engine {
     const entry = this.#entries.get(peerId);
     if (entry === undefined) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      entry.waiters.push(resolve);
+      entry.addWaiter(resolve);
       entry.actor.send(event);
     });
   }
 
-  #inspect(entry: Entry, event: InspectionEvent): void {
-    if (event.type === '@xstate.microstep' && event.actorRef === entry.actor) {
-      this.#observe(entry, (event.snapshot as unknown as { value: unknown }).value, event.event.type);
-    }
-    if (this.#userInspect !== undefined) this.#guard('inspect', () => this.#userInspect?.(event));
+  #newActorSystem(): SharedActorSystem<Entry> {
+    const userInspect = this.#userInspect;
+    return new SharedActorSystem<Entry>({
+      clock: this.clock,
+      hosts: () => this.#entries.values(),
+      microstep: (entry, actorRef, snapshot, eventType) => {
+        if (actorRef === entry.actor) this.#observe(entry, (snapshot as { value: unknown }).value, eventType);
+      },
+      // The machine reached its final state, or failed: either way its entry goes.
+      hostEvent: (entry, event) => {
+        if (event.type.startsWith('xstate.error.actor')) {
+          this.#metrics.internalErrors += 1;
+          this.#logger.warn(`peerline: machine for peer ${entry.peerId} failed`, event.error);
+        } else if (!event.type.startsWith('xstate.done.actor')) {
+          return;
+        }
+        this.#remove(entry);
+      },
+      inspect: userInspect === undefined ? undefined : (event) => this.#guard('inspect', () => userInspect(event)),
+    });
   }
 
   #observe(entry: Entry, value: unknown, eventType: string): void {
@@ -724,22 +705,19 @@ export class Engine {
   }
 
   #attach(entry: Entry, connection: Connection): void {
-    entry.connections.set(connection.id, connection);
-    connection.setHandlers({
-      onControl: (message) => this.#guard('control', () => this.#onControl(entry, connection, message)),
-      onStream: (incoming) => this.#guard('inbound stream', () => this.#onStream(entry, connection, incoming)),
-      onClose: (close) =>
-        this.#guard('close', () => {
-          entry.connections.delete(connection.id);
-          if (entry.removed) return;
-          entry.actor.send({
-            type: 'CONNECTION.CLOSED',
-            connectionId: connection.id,
-            code: close.code,
-            error: close.error,
-            reason: close.reason,
-          });
-        }),
+    entry.addConnection(connection);
+    connection.setHandlers(new Link(entry, connection));
+  }
+
+  #onClose(entry: Entry, connection: Connection, close: CloseInfo): void {
+    entry.deleteConnection(connection.id);
+    if (entry.removed) return;
+    entry.actor.send({
+      type: 'CONNECTION.CLOSED',
+      connectionId: connection.id,
+      code: close.code,
+      error: close.error,
+      reason: close.reason,
     });
   }
 
@@ -782,7 +760,7 @@ export class Engine {
       return incoming.reject('protocol name too long');
     }
     const streamId = `${connection.id}/${entry.streamSeq++}`;
-    entry.inbound.set(streamId, incoming);
+    entry.setInbound(streamId, incoming);
     entry.actor.send({ type: 'STREAM.INBOUND', connectionId: connection.id, streamId, protocol: incoming.protocol });
   }
 
@@ -810,6 +788,17 @@ export class Engine {
 
   /** Dials every address at once; the first connection wins, the rest are aborted or closed. */
   #race(peerId: string, addresses: readonly string[], signal: AbortSignal): Promise<Connection> {
+    if (addresses.length === 1) {
+      // Nothing to race: the adapter takes the machine's signal itself, without a
+      // controller and a listener per dial. It settles on the same turn as a race.
+      let attempt: Promise<Connection>;
+      try {
+        attempt = this.#adapter.dial(peerId, addresses[0]!, { signal });
+      } catch (error) {
+        attempt = Promise.reject(error);
+      }
+      return attempt.then((connection) => connection);
+    }
     return new Promise<Connection>((resolve, reject) => {
       let winner: Connection | undefined;
       let left = addresses.length;
@@ -882,8 +871,8 @@ export class Engine {
           this.#acceptInbound(entry, params.streamId, params.connectionId),
         ),
         rejectInbound: effect('rejectInbound', (entry, { streamId, reason }: { streamId: string; reason: string }) => {
-          const incoming = entry.inbound.get(streamId);
-          entry.inbound.delete(streamId);
+          const incoming = entry.inbound(streamId);
+          entry.deleteInbound(streamId);
           this.#metrics.inboundRejected += 1;
           incoming?.reject(reason);
         }),
@@ -895,7 +884,7 @@ export class Engine {
         ),
         sendControl: effect('sendControl', (entry, p: { connectionId: string; message: ControlMessage }) => {
           if (p.message.type === 'ping') entry.pingSentAt = this.clock.now();
-          entry.connections.get(p.connectionId)?.sendControl(p.message);
+          entry.connection(p.connectionId)?.sendControl(p.message);
         }),
       },
       guards: {
@@ -930,8 +919,8 @@ export class Engine {
   #openStream(entry: Entry, params: { id: string; protocol: string; connectionId: string }): void {
     const controller = new AbortController();
     const record: OpenRecord = { controller, connectionId: params.connectionId, stream: null };
-    entry.opens.set(params.id, record);
-    const connection = entry.connections.get(params.connectionId);
+    entry.setOpen(params.id, record);
+    const connection = entry.connection(params.connectionId);
     let attempt: Promise<Stream>;
     try {
       attempt =
@@ -944,7 +933,7 @@ export class Engine {
     attempt.then(
       (stream) =>
         this.#guard('stream opened', () => {
-          if (entry.opens.get(params.id) !== record || controller.signal.aborted || entry.removed) {
+          if (entry.open(params.id) !== record || controller.signal.aborted || entry.removed) {
             stream.abort('no longer wanted');
             return;
           }
@@ -953,24 +942,24 @@ export class Engine {
         }),
       (error: unknown) =>
         this.#guard('stream failed', () => {
-          if (entry.opens.get(params.id) !== record || entry.removed) return;
-          entry.opens.delete(params.id);
+          if (entry.open(params.id) !== record || entry.removed) return;
+          entry.deleteOpen(params.id);
           entry.actor.send({ type: 'STREAM.OPEN_FAILED', id: params.id, error: transportErrorInfo(error, 'stream') });
         }),
     );
   }
 
   #abortOpen(entry: Entry, id: string): void {
-    const record = entry.opens.get(id);
+    const record = entry.open(id);
     if (record === undefined) return;
-    entry.opens.delete(id);
+    entry.deleteOpen(id);
     record.controller.abort();
     record.stream?.abort('aborted');
   }
 
   #deliver(entry: Entry, id: string): void {
-    const record = entry.opens.get(id);
-    entry.opens.delete(id);
+    const record = entry.open(id);
+    entry.deleteOpen(id);
     const pending = this.#pending.get(id);
     const stream = record?.stream;
     if (stream === null || stream === undefined || pending === undefined) {
@@ -1028,8 +1017,8 @@ export class Engine {
   }
 
   #acceptInbound(entry: Entry, streamId: string, connectionId: string): void {
-    const incoming = entry.inbound.get(streamId);
-    entry.inbound.delete(streamId);
+    const incoming = entry.inbound(streamId);
+    entry.deleteInbound(streamId);
     const handler = incoming === undefined ? undefined : this.#handlers.get(incoming.protocol);
     if (incoming === undefined || handler === undefined) {
       incoming?.reject('no handler');
@@ -1056,9 +1045,8 @@ export class Engine {
   }
 
   #closeConnection(entry: Entry, connectionId: string, code: ConnectionErrorCode): void {
-    const connection = entry.connections.get(connectionId);
+    const connection = entry.deleteConnection(connectionId);
     if (connection === undefined) return;
-    entry.connections.delete(connectionId);
     connection.close(code, reasonFor(code));
   }
 

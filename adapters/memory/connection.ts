@@ -31,8 +31,8 @@ export class ConnectionPair implements Tracked {
   readonly id: string;
   readonly outbound: MemoryConnection;
   readonly inbound: MemoryConnection;
-  /** Live streams of this connection, in both directions. */
-  readonly streams = new Set<StreamPair>();
+  /** Live streams of this connection, in both directions; created with the first (an idle connection has none). */
+  #streams: Set<StreamPair> | undefined = undefined;
   readonly #fabric: Fabric;
 
   constructor(fabric: Fabric, dialer: ConnectionOwner, listener: ConnectionOwner) {
@@ -44,6 +44,22 @@ export class ConnectionPair implements Tracked {
     this.inbound.peer = this.outbound;
     fabric.counters.connectionsOpened++;
     fabric.connectionChanged(this);
+  }
+
+  /** Live streams of this connection, in both directions (a copy). */
+  get streams(): StreamPair[] {
+    return this.#streams === undefined ? [] : [...this.#streams];
+  }
+
+  /** Live streams `side` opened. */
+  openedBy(side: MemoryConnection): number {
+    let count = 0;
+    if (this.#streams !== undefined) for (const stream of this.#streams) if (stream.openerSide === side) count++;
+    return count;
+  }
+
+  addStream(stream: StreamPair): void {
+    (this.#streams ??= new Set()).add(stream);
   }
 
   /** True while at least one side is open. */
@@ -63,7 +79,7 @@ export class ConnectionPair implements Tracked {
   fail(reason: string): void {
     this.outbound.lane.cancel();
     this.inbound.lane.cancel();
-    for (const stream of [...this.streams]) stream.cancelInFlight();
+    for (const stream of this.streams) stream.cancelInFlight();
     const info: CloseInfo = { local: false, code: undefined, reason, error: true };
     this.outbound.end(info);
     this.inbound.end(info);
@@ -77,14 +93,17 @@ export class ConnectionPair implements Tracked {
       this.#fabric.counters.connectionsClosed++;
       this.outbound.lane.cancel();
       this.inbound.lane.cancel();
-      for (const stream of [...this.streams]) stream.cancelInFlight();
+      for (const stream of this.streams) stream.cancelInFlight();
     }
     this.#fabric.connectionChanged(this);
   }
 
   /** @internal Called by a stream when its state changed. */
   streamChanged(stream: StreamPair): void {
-    if (!stream.live) this.streams.delete(stream);
+    if (!stream.live && this.#streams !== undefined) {
+      this.#streams.delete(stream);
+      if (this.#streams.size === 0) this.#streams = undefined;
+    }
     this.#fabric.streamChanged(stream);
   }
 }
@@ -126,8 +145,8 @@ export class MemoryConnection implements Connection, StreamSide {
     this.#events = new HandlerQueue(
       fabric.maxBufferedEvents,
       // Nobody reads this side: fail rather than buffer without bound.
-      () => this.#pair.fail('too many events buffered before setHandlers'),
-      (_what, deliver) => fabric.run(deliver),
+      () => pair.fail('too many events buffered before setHandlers'),
+      fabric.deliver,
     );
   }
 
@@ -153,9 +172,7 @@ export class MemoryConnection implements Connection, StreamSide {
     }
     const signal = options.signal;
     if (signal.aborted) return Promise.reject(new TransportError('aborted', 'stream open aborted'));
-    let mine = 0;
-    for (const stream of this.#pair.streams) if (stream.openerSide === this) mine++;
-    if (mine >= this.fabric.maxStreams) {
+    if (this.#pair.openedBy(this) >= this.fabric.maxStreams) {
       return Promise.reject(new TransportError('stream-limit', `at most ${this.fabric.maxStreams} open streams per connection`));
     }
     const pair = this.#pair;
@@ -171,7 +188,7 @@ export class MemoryConnection implements Connection, StreamSide {
       },
       (changed) => pair.streamChanged(changed),
     );
-    pair.streams.add(stream);
+    pair.addStream(stream);
     this.fabric.streamChanged(stream);
     return stream.open(signal);
   }
@@ -216,7 +233,7 @@ export class MemoryConnection implements Connection, StreamSide {
     if (this.#closeInfo !== undefined) return false;
     this.#closeInfo = info;
     const error = new TransportError('closed', `connection closed: ${info.reason}`, info.code);
-    for (const stream of [...this.#pair.streams]) {
+    for (const stream of this.#pair.streams) {
       stream.sideClosed(stream.openerSide === this ? 'opener' : 'acceptor', error);
     }
     this.fabric.run(() => this.#owner.connectionEnded(this));

@@ -60,6 +60,8 @@ export interface Fabric {
   ackFault(peerId: string): AckFault | undefined;
   /** Runs `fn`, routing anything it throws to the network's error sink. */
   run(fn: () => void): void;
+  /** `run` in the shape a connection's HandlerQueue delivers with (one function for the whole network). */
+  readonly deliver: (what: string, deliver: () => void) => void;
   /** A fresh number, unique within the network. */
   nextId(): number;
   /** Re-counts a connection pair after its state changed. */
@@ -80,7 +82,11 @@ export class Lane {
   readonly from: string;
   readonly to: string;
   #lastAt = Number.NEGATIVE_INFINITY;
-  readonly #timers = new Set<unknown>();
+  /**
+   * Timers of the deliveries in flight: none, one handle, or several. An idle
+   * lane holds no collection (a hub keeps two lanes per connection).
+   */
+  #timers: unknown = undefined;
 
   constructor(fabric: Fabric, from: string, to: string) {
     this.#fabric = fabric;
@@ -90,7 +96,8 @@ export class Lane {
 
   /** Timers this lane still has pending. */
   get inFlight(): number {
-    return this.#timers.size;
+    const timers = this.#timers;
+    return timers === undefined ? 0 : Array.isArray(timers) ? timers.length : 1;
   }
 
   send(kind: DeliveryKind, deliver: () => void, options: { extraDelayMs?: number; onDrop?: () => void } = {}): void {
@@ -102,7 +109,7 @@ export class Lane {
     this.#lastAt = at;
     const blockedAtSend = fabric.blocked(this.from, this.to, kind);
     const handle = clock.setTimeout(() => {
-      this.#timers.delete(handle);
+      this.#forget(handle);
       if (blockedAtSend || fabric.blocked(this.from, this.to, kind)) {
         fabric.counters.dropped++;
         if (options.onDrop !== undefined) fabric.run(options.onDrop);
@@ -110,12 +117,31 @@ export class Lane {
       }
       fabric.run(deliver);
     }, at - now);
-    this.#timers.add(handle);
+    const timers = this.#timers;
+    if (timers === undefined) this.#timers = handle;
+    else if (Array.isArray(timers)) timers.push(handle);
+    else this.#timers = [timers, handle];
   }
 
   /** Discards everything in flight on this lane. */
   cancel(): void {
-    for (const handle of this.#timers) this.#fabric.clock.clearTimeout(handle);
-    this.#timers.clear();
+    const timers = this.#timers;
+    this.#timers = undefined;
+    if (timers === undefined) return;
+    const clock = this.#fabric.clock;
+    if (Array.isArray(timers)) for (const handle of timers) clock.clearTimeout(handle);
+    else clock.clearTimeout(timers);
+  }
+
+  #forget(handle: unknown): void {
+    const timers = this.#timers;
+    if (timers === handle) {
+      this.#timers = undefined;
+    } else if (Array.isArray(timers)) {
+      const i = timers.indexOf(handle);
+      if (i >= 0) timers.splice(i, 1);
+      if (timers.length === 1) this.#timers = timers[0];
+      else if (timers.length === 0) this.#timers = undefined;
+    }
   }
 }

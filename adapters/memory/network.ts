@@ -131,58 +131,87 @@ interface AdapterHost {
   dial(from: MemoryAdapter, peerId: string, address: string, signal: AbortSignal): Promise<Connection>;
 }
 
-/** Network-side handles on an adapter, kept out of its public surface. */
-interface AdapterInternals {
+/** Network-side operations on an adapter, kept out of its public surface; set by `MemoryAdapter`'s static block. */
+let internals: {
   /** The record this adapter's connections report to. */
-  readonly owner: ConnectionOwner;
-  readonly dials: Set<PendingDial>;
-  adopt(connection: MemoryConnection): void;
-  offer(connection: MemoryConnection): void;
-  kill(silent: boolean): void;
-}
+  owner(adapter: MemoryAdapter): ConnectionOwner;
+  addDial(adapter: MemoryAdapter, dial: PendingDial): void;
+  deleteDial(adapter: MemoryAdapter, dial: PendingDial): void;
+  /** The connection side ended: the adapter forgets it. */
+  forget(adapter: MemoryAdapter, connection: MemoryConnection): void;
+  adopt(adapter: MemoryAdapter, connection: MemoryConnection): void;
+  offer(adapter: MemoryAdapter, connection: MemoryConnection): void;
+  kill(adapter: MemoryAdapter, silent: boolean): void;
+};
 
-const internals = new WeakMap<MemoryAdapter, AdapterInternals>();
-
-function internalsOf(adapter: MemoryAdapter): AdapterInternals {
-  const found = internals.get(adapter);
-  if (found === undefined) throw new Error('not an adapter of a MemoryNetwork');
-  return found;
+/** What an adapter's connections report to: its peer id, and their end. */
+class AdapterOwner implements ConnectionOwner {
+  readonly #adapter: MemoryAdapter;
+  constructor(adapter: MemoryAdapter) {
+    this.#adapter = adapter;
+  }
+  get localPeerId(): string {
+    return this.#adapter.localPeerId;
+  }
+  connectionEnded(connection: MemoryConnection): void {
+    internals.forget(this.#adapter, connection);
+  }
 }
 
 /**
  * One node of a `MemoryNetwork`, implementing the transport `Adapter`. Get it
  * from `MemoryNetwork.node(peerId)`; do not construct it directly.
+ *
+ * A node of a large network mostly holds one connection: its collections are
+ * kept small (one connection in a field, a Set only for several; dials in a
+ * Set made on the first dial).
  */
 export class MemoryAdapter implements Adapter {
   readonly localPeerId: string;
   readonly #host: AdapterHost;
   readonly #run: (fn: () => void) => void;
+  readonly #owner: AdapterOwner;
   #state: 'open' | 'closed' | 'dead' = 'open';
   #onConnection: ((connection: Connection) => void) | undefined;
-  readonly #connections = new Set<MemoryConnection>();
-  readonly #dials = new Set<PendingDial>();
+  /** Open connection sides: none, one, or several in the order they were adopted. */
+  #connections: MemoryConnection | Set<MemoryConnection> | undefined = undefined;
+  #dials: Set<PendingDial> | undefined = undefined;
+
+  static {
+    internals = {
+      owner: (adapter) => adapter.#owner,
+      addDial: (adapter, dial) => void (adapter.#dials ??= new Set()).add(dial),
+      deleteDial: (adapter, dial) => {
+        adapter.#dials?.delete(dial);
+        if (adapter.#dials?.size === 0) adapter.#dials = undefined;
+      },
+      adopt: (adapter, connection) => {
+        const held = adapter.#connections;
+        if (held === undefined || held === connection) adapter.#connections = connection;
+        else if (held instanceof Set) held.add(connection);
+        else adapter.#connections = new Set([held, connection]);
+      },
+      offer: (adapter, connection) => {
+        const onConnection = adapter.#onConnection;
+        if (onConnection !== undefined) adapter.#run(() => onConnection(connection));
+      },
+      kill: (adapter, silent) => adapter.#kill(silent),
+      forget: (adapter, connection) => {
+        const held = adapter.#connections;
+        if (held === connection) adapter.#connections = undefined;
+        else if (held instanceof Set) {
+          held.delete(connection);
+          if (held.size === 1) adapter.#connections = held.values().next().value;
+        }
+      },
+    };
+  }
 
   constructor(host: AdapterHost, run: (fn: () => void) => void, peerId: string) {
     this.#host = host;
     this.#run = run;
     this.localPeerId = peerId;
-    internals.set(this, {
-      owner: {
-        localPeerId: peerId,
-        connectionEnded: (connection) => {
-          this.#connections.delete(connection);
-        },
-      },
-      dials: this.#dials,
-      adopt: (connection) => {
-        this.#connections.add(connection);
-      },
-      offer: (connection) => {
-        const onConnection = this.#onConnection;
-        if (onConnection !== undefined) this.#run(() => onConnection(connection));
-      },
-      kill: (silent) => this.#kill(silent),
-    });
+    this.#owner = new AdapterOwner(this);
   }
 
   /** True while `listen` has been called and the adapter is neither closed nor killed. */
@@ -197,7 +226,8 @@ export class MemoryAdapter implements Adapter {
 
   /** Open connection sides of this adapter. */
   get connectionCount(): number {
-    return this.#connections.size;
+    const held = this.#connections;
+    return held === undefined ? 0 : held instanceof Set ? held.size : 1;
   }
 
   /**
@@ -231,8 +261,8 @@ export class MemoryAdapter implements Adapter {
     if (this.#state !== 'open') return Promise.resolve();
     this.#state = 'closed';
     this.#onConnection = undefined;
-    for (const dial of [...this.#dials]) dial.fail(new TransportError('closed', 'adapter closed'), true);
-    for (const connection of [...this.#connections]) connection.shutdown(undefined, 'adapter closed');
+    for (const dial of [...(this.#dials ?? [])]) dial.fail(new TransportError('closed', 'adapter closed'), true);
+    for (const connection of this.#connectionList()) connection.shutdown(undefined, 'adapter closed');
     return Promise.resolve();
   }
 
@@ -240,8 +270,14 @@ export class MemoryAdapter implements Adapter {
     if (this.#state === 'dead') return;
     this.#state = 'dead';
     this.#onConnection = undefined;
-    for (const dial of [...this.#dials]) dial.fail(new TransportError('closed', 'node killed'), !silent);
-    for (const connection of [...this.#connections]) connection.kill(silent);
+    for (const dial of [...(this.#dials ?? [])]) dial.fail(new TransportError('closed', 'node killed'), !silent);
+    for (const connection of this.#connectionList()) connection.kill(silent);
+  }
+
+  /** The open connection sides, in the order they were adopted (a copy). */
+  #connectionList(): MemoryConnection[] {
+    const held = this.#connections;
+    return held === undefined ? [] : held instanceof Set ? [...held] : [held];
   }
 }
 
@@ -301,6 +337,7 @@ export class MemoryNetwork {
       blocked: (from, to, kind) => this.#blocked(from, to, kind),
       ackFault: (peerId) => this.#ackFaults.get(peerId),
       run: (fn) => this.#runGuarded(fn),
+      deliver: (_what, deliver) => this.#runGuarded(deliver),
       nextId: () => this.#nextId++,
       connectionChanged: (pair) => {
         const connection = pair as ConnectionPair;
@@ -438,7 +475,7 @@ export class MemoryNetwork {
     }
     if (record.dead) return;
     record.dead = true;
-    internalsOf(record.adapter).kill(options.silent === true);
+    internals.kill(record.adapter, options.silent === true);
   }
 
   /**
@@ -479,7 +516,7 @@ export class MemoryNetwork {
   }
 
   #newAdapter(peerId: string): MemoryAdapter {
-    return new MemoryAdapter(this.#host, (fn) => this.#runGuarded(fn), peerId);
+    return new MemoryAdapter(this.#host, this.#fabric.run, peerId);
   }
 
   #runGuarded(fn: () => void): void {
@@ -497,6 +534,8 @@ export class MemoryNetwork {
   }
 
   #latency(from: string, to: string): number {
+    // Most networks set no per-link latency: skip building the link's key.
+    if (this.#linkLatency.size === 0) return this.#latencyMs;
     return this.#linkLatency.get(MemoryNetwork.#linkKey(from, to)) ?? this.#latencyMs;
   }
 
@@ -523,10 +562,9 @@ export class MemoryNetwork {
     const self = from.localPeerId;
     const outbound = new Lane(this.#fabric, self, target);
     const back = new Lane(this.#fabric, target, self);
-    const dials = internalsOf(from).dials;
     return new Promise<Connection>((resolve, reject) => {
-      const dial = new PendingDial([outbound, back], signal, resolve, reject, (done) => dials.delete(done));
-      dials.add(dial);
+      const dial = new PendingDial([outbound, back], signal, resolve, reject, (done) => internals.deleteDial(from, done));
+      internals.addDial(from, dial);
       outbound.send('transport', () => this.#dialArrived(dial, from, peerId, target, back));
     });
   }
@@ -554,14 +592,14 @@ export class MemoryNetwork {
       return answer('identity-mismatch', `expected peer ${peerId} at ${this.address(target)}, found ${target}`);
     }
     const listener = record.adapter;
-    const pair = new ConnectionPair(this.#fabric, internalsOf(from).owner, internalsOf(listener).owner);
+    const pair = new ConnectionPair(this.#fabric, internals.owner(from), internals.owner(listener));
     dial.pair = pair;
-    internalsOf(from).adopt(pair.outbound);
-    internalsOf(listener).adopt(pair.inbound);
+    internals.adopt(from, pair.outbound);
+    internals.adopt(listener, pair.inbound);
     pair.outbound.onEnded = () => dial.fail(new TransportError('closed', 'connection lost while dialing'), false);
     // The answer goes first on the listener's control lane, ahead of anything
     // the listener sends from its onConnection callback.
     pair.inbound.lane.send('transport', () => dial.succeed());
-    internalsOf(listener).offer(pair.inbound);
+    internals.offer(listener, pair.inbound);
   }
 }

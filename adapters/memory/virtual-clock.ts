@@ -1,9 +1,16 @@
 import type { Clock } from '../adapter.js';
 
-interface Timer {
+/** A timer, and its handle. `fn` is dropped once it fired or was cleared, freeing what it holds at once. */
+class Timer {
   readonly id: number;
   readonly at: number;
-  readonly fn: () => void;
+  fn: (() => void) | undefined;
+
+  constructor(id: number, at: number, fn: () => void) {
+    this.id = id;
+    this.at = at;
+    this.fn = fn;
+  }
 }
 
 /** Resolves after every queued microtask (promise callbacks) has run. */
@@ -17,13 +24,15 @@ export function flushMicrotasks(): Promise<void> {
  * deterministic for a given sequence of calls. Between timers the clock lets
  * pending promise callbacks run, as real time would.
  *
- * Invariant: `heap` holds exactly the live timers, ordered by (at, id).
+ * Invariant: `heap` holds every live timer, ordered by (at, id), and cleared
+ * ones (without their callback) until they surface or are compacted away;
+ * `live` counts the live ones.
  */
 export class VirtualClock implements Clock {
   #now: number;
   #nextId = 1;
   #heap: Timer[] = [];
-  #live = new Set<number>();
+  #live = 0;
 
   constructor(startAt = 0) {
     this.#now = startAt;
@@ -37,21 +46,24 @@ export class VirtualClock implements Clock {
     // An infinite delay never fires (a disabled timer); NaN and negatives fire now.
     if (ms === Infinity) return 0;
     const delay = Number.isFinite(ms) && ms > 0 ? ms : 0;
-    const timer: Timer = { id: this.#nextId++, at: this.#now + delay, fn };
-    this.#live.add(timer.id);
+    const timer = new Timer(this.#nextId++, this.#now + delay, fn);
+    this.#live += 1;
     this.#push(timer);
     // Cleared timers stay in the heap until they surface; rebuild when they dominate.
-    if (this.#heap.length > 1024 && this.#heap.length > 4 * this.#live.size) this.#compact();
-    return timer.id;
+    if (this.#heap.length > 1024 && this.#heap.length > 4 * this.#live) this.#compact();
+    return timer;
   }
 
   clearTimeout(handle: unknown): void {
-    if (typeof handle === 'number') this.#live.delete(handle);
+    if (handle instanceof Timer && handle.fn !== undefined) {
+      handle.fn = undefined;
+      this.#live -= 1;
+    }
   }
 
   /** Number of timers still pending. */
   pending(): number {
-    return this.#live.size;
+    return this.#live;
   }
 
   /** Time of the next pending timer, or undefined. */
@@ -74,9 +86,11 @@ export class VirtualClock implements Clock {
       const next = this.#heap[0];
       if (next === undefined || next.at > target) break;
       this.#pop();
-      this.#live.delete(next.id);
+      const fn = next.fn!;
+      next.fn = undefined;
+      this.#live -= 1;
       this.#now = next.at;
-      next.fn();
+      fn();
       await flushMicrotasks();
     }
     this.#now = target;
@@ -105,13 +119,13 @@ export class VirtualClock implements Clock {
   }
 
   #compact(): void {
-    const live = this.#heap.filter((t) => this.#live.has(t.id));
+    const live = this.#heap.filter((t) => t.fn !== undefined);
     this.#heap = [];
     for (const timer of live) this.#push(timer);
   }
 
   #dropDead(): void {
-    while (this.#heap.length > 0 && !this.#live.has(this.#heap[0]!.id)) this.#pop();
+    while (this.#heap.length > 0 && this.#heap[0]!.fn === undefined) this.#pop();
   }
 
   #less(a: Timer, b: Timer): boolean {
