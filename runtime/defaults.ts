@@ -1,3 +1,5 @@
+import type { InboundGate } from '../adapters/adapter.js';
+import type { RateLimit } from '../adapters/rate-limit.js';
 import { maxAttempts, validateRetryPolicy, type RetryPolicy } from './retry.js';
 
 /**
@@ -45,6 +47,37 @@ export interface EngineOptions {
   maxConnections: number;
   /** Longest protocol name accepted in a stream header, in bytes. @default 256 */
   maxProtocolLength: number;
+  /**
+   * Admission control: inbound connections at once, verified by the
+   * transport, handshaking or ready. More are refused with
+   * ConnectionErrorCode.ConnectionLimit; our own dials are not counted, so a
+   * fifth of `maxConnections` stays for them. Infinity: no limit. @default 800
+   */
+  maxInboundConnections: number;
+  /**
+   * Admission control: inbound connections whose handshake (the transport's
+   * and the application hello) has not finished. More are refused with
+   * ConnectionErrorCode.HandshakeLimit. Bounds what peers that connect and
+   * stall can hold. Infinity: no limit. @default 64
+   */
+  maxHandshakingConnections: number;
+  /**
+   * Admission control: new inbound connections per remote address (the IP
+   * for QUIC, the peer for the memory network), a token bucket: a burst of
+   * `connections`, refilled at `connections` per `windowMs`. More are refused
+   * with ConnectionErrorCode.RateLimited. `connections: Infinity`: no limit.
+   * @default { connections: 20, windowMs: 1_000 }
+   */
+  inboundRateLimit: RateLimit;
+  /**
+   * Admission control: the gater, asked with each inbound peer's verified id
+   * (and its address) before any of its streams is accepted; false refuses
+   * it with ConnectionErrorCode.AdmissionDenied. May return a promise, awaited
+   * at most `handshakeTimeoutMs`; throwing, rejecting or not answering in
+   * time refuses. QUIC asks it during the TLS handshake.
+   * @default undefined (every verified peer is admitted)
+   */
+  allowInbound: InboundGate | undefined;
 }
 
 export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
@@ -71,9 +104,16 @@ export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
   dialQueueLimit: 500,
   maxConnections: 1_000,
   maxProtocolLength: 256,
+  maxInboundConnections: 800,
+  maxHandshakingConnections: 64,
+  inboundRateLimit: Object.freeze({ connections: 20, windowMs: 1_000 }),
+  allowInbound: undefined,
 });
 
-export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat'>> & { heartbeat?: Partial<EngineOptions['heartbeat']> };
+export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat' | 'inboundRateLimit'>> & {
+  heartbeat?: Partial<EngineOptions['heartbeat']>;
+  inboundRateLimit?: Partial<RateLimit>;
+};
 
 function positive(name: string, value: number, allowInfinity = false): void {
   const ok = typeof value === 'number' && value > 0 && (Number.isFinite(value) || (allowInfinity && value === Infinity));
@@ -91,6 +131,7 @@ export function resolveOptions(init: EngineInit = {}): EngineOptions {
     ...DEFAULTS,
     ...init,
     heartbeat: { ...DEFAULTS.heartbeat, ...init.heartbeat },
+    inboundRateLimit: { ...DEFAULTS.inboundRateLimit, ...init.inboundRateLimit },
   };
   positive('connectTimeoutMs', options.connectTimeoutMs);
   positive('dialQueueTimeoutMs', options.dialQueueTimeoutMs);
@@ -116,6 +157,13 @@ export function resolveOptions(init: EngineInit = {}): EngineOptions {
   count('dialQueueLimit', options.dialQueueLimit, true);
   count('maxConnections', options.maxConnections, true);
   count('maxProtocolLength', options.maxProtocolLength);
+  count('maxInboundConnections', options.maxInboundConnections, true);
+  count('maxHandshakingConnections', options.maxHandshakingConnections, true);
+  count('inboundRateLimit.connections', options.inboundRateLimit.connections, true);
+  positive('inboundRateLimit.windowMs', options.inboundRateLimit.windowMs);
+  if (options.allowInbound !== undefined && typeof options.allowInbound !== 'function') {
+    throw new TypeError(`allowInbound must be a function (peerId, remoteAddress) => boolean | Promise<boolean>, got ${typeof options.allowInbound}`);
+  }
   return options;
 }
 
