@@ -99,6 +99,8 @@ export interface Connection {
   readonly localPeerId: string;
   readonly remotePeerId: string;
   readonly direction: 'inbound' | 'outbound';
+  /** The remote's transport address (QUIC: `quic://HOST:PORT`), when the transport has one. */
+  readonly remoteAddress?: string;
   /** Installs the handlers; events before this call are buffered. */
   setHandlers(handlers: ConnectionHandlers): void;
   sendControl(message: ControlMessage): void;
@@ -112,6 +114,30 @@ export interface DialOptions {
   readonly signal: AbortSignal;
 }
 
+/**
+ * The inbound gate: true admits the peer, false refuses it. A promise is
+ * awaited for at most the handshake timeout (no answer by then refuses);
+ * throwing or rejecting refuses. `remoteAddress` is the transport address the
+ * connection comes from, when the transport has one.
+ */
+export type InboundGate = (peerId: string, remoteAddress: string | undefined) => boolean | Promise<boolean>;
+
+/** Admission control the engine hands to an adapter that enforces it itself (see `Adapter.enforcesAdmission`). */
+export interface AdmissionPolicy {
+  /** Inbound connections at once: those the engine holds plus those still in the transport's handshake. */
+  readonly maxInboundConnections: number;
+  /** Inbound connections whose handshake (transport and application hello) has not finished. */
+  readonly maxHandshakingConnections: number;
+  /** New inbound connections per remote address: a token bucket of `connections`, refilled over `windowMs`. */
+  readonly inboundRateLimit: { readonly connections: number; readonly windowMs: number };
+  /** Asked with the verified peer id before the connection is handed over. */
+  readonly allowInbound: InboundGate | undefined;
+  /** Inbound connections the engine holds now: all of them, and those whose application handshake is not done. */
+  held(): { readonly inbound: number; readonly handshaking: number };
+  /** The adapter reports each connection it refused (a `ConnectionErrorCode`), for the engine's metrics. */
+  refused(code: number, remoteAddress: string | undefined): void;
+}
+
 /** The engine's timing, handed to the adapter before it listens (QUIC derives its idle timeout and keep-alive from it). */
 export interface TransportPolicy {
   readonly connectTimeoutMs: number;
@@ -123,10 +149,19 @@ export interface TransportPolicy {
   readonly maxProtocolLength: number;
   /** Inbound streams the engine accepts per connection. */
   readonly maxInboundStreams: number;
+  /** Admission control, for an adapter that enforces it (`enforcesAdmission`); the engine enforces it otherwise. */
+  readonly admission?: AdmissionPolicy;
 }
 
 export interface Adapter {
   readonly localPeerId: string;
+  /**
+   * True when the adapter applies `TransportPolicy.admission` (limits, rate,
+   * gate) itself, before it hands a connection over, so that it can refuse
+   * earlier than the engine could. The engine then only keeps count. Absent
+   * or false: the engine applies it when the connection is handed over.
+   */
+  readonly enforcesAdmission?: boolean;
   /** Optional: takes the engine's policy; called once by `engine.start()` before `listen`. */
   configure?(policy: TransportPolicy): void;
   /** Starts accepting connections; each verified inbound connection is handed over. */

@@ -18,6 +18,12 @@ export enum ConnectionErrorCode {
   HandshakeTimeout = 9,
   ConnectionLimit = 10,
   Abandoned = 11,
+  /** Admission control: the inbound gate (`allowInbound`) refused the peer. */
+  AdmissionDenied = 12,
+  /** Admission control: too many new connections from the remote's address (`inboundRateLimit`). */
+  RateLimited = 13,
+  /** Admission control: too many inbound connections still handshaking (`maxHandshakingConnections`). */
+  HandshakeLimit = 14,
 }
 
 export enum ConnectionErrorReason {
@@ -32,12 +38,28 @@ export enum ConnectionErrorReason {
   HandshakeTimeout = 'handshake timed out',
   ConnectionLimit = 'too many connections',
   Abandoned = 'connection no longer wanted',
+  AdmissionDenied = 'peer not admitted',
+  RateLimited = 'too many connections from this address',
+  HandshakeLimit = 'too many connections handshaking',
 }
 
 /** The reason text that goes with a code. */
 export function reasonFor(code: ConnectionErrorCode): ConnectionErrorReason {
   const name = ConnectionErrorCode[code] as keyof typeof ConnectionErrorReason;
   return ConnectionErrorReason[name];
+}
+
+/**
+ * The code whose reason text is `reason`, or undefined. Before the QUIC
+ * handshake completes no application code can go on the wire (RFC 9000
+ * 10.2.3), so refusals at that stage travel as a transport close whose reason
+ * phrase is the `ConnectionErrorReason` text; this maps it back.
+ */
+export function codeForReason(reason: string): ConnectionErrorCode | undefined {
+  for (const [name, text] of Object.entries(ConnectionErrorReason)) {
+    if (text === reason) return ConnectionErrorCode[name as keyof typeof ConnectionErrorCode];
+  }
+  return undefined;
 }
 
 /** Stable string codes of every error a request or a connection can end with. */

@@ -1,3 +1,5 @@
+import type { InboundGate } from '../adapters/adapter.js';
+import type { RateLimit } from '../adapters/rate-limit.js';
 import { maxAttempts, validateRetryPolicy, type RetryPolicy } from './retry.js';
 import type { ResumeOptions } from './resume/manager.js';
 
@@ -48,6 +50,37 @@ export interface EngineOptions {
   maxProtocolLength: number;
   /** Resumable streams (`openStream(..., { resumable: true })`): replay buffer, TTL, bounds. */
   resume: ResumeOptions;
+  /**
+   * Admission control: inbound connections at once, verified by the
+   * transport, handshaking or ready. More are refused with
+   * ConnectionErrorCode.ConnectionLimit; our own dials are not counted, so a
+   * fifth of `maxConnections` stays for them. Infinity: no limit. @default 800
+   */
+  maxInboundConnections: number;
+  /**
+   * Admission control: inbound connections whose handshake (the transport's
+   * and the application hello) has not finished. More are refused with
+   * ConnectionErrorCode.HandshakeLimit. Bounds what peers that connect and
+   * stall can hold. Infinity: no limit. @default 64
+   */
+  maxHandshakingConnections: number;
+  /**
+   * Admission control: new inbound connections per remote address (the IP
+   * for QUIC, the peer for the memory network), a token bucket: a burst of
+   * `connections`, refilled at `connections` per `windowMs`. More are refused
+   * with ConnectionErrorCode.RateLimited. `connections: Infinity`: no limit.
+   * @default { connections: 20, windowMs: 1_000 }
+   */
+  inboundRateLimit: RateLimit;
+  /**
+   * Admission control: the gater, asked with each inbound peer's verified id
+   * (and its address) before any of its streams is accepted; false refuses
+   * it with ConnectionErrorCode.AdmissionDenied. May return a promise, awaited
+   * at most `handshakeTimeoutMs`; throwing, rejecting or not answering in
+   * time refuses. QUIC asks it during the TLS handshake.
+   * @default undefined (every verified peer is admitted)
+   */
+  allowInbound: InboundGate | undefined;
 }
 
 export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
@@ -82,11 +115,16 @@ export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
     retry: undefined,
     ackDelayMs: 20,
   }),
+  maxInboundConnections: 800,
+  maxHandshakingConnections: 64,
+  inboundRateLimit: Object.freeze({ connections: 20, windowMs: 1_000 }),
+  allowInbound: undefined,
 });
 
-export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat' | 'resume'>> & {
+export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat' | 'resume' | 'inboundRateLimit'>> & {
   heartbeat?: Partial<EngineOptions['heartbeat']>;
   resume?: Partial<EngineOptions['resume']>;
+  inboundRateLimit?: Partial<RateLimit>;
 };
 
 function positive(name: string, value: number, allowInfinity = false): void {
@@ -106,6 +144,7 @@ export function resolveOptions(init: EngineInit = {}): EngineOptions {
     ...init,
     heartbeat: { ...DEFAULTS.heartbeat, ...init.heartbeat },
     resume: { ...DEFAULTS.resume, ...init.resume },
+    inboundRateLimit: { ...DEFAULTS.inboundRateLimit, ...init.inboundRateLimit },
   };
   positive('connectTimeoutMs', options.connectTimeoutMs);
   positive('dialQueueTimeoutMs', options.dialQueueTimeoutMs);
@@ -139,6 +178,13 @@ export function resolveOptions(init: EngineInit = {}): EngineOptions {
   if (options.resume.retry !== undefined) {
     validateRetryPolicy(options.resume.retry, 'resume.retry');
     if (options.resume.retry.strategy === 'none') throw new RangeError('resume.retry needs a backoff strategy');
+  }
+  count('maxInboundConnections', options.maxInboundConnections, true);
+  count('maxHandshakingConnections', options.maxHandshakingConnections, true);
+  count('inboundRateLimit.connections', options.inboundRateLimit.connections, true);
+  positive('inboundRateLimit.windowMs', options.inboundRateLimit.windowMs);
+  if (options.allowInbound !== undefined && typeof options.allowInbound !== 'function') {
+    throw new TypeError(`allowInbound must be a function (peerId, remoteAddress) => boolean | Promise<boolean>, got ${typeof options.allowInbound}`);
   }
   return options;
 }

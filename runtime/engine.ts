@@ -13,6 +13,7 @@ import {
 import { connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
 import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
 import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
+import { Admission, type AdmissionSnapshot } from './admission.js';
 import { systemClock, type Random } from './clock.js';
 import { SharedActorSystem, createRootActor, stopRootActor } from './actor-system.js';
 import { DialQueue } from './dial-queue.js';
@@ -141,7 +142,8 @@ export function transportErrorInfo(error: unknown, during: 'dial' | 'stream'): E
     switch (error.kind) {
       case 'refused':
       case 'unreachable':
-        return info('CONNECT_REFUSED', error.message);
+        // A refusal by admission control names its code (RateLimited, ...).
+        return info('CONNECT_REFUSED', error.message, error.closeCode);
       case 'identity-mismatch':
         return info('PEER_IDENTITY_MISMATCH', error.message, ConnectionErrorCode.IdentityMismatch);
       case 'rejected':
@@ -189,6 +191,7 @@ export class Engine {
   readonly #incoming = new Subject<StreamRequest>();
   readonly #transitions = new Subject<Transition>();
   readonly #resume: ResumeManager;
+  readonly #admission: Admission;
   #status: EngineStatus = 'idle';
   #nextRequest = 0;
   #stopping: Promise<void> | undefined;
@@ -221,6 +224,7 @@ export class Engine {
     this.#trace = trace ?? Boolean(process.env.PEERLINE_TRACE);
     this.#userInspect = inspect;
     this.#dialQueue = new DialQueue(this.options.dialConcurrency, this.options.dialQueueLimit);
+    this.#admission = new Admission(this.options, this.clock, (line, error) => this.#logger.warn(line, error));
     this.#machine = this.#provide();
     // Routing: one subscription; the registry is the grouping by peer.
     this.#incoming.subscribe((request) => this.#route(request));
@@ -280,6 +284,7 @@ export class Engine {
       heartbeatMisses: o.heartbeat.misses,
       maxProtocolLength: o.maxProtocolLength,
       maxInboundStreams: o.maxInboundStreamsPerConnection,
+      admission: this.#admission.policy,
     });
     await this.#adapter.listen((connection) => this.#guard('inbound connection', () => this.#onConnection(connection)));
     this.#status = 'running';
@@ -421,12 +426,14 @@ export class Engine {
     readonly pendingRequests: number;
     readonly dialQueue: { active: number; waiting: number };
     readonly resume: ResumeStats;
+    readonly admission: AdmissionSnapshot;
   } {
     return {
       ...this.#metrics.snapshot(),
       resume: this.#resume.stats(),
       pendingRequests: this.#pending.size,
       dialQueue: { active: this.#dialQueue.active, waiting: this.#dialQueue.waiting },
+      admission: this.#admission.snapshot(),
     };
   }
 
@@ -692,6 +699,21 @@ export class Engine {
   // ------------------------------------------------------------- transport
 
   #onConnection(connection: Connection): void {
+    if (this.#status !== 'running') return connection.close(ConnectionErrorCode.Shutdown, reasonFor(ConnectionErrorCode.Shutdown));
+    // Admission control: checked here unless the adapter already did; tracked either way.
+    const admitted = this.#admission.admit(connection, this.#adapter.enforcesAdmission !== true);
+    if (admitted === undefined) return;
+    if (admitted instanceof Promise) {
+      void admitted.then((tracked) => {
+        if (tracked !== undefined) this.#guard('inbound connection', () => this.#adopt(tracked));
+      });
+      return;
+    }
+    this.#adopt(admitted);
+  }
+
+  /** An admitted inbound connection joins its peer's machine, or a new one. */
+  #adopt(connection: Connection): void {
     const closeWith = (code: ConnectionErrorCode): void => connection.close(code, reasonFor(code));
     if (this.#status !== 'running') return closeWith(ConnectionErrorCode.Shutdown);
     const peerId = connection.remotePeerId;
@@ -701,7 +723,7 @@ export class Engine {
       entry.actor.send({ type: 'CONNECTION.INBOUND', connectionId: connection.id });
       return;
     }
-    if (this.#createEntry(peerId, 'inbound', connection) === undefined) closeWith(ConnectionErrorCode.ConnectionLimit);
+    if (this.#createEntry(peerId, 'inbound', connection) === undefined) this.#admission.refuse(connection, ConnectionErrorCode.ConnectionLimit);
   }
 
   #attach(entry: Entry, connection: Connection): void {

@@ -13,6 +13,9 @@ export {
 } from './engine.js';
 export * from './errors.js';
 export { DEFAULTS, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
+export type { AdmissionSnapshot, RefusalCode } from './admission.js';
+export type { InboundGate } from '../adapters/adapter.js';
+export type { RateLimit } from '../adapters/rate-limit.js';
 export { backoffDelay, maxAttempts, RETRY_DEFAULTS, type RetryPolicy } from './retry.js';
 export { systemClock, seededRandom, type Random } from './clock.js';
 export { DialQueue } from './dial-queue.js';

@@ -39,7 +39,8 @@ import {
   type Stream,
 } from '../adapter.js';
 import { HandlerQueue, type ConnectionEvent } from '../handler-queue.js';
-import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
+import { ConnectionErrorCode, codeForReason, reasonFor } from '../../machines/codes.js';
+import { quicAddress } from './address.js';
 import {
   ABORT_FRAME,
   ACK,
@@ -132,9 +133,44 @@ function reasonText(bytes: unknown): string {
   }
 }
 
+/** TLS alert codes as QUIC crypto errors (0x100 + alert). */
+export const CryptoError = { BadCertificate: 0x100 + 42, AccessDenied: 0x100 + 49, UserCanceled: 0x100 + 90 } as const;
+
+/** QUIC transport error CONNECTION_REFUSED (RFC 9000 20.1). */
+export const QUIC_CONNECTION_REFUSED = 0x02;
+
+/**
+ * The peerline code of a refusal by the remote before or during TLS, if it
+ * was one: TLS alert access_denied is a gate's (AdmissionDenied); a transport
+ * CONNECTION_REFUSED carries the reason text of its code (see adapter.ts).
+ */
+export function refusalCode(error: unknown): ConnectionErrorCode | undefined {
+  const data = (error as { data?: { isApp?: boolean; errorCode?: number; reason?: Uint8Array } } | undefined)?.data;
+  if (error instanceof quicErrors.ErrorQUICConnectionPeerTLS) {
+    return data?.errorCode === CryptoError.AccessDenied ? ConnectionErrorCode.AdmissionDenied : undefined;
+  }
+  if (error instanceof quicErrors.ErrorQUICConnectionPeer && data?.isApp !== true && data?.errorCode === QUIC_CONNECTION_REFUSED) {
+    return codeForReason(reasonText(data.reason));
+  }
+  return undefined;
+}
+
+/** `quic://HOST:PORT` of the remote end of a library connection (undefined if it has no usable address). */
+export function remoteAddressOf(quic: QUICConnection): string | undefined {
+  try {
+    return quicAddress(quic.remotePort, quic.remoteHost);
+  } catch {
+    return undefined;
+  }
+}
+
 /** How the end of a QUIC connection looks to peerline. */
 export function closeInfoOf(error: unknown): CloseInfo {
   const data = (error as { data?: { isApp?: boolean; errorCode?: number; reason?: Uint8Array } } | undefined)?.data;
+  const refusal = refusalCode(error);
+  if (refusal !== undefined) {
+    return { local: false, code: refusal, reason: `the remote refused the connection: ${reasonFor(refusal)}`, error: false };
+  }
   if (error instanceof quicErrors.ErrorQUICConnectionPeerTLS) {
     return {
       local: false,
@@ -177,6 +213,7 @@ export class QuicConnection implements Connection, StreamOwner {
   readonly localPeerId: string;
   readonly remotePeerId: string;
   readonly direction: 'inbound' | 'outbound';
+  readonly remoteAddress: string | undefined;
 
   readonly #host: ConnectionHost;
   readonly #quic: QUICConnection;
@@ -227,6 +264,7 @@ export class QuicConnection implements Connection, StreamOwner {
     this.localPeerId = options.host.localPeerId;
     this.remotePeerId = options.remotePeerId;
     this.direction = options.direction;
+    this.remoteAddress = remoteAddressOf(options.quic);
 
     const quic = this.#quic;
     // The adapter guards the QUICConnection (and the client) itself, from the
@@ -238,11 +276,13 @@ export class QuicConnection implements Connection, StreamOwner {
     // An error the library saw before these listeners existed.
     const early = quic.getConnectionError();
     if (early !== undefined) {
+      // A refusal before TLS finished travels as CONNECTION_REFUSED with its reason text.
+      const refused = !early.isApp && early.errorCode === QUIC_CONNECTION_REFUSED ? codeForReason(reasonText(early.reason)) : undefined;
       this.#end({
         local: false,
-        code: early.isApp ? early.errorCode : undefined,
+        code: early.isApp ? early.errorCode : refused,
         reason: reasonText(early.reason) || 'closed before it was handed over',
-        error: !early.isApp,
+        error: !early.isApp && refused === undefined,
       });
       return;
     }
@@ -250,6 +290,11 @@ export class QuicConnection implements Connection, StreamOwner {
     for (const stream of existingStreams(quic)) {
       if (stream.initiated === 'peer') this.#onPeerStream(stream);
     }
+  }
+
+  /** @internal The library connection underneath. */
+  get quic(): QUICConnection {
+    return this.#quic;
   }
 
   /** True once the connection ended, for whatever reason. */

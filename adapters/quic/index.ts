@@ -11,6 +11,7 @@
  */
 export {
   ALPN,
+  DEFAULT_RETRY_TOKEN_MS,
   DEFAULT_TRANSPORT_POLICY,
   QuicAdapter,
   createQuicAdapter,

@@ -328,7 +328,7 @@ describe('QUIC adapter', function () {
       }
     });
 
-    it('inbound: a client the gate refuses never becomes a connection, reads nothing, and ends with IdentityMismatch', async function () {
+    it('inbound: a client the gate refuses never becomes a connection, reads nothing, and ends with AdmissionDenied', async function () {
       const refused: string[] = [];
       const p = await pair({
         b: {
@@ -350,11 +350,14 @@ describe('QUIC adapter', function () {
           const r = record(outcome.connection);
           outcome.connection.sendControl({ type: 'hello', version: 1, peerId: p.a.localPeerId });
           await waitFor(() => r.closes.length === 1, 'the refusal');
-          assert.equal(r.closes[0]!.code, ConnectionErrorCode.IdentityMismatch);
-          assert.equal(r.closes[0]!.error, true);
+          assert.equal(r.closes[0]!.code, ConnectionErrorCode.AdmissionDenied);
+          assert.equal(r.closes[0]!.error, false);
           await assert.rejects(outcome.connection.openStream('x/1', { signal: new AbortController().signal }), TransportError);
         } else {
-          assert.ok(outcome.error instanceof TransportError && outcome.error.kind === 'identity-mismatch', String(outcome.error));
+          assert.ok(
+            outcome.error instanceof TransportError && outcome.error.kind === 'refused' && outcome.error.closeCode === ConnectionErrorCode.AdmissionDenied,
+            String(outcome.error),
+          );
         }
         assert.deepEqual(refused, [p.a.localPeerId]);
         assert.equal(p.inbound.length, 0);
