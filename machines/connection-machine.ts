@@ -848,6 +848,15 @@ function closedError(event: { code: number | undefined; reason: string; error: b
   if (event.code === ConnectionErrorCode.ForceClose) {
     return info('CONNECTION_FORCE_CLOSED', `remote force closed the connection: ${detail}`, ConnectionErrorCode.ForceClose);
   }
+  // Admission control on the remote: the transport came up on our side before its refusal arrived.
+  if (
+    event.code === ConnectionErrorCode.AdmissionDenied ||
+    event.code === ConnectionErrorCode.RateLimited ||
+    event.code === ConnectionErrorCode.HandshakeLimit ||
+    event.code === ConnectionErrorCode.ConnectionLimit
+  ) {
+    return info('CONNECT_REFUSED', `the remote refused the connection: ${detail}`, event.code);
+  }
   return info('CONNECTION_LOST', `connection lost: ${detail}`);
 }
 
