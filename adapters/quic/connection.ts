@@ -85,6 +85,20 @@ const EVENT_ERROR = 'EventError';
 const encoder = new TextEncoder();
 function noop(): void {}
 
+/**
+ * Writes and forgets: a failed write shows up on the stream's read side (a
+ * reset, or the connection's end). On Node 20 a write to a QUIC writable that
+ * already closed throws at once instead of rejecting (nodejs/node#57272); that
+ * is caught here too.
+ */
+function writeQuietly(writer: WritableStreamDefaultWriter<Uint8Array>, bytes: Uint8Array): Promise<void> {
+  try {
+    return writer.write(bytes).catch(noop);
+  } catch {
+    return Promise.resolve();
+  }
+}
+
 /** What a connection needs from its adapter. */
 export interface ConnectionHost {
   readonly localPeerId: string;
@@ -496,7 +510,7 @@ export class QuicConnection implements Connection, StreamOwner {
     setImmediate(() => {
       if (control.prefix !== undefined && this.#control === control) {
         control.prefix = undefined;
-        control.writer.write(Uint8Array.of(KIND_CONTROL)).catch(noop);
+        void writeQuietly(control.writer, Uint8Array.of(KIND_CONTROL));
       }
     });
   }
@@ -533,7 +547,7 @@ export class QuicConnection implements Connection, StreamOwner {
       control.prefix = undefined;
     }
     // A failed write means the stream or the connection died: the reader sees it.
-    control.writer.write(bytes).catch(noop);
+    void writeQuietly(control.writer, bytes);
   }
 
   async #readControl(control: ControlChannel, leftover: Uint8Array[]): Promise<void> {
@@ -778,7 +792,7 @@ class OpenAttempt {
     this.#writer = writer;
     this.#reader = reader;
     // A failed write shows up on the read side (reset, or the connection's end).
-    this.#headerWritten = writer.write(this.#header).catch(noop);
+    this.#headerWritten = writeQuietly(writer, this.#header);
     void this.#awaitAnswer(quic, reader, writer);
   }
 
