@@ -76,6 +76,23 @@ async function readToEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promi
   for (;;) if ((await reader.read()).done) return;
 }
 
+/** The raw acceptor: reads the bench header, answers one ACK byte, ends with a byte and the FIN, reads to the end. */
+export function ackRawStream(quic: QUICConnection, stream: QUICStream): void {
+  void (async () => {
+    const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;
+    let got = 0;
+    while (got < RAW_HEADER.length) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      got += value.length;
+    }
+    await writer.write(Uint8Array.of(0x06));
+    await endWithByte(quic, stream, writer);
+    await readToEnd(reader);
+  })().catch(() => {});
+}
+
 export interface RawServer {
   readonly port: number;
   close(): Promise<void>;
@@ -112,19 +129,7 @@ export async function rawServer(identity: QuicIdentity, options: { tuned?: boole
         untangleStream(quic, stream);
         tuneStream(stream);
       }
-      void (async () => {
-        const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
-        const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;
-        let got = 0;
-        while (got < RAW_HEADER.length) {
-          const { done, value } = await reader.read();
-          if (done) return;
-          got += value.length;
-        }
-        await writer.write(Uint8Array.of(0x06));
-        await endWithByte(quic, stream, writer);
-        await readToEnd(reader);
-      })().catch(() => {});
+      ackRawStream(quic, stream);
     });
   });
   return {

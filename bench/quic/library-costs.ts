@@ -26,7 +26,7 @@
 import { QUICClient, QUICServer, QUICSocket, events as quicEvents, type QUICConnection, type QUICStream } from '@matrixai/quic';
 import { int, numberArg, say } from '../common.js';
 import { tuneConnection, tuneStream, untangleClient, untangleServerConnection, untangleStream, type ConnectionTuning } from '../../adapters/quic/tuning.js';
-import { RAW_HEADER, benchIdentity, clientCrypto, cpuMsSince, percentile, silentLogger, sortedCopy } from './common.js';
+import { RAW_HEADER, ackRawStream, benchIdentity, clientCrypto, cpuMsSince, percentile, silentLogger, sortedCopy } from './common.js';
 import { createHmac } from 'node:crypto';
 
 const ROUNDS = numberArg('rounds', 6);
@@ -137,23 +137,8 @@ async function pair(step: Step | undefined, onStream: (quic: QUICConnection, str
   };
 }
 
-/** The acceptor of section 1: header in, one ACK byte out, end with a byte and the FIN, read to the end. */
-function ackServer(quic: QUICConnection, stream: QUICStream): void {
-  void (async () => {
-    const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
-    const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;
-    let got = 0;
-    while (got < RAW_HEADER.length) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      got += value.length;
-    }
-    await writer.write(Uint8Array.of(0x06));
-    native(quic).streamSend(stream.streamId, Uint8Array.of(0), true);
-    await writer.close();
-    await readToEnd(reader);
-  })().catch(() => {});
-}
+/** The acceptor of section 1 is the raw acceptor of common.ts. */
+const ackServer = ackRawStream;
 
 async function openOnce(p: Pair, step: Step): Promise<number> {
   const started = performance.now();
