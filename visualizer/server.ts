@@ -56,6 +56,12 @@ export interface VisualizerOptions {
   readonly host?: string;
   /** Engines whose metrics (and, if not inspected, peers) the page shows. More can be added later. */
   readonly engines?: readonly InspectableEngine[];
+  /**
+   * Display names by peer id (e.g. `{ [alice.peerId]: 'alice' }`): the page shows an engine, and
+   * every peer with that id, by its name; other ids are shortened (the full id on hover and in
+   * the selected peer's details).
+   */
+  readonly names?: Readonly<Record<string, string>>;
   /** The sink the engines were created with (`createEngine({ inspect: inspector.inspect })`). @default a new one */
   readonly inspector?: Inspector;
   /** The machine drawn. @default peerline's connection machine */
@@ -83,7 +89,8 @@ export interface Visualizer {
   readonly url: string;
   readonly port: number;
   readonly inspector: Inspector;
-  addEngine(engine: InspectableEngine): void;
+  /** Shows `engine` too; `name` is its display name (as in `names`), kept for its peer id. */
+  addEngine(engine: InspectableEngine, name?: string): void;
   removeEngine(engine: InspectableEngine): void;
   stats(): VisualizerStats;
   /** Closes every socket and the server; resolves when nothing is left open. */
@@ -117,7 +124,10 @@ export type ServerMessage =
       states: string[];
       colors: Record<string, string>;
       flushIntervalMs: number;
+      /** Display names by peer id. */
+      names: Record<string, string>;
     }
+  | { type: 'names'; names: Record<string, string> }
   | { type: 'snapshot'; peers: PeerView[]; engines: EngineView[] }
   | { type: 'update'; peers: PeerView[]; removed: string[]; timeline?: { key: string; entries: TimelineEntry[] } }
   | { type: 'timeline'; key: string; peer: PeerView | null; entries: TimelineEntry[] }
@@ -139,6 +149,11 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
+function checkName(name: unknown, what: string): string {
+  if (typeof name !== 'string' || name.trim() === '') throw new TypeError(`${what} must be a non-empty string, got ${typeof name === 'string' ? '""' : typeof name}`);
+  return name;
+}
+
 function send(ws: WebSocket, text: string): boolean {
   if (ws.readyState !== WebSocket.OPEN) return false;
   ws.send(text);
@@ -157,6 +172,9 @@ export async function startVisualizer(options: VisualizerOptions = {}): Promise<
   const machine = options.machine ?? connectionMachine;
   const title = options.title ?? 'peerline inspector';
   const engines = new Set<InspectableEngine>(options.engines ?? []);
+  if (options.names !== undefined && (options.names === null || typeof options.names !== 'object')) throw new TypeError('names must be an object of peer id -> name');
+  const names: Record<string, string> = {};
+  for (const [peerId, name] of Object.entries(options.names ?? {})) names[peerId] = checkName(name, `names[${JSON.stringify(peerId)}]`);
 
   const graph = machineGraph(machine);
   // The page shows the compact graph (labels as tooltips) and, on demand, the labelled one.
@@ -325,6 +343,7 @@ export async function startVisualizer(options: VisualizerOptions = {}): Promise<
     states: topStates,
     colors: { ...STATE_COLORS },
     flushIntervalMs,
+    names: { ...names },
   });
 
   const onPageMessage = (client: PageClient, data: RawData): void => {
@@ -500,7 +519,13 @@ export async function startVisualizer(options: VisualizerOptions = {}): Promise<
     url: `http://${urlHost}:${actualPort}/`,
     port: actualPort,
     inspector,
-    addEngine: (engine) => void engines.add(engine),
+    addEngine: (engine, name) => {
+      if (name !== undefined && names[engine.peerId] !== checkName(name, 'name')) {
+        names[engine.peerId] = name;
+        for (const client of pages.values()) sendTo(client, { type: 'names', names: { ...names } });
+      }
+      engines.add(engine);
+    },
     removeEngine: (engine) => void engines.delete(engine),
     stats: () => ({ pages: pages.size, inspectors: inspectors.size, messagesSent, flushes }),
     close: () => {

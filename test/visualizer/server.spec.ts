@@ -96,6 +96,26 @@ describe('visualizer: server', () => {
     await assert.rejects(startVisualizer({ port: viz.port }), /EADDRINUSE/);
   });
 
+  it('sends display names by peer id: given at start, and with an engine added later', async () => {
+    const { inspector, list } = await engines(['a', 'b']);
+    viz = await startVisualizer({ inspector, engines: [list[0]!], names: { a: 'alice' } });
+    const page = await connectPage(viz.url);
+    pages.push(page);
+    await page.until(() => page.messages.some((m) => m.type === 'snapshot'), 'a snapshot');
+    const hello = page.messages[0]!;
+    assert.ok(hello.type === 'hello');
+    assert.deepEqual(hello.names, { a: 'alice' });
+    viz.addEngine(list[1]!, 'bob');
+    await page.until(() => page.messages.some((m) => m.type === 'names'), 'the names');
+    assert.deepEqual(page.messages.find((m) => m.type === 'names'), { type: 'names', names: { a: 'alice', b: 'bob' } });
+    // The same name again sends nothing.
+    const sent = viz.stats().messagesSent;
+    viz.addEngine(list[1]!, 'bob');
+    assert.equal(viz.stats().messagesSent, sent);
+    assert.throws(() => viz!.addEngine(list[1]!, ''), { name: 'TypeError', message: /^name must be a non-empty string/ });
+    await assert.rejects(startVisualizer({ names: { a: 7 as unknown as string } }), { name: 'TypeError', message: /^names\["a"\] must be a non-empty string/ });
+  });
+
   it('sends a snapshot of the peers and their states, then live updates, the selected timeline and metrics', async () => {
     const { inspector, list } = await engines(['a', 'b']);
     await open(s!, 'a', 'b');
