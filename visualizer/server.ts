@@ -140,6 +140,16 @@ const PAGE_FILES: Record<string, { file: string; type: string }> = {
   '/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
 };
 
+/** The compact graph has no labels to make room for: tighter spacing draws its state names larger in the same panel. */
+const COMPACT_SPACING: Readonly<Record<string, string>> = {
+  'elk.layered.spacing.nodeNodeBetweenLayers': '28',
+  'elk.layered.spacing.edgeNodeBetweenLayers': '10',
+  'elk.layered.spacing.edgeEdgeBetweenLayers': '7',
+  'elk.spacing.nodeNode': '24',
+  'elk.spacing.edgeNode': '10',
+  'elk.spacing.edgeEdge': '7',
+};
+
 /** Bytes queued on a page's socket above which it is skipped (and resynced later). */
 const HIGH_WATER = 1 << 20;
 /** Timeline lines kept for a page between two flushes. */
@@ -178,7 +188,7 @@ export async function startVisualizer(options: VisualizerOptions = {}): Promise<
 
   const graph = machineGraph(machine);
   // The page shows the compact graph (labels as tooltips) and, on demand, the labelled one.
-  const [compact, labelled] = await Promise.all([layoutMachine(graph, { labels: false }), layoutMachine(graph)]);
+  const [compact, labelled] = await Promise.all([layoutMachine(graph, { labels: false, elk: COMPACT_SPACING }), layoutMachine(graph)]);
   const svgCompact = renderSvg(compact, { background: false, badges: true });
   const svgLabelled = renderSvg(labelled, { background: false, badges: true });
   const files = new Map<string, string>();

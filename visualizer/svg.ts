@@ -51,6 +51,19 @@ function pathOf(points: readonly Point[], radius = 6): string {
   return d;
 }
 
+/** A filled arrowhead at the last point, along the last segment: drawn, not a marker, so it takes its edge's colour. */
+function arrowHead(points: readonly Point[], length = 8, half = 3.5): string {
+  const tip = points[points.length - 1];
+  const from = points[points.length - 2];
+  if (tip === undefined || from === undefined) return '';
+  const len = Math.hypot(tip.x - from.x, tip.y - from.y) || 1;
+  const ux = (tip.x - from.x) / len;
+  const uy = (tip.y - from.y) / len;
+  const bx = tip.x - ux * length;
+  const by = tip.y - uy * length;
+  return `<path class="pl-head" d="M${r1(tip.x)},${r1(tip.y)} L${r1(bx - uy * half)},${r1(by + ux * half)} L${r1(bx + uy * half)},${r1(by - ux * half)} z"/>`;
+}
+
 function topOf(id: string, machineId: string): string {
   return id.slice(machineId.length + 1).split('.')[0] ?? '';
 }
@@ -63,19 +76,21 @@ const STYLE = `
 .pl-state.pl-region > rect.pl-box { fill: #ffffff; fill-opacity: 0.6; stroke-dasharray: 5 4; stroke-width: 1; }
 .pl-state.pl-final > rect.pl-inner { fill: none; stroke: var(--c); stroke-width: 1; }
 .pl-state text.pl-name { font-size: ${TEXT.stateSize}px; font-weight: 600; fill: #0f172a; }
-.pl-state.pl-compound > text.pl-name, .pl-state.pl-parallel > text.pl-name { fill: var(--c); }
+.pl-state.pl-compound > text.pl-name, .pl-state.pl-parallel > text.pl-name { fill: color-mix(in srgb, var(--c) 65%, #0f172a); }
 .pl-state.pl-region > text.pl-name { font-size: 12px; font-weight: 500; font-style: italic; fill: #475569; }
 .pl-state .pl-kind { font-size: 10px; font-weight: 400; fill: #64748b; }
 .pl-initial { fill: #0f172a; }
-.pl-edge path { fill: none; stroke: #64748b; stroke-width: 1.2; }
-.pl-edge.pl-init path { stroke: #0f172a; }
+/* An edge takes the colour of the state it leaves, darkened for contrast on white: bundles of edges stay apart. */
+.pl-edge { --ec: color-mix(in srgb, var(--c, #64748b) 75%, #0f172a); }
+.pl-edge path { fill: none; stroke: var(--ec); stroke-width: 1.3; }
+.pl-edge path.pl-head { fill: var(--ec); stroke: none; }
+.pl-edge.pl-init { --ec: #0f172a; }
 .pl-edge path.pl-hit { stroke: transparent; stroke-width: 10; }
-.pl-edge-label rect { fill: #ffffff; fill-opacity: 0.92; stroke: #e2e8f0; stroke-width: 0.8; }
+.pl-edge-label rect { fill: #ffffff; fill-opacity: 0.94; stroke: color-mix(in srgb, var(--ec) 45%, #ffffff); stroke-width: 0.8; }
 .pl-edge-label text { font-family: ${TEXT.labelFont}; font-size: ${TEXT.labelSize}px; fill: #1e293b; }
 .pl-edge-label text.pl-t-after { fill: #9a3412; }
 .pl-edge-label text.pl-t-always { fill: #6d28d9; }
 .pl-edge-label text.pl-t-done, .pl-edge-label text.pl-t-error { fill: #0e7490; }
-.pl-arrow { fill: #64748b; }
 .pl-badge { display: none; }
 .pl-badge circle { fill: var(--c); }
 .pl-badge text { font-size: 11px; font-weight: 700; fill: #ffffff; text-anchor: middle; }
@@ -110,14 +125,14 @@ function stateSvg(s: LaidOutState, machineId: string, badges: boolean): string {
   return `<g class="${classes.join(' ')}" data-state="${escapeXml(s.id)}" data-top="${escapeXml(top)}" style="--c:${color}">${parts.join('')}</g>`;
 }
 
-function edgeSvg(e: LaidOutEdge): string {
+function edgeSvg(e: LaidOutEdge, machineId: string): string {
   const events = [...new Set(e.transitions.map((t) => t.eventType).filter((t) => t !== ''))];
   const kinds = [...new Set(e.transitions.map((t) => t.kind))];
-  const path = `<path d="${pathOf(e.points)}" marker-end="url(#pl-arrow)"/>`;
+  const path = `<path d="${pathOf(e.points)}"/>${arrowHead(e.points)}`;
   const { shown, x, y, width, height, lines } = e.label;
   const tip = `<title>${escapeXml(lines.join('\n'))}</title>`;
   if (!shown) {
-    return `<g class="pl-edge ${kinds.map((k) => `pl-edge-${k}`).join(' ')}" data-source="${escapeXml(e.source)}" data-target="${escapeXml(e.target)}" data-events="${escapeXml(events.join(' '))}">${tip}${path}<path class="pl-hit" d="${pathOf(e.points)}"/></g>`;
+    return `<g class="pl-edge ${kinds.map((k) => `pl-edge-${k}`).join(' ')}" ${edgeAttributes(e, machineId, events)}>${tip}${path}<path class="pl-hit" d="${pathOf(e.points)}"/></g>`;
   }
   const texts = lines
     .map((line, i) => {
@@ -126,7 +141,12 @@ function edgeSvg(e: LaidOutEdge): string {
     })
     .join('');
   const label = `<g class="pl-edge-label"><rect x="${r1(x)}" y="${r1(y)}" width="${r1(width)}" height="${r1(height)}" rx="3"/>${texts}</g>`;
-  return `<g class="pl-edge ${kinds.map((k) => `pl-edge-${k}`).join(' ')}" data-source="${escapeXml(e.source)}" data-target="${escapeXml(e.target)}" data-events="${escapeXml(events.join(' '))}">${tip}${path}${label}</g>`;
+  return `<g class="pl-edge ${kinds.map((k) => `pl-edge-${k}`).join(' ')}" ${edgeAttributes(e, machineId, events)}>${tip}${path}${label}</g>`;
+}
+
+function edgeAttributes(e: LaidOutEdge, machineId: string, events: readonly string[]): string {
+  const color = colorOf(topOf(e.source, machineId));
+  return `data-source="${escapeXml(e.source)}" data-target="${escapeXml(e.target)}" data-events="${escapeXml(events.join(' '))}" style="--c:${color}"`;
 }
 
 /** The machine as an SVG document (a string). */
@@ -143,9 +163,9 @@ export function renderSvg(layout: MachineLayout, options: SvgOptions = {}): stri
     ...states.map((s) => stateSvg(s, layout.machineId, badges)),
     ...layout.initials.map(
       (i) =>
-        `<g class="pl-edge pl-init" data-initial-of="${escapeXml(i.parent)}"><path d="${pathOf(i.points)}" marker-end="url(#pl-arrow-init)"/><circle class="pl-initial" cx="${r1(i.x)}" cy="${r1(i.y)}" r="${i.r}"/></g>`,
+        `<g class="pl-edge pl-init" data-initial-of="${escapeXml(i.parent)}"><path d="${pathOf(i.points)}"/>${arrowHead(i.points, 6, 3)}<circle class="pl-initial" cx="${r1(i.x)}" cy="${r1(i.y)}" r="${i.r}"/></g>`,
     ),
-    ...layout.edges.map(edgeSvg),
+    ...layout.edges.map((e) => edgeSvg(e, layout.machineId)),
   ];
   const title = options.title === undefined ? '' : `<title>${escapeXml(options.title)}</title>`;
   const heading =
@@ -154,10 +174,6 @@ export function renderSvg(layout: MachineLayout, options: SvgOptions = {}): stri
     `<svg xmlns="http://www.w3.org/2000/svg" class="pl-machine" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" data-machine="${escapeXml(layout.machineId)}">`,
     title,
     `<style>${STYLE}</style>`,
-    '<defs>',
-    '<marker id="pl-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path class="pl-arrow" d="M0,0 L10,5 L0,10 z"/></marker>',
-    '<marker id="pl-arrow-init" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#0f172a"/></marker>',
-    '</defs>',
     background ? `<rect width="${width}" height="${height}" fill="#ffffff"/>` : '',
     heading,
     `<g transform="translate(${pad},${titleHeight + pad})">`,
