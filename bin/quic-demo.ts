@@ -11,7 +11,7 @@
  */
 import { LIVELY_TIMINGS, QuicSwarm, watchProcess } from '../test/fixtures/quic-swarm.js';
 import { seededRandom, type Random } from '../runtime/index.js';
-import { createInspector, startVisualizer, type Visualizer } from '../visualizer/index.js';
+import { agentNames, createInspector, startVisualizer, type Visualizer } from '../visualizer/index.js';
 import { formatReport, type DemoReport } from './demo.js';
 
 export interface QuicDemoOptions {
@@ -70,7 +70,7 @@ export async function runQuicDemo(options: QuicDemoOptions): Promise<QuicDemoRep
   const watch = watchProcess();
 
   const inspector = createInspector();
-  const names = Array.from({ length: options.peers }, (_, i) => `agent-${i + 1}`);
+  const names = agentNames(options.peers);
   // The partitioned pair talks only through UDP proxies, so a partition is one switch.
   const partitionPair = options.chaos && names.length >= 4 ? ([names[2]!, names[3]!] as const) : undefined;
   const inPair = (name: string): boolean => partitionPair !== undefined && partitionPair.includes(name);
@@ -83,11 +83,11 @@ export async function runQuicDemo(options: QuicDemoOptions): Promise<QuicDemoRep
     proxySeed: options.seed,
     proxied: (from, to) => inPair(from) && inPair(to),
     inspect: inspector.inspect,
-    onEngine: (_name, engine) => {
+    onEngine: (name, engine) => {
       engine.transitions$.subscribe(() => {
         report.transitions += 1;
       });
-      visualizer?.addEngine(engine);
+      visualizer?.addEngine(engine, name);
     },
   });
 
@@ -102,6 +102,7 @@ export async function runQuicDemo(options: QuicDemoOptions): Promise<QuicDemoRep
     visualizer = await startVisualizer({
       inspector,
       engines: names.map((n) => swarm.engine(n)!),
+      names: Object.fromEntries(names.map((n) => [swarm.peerId(n), n])),
       title: `peerline: ${names.length} agents over QUIC`,
       host: HOST,
       port: options.port,

@@ -35,7 +35,7 @@ export {
   type VisualizerOptions,
   type VisualizerStats,
 } from './server.js';
-export { startLiveSwarm, runInspectDemo, type LiveSwarm, type LiveSwarmOptions, type InspectDemoOptions } from './live-swarm.js';
+export { startLiveSwarm, runInspectDemo, agentNames, type LiveSwarm, type LiveSwarmOptions, type InspectDemoOptions } from './live-swarm.js';
 export {
   machineGraph,
   activeStateIds,

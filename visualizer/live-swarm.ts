@@ -5,6 +5,9 @@
  * page's test bed. The network is handed in (the in-memory one fits:
  * `new MemoryNetwork({ clock: systemClock })`), so the visualizer depends on
  * the runtime's public API only.
+ *
+ * Agents have names (alice, bob, ...) and peer ids shaped like QUIC ones (52
+ * base32 characters), so the page shows what a real swarm looks like.
  */
 import { createEngine, echo, seededRandom, sendAndReceive, type Adapter, type Engine, type EngineInit, type Random } from '../runtime/index.js';
 import { createInspector, type Inspector } from './inspector.js';
@@ -35,7 +38,7 @@ export interface LiveSwarmOptions {
   readonly seed?: number;
   /** Engine options for every agent (over the swarm's lively defaults). */
   readonly engine?: EngineInit;
-  /** Pairs (`from/to`) the random traffic leaves alone, for tests that drive them by hand. */
+  /** Pairs of agent names (`alice/bob`) the random traffic leaves alone, for tests that drive them by hand. */
   readonly quiet?: readonly string[];
 }
 
@@ -43,7 +46,14 @@ export interface LiveSwarm {
   readonly network: SwarmNetwork;
   readonly engines: readonly Engine[];
   readonly inspector: Inspector;
-  engine(agentId: string): Engine;
+  /** The agents' names, in order (`agentNames(agents)`). */
+  readonly names: readonly string[];
+  /** Display names by peer id, as `startVisualizer({ names })` takes them. */
+  readonly displayNames: Readonly<Record<string, string>>;
+  /** The peer id of the agent `name`. */
+  peerId(name: string): string;
+  /** The engine of the agent with this name or peer id. */
+  engine(agent: string): Engine;
   /** Requests answered so far, by outcome (`ok` or an error code). */
   outcomes(): Readonly<Record<string, number>>;
   /** Stops the traffic and every engine (forced: bounded by the force-close grace). */
@@ -51,6 +61,22 @@ export interface LiveSwarm {
 }
 
 const PROTOCOL = '/inspect-demo/echo/1';
+
+const NAMES = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi', 'ivan', 'judy', 'mallory', 'niaj', 'olivia', 'peggy', 'rupert', 'sybil', 'trent', 'victor', 'walter', 'yvonne'];
+
+/** Names for `count` agents: alice, bob, carol, ... then `agent-21`, `agent-22`, .... */
+export function agentNames(count: number): string[] {
+  return Array.from({ length: count }, (_, i) => NAMES[i] ?? `agent-${i + 1}`);
+}
+
+const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
+
+/** A peer id of the QUIC adapter's shape: 32 random bytes in lower-case base32, 52 characters. */
+function keyLikeId(random: Random): string {
+  // 256 bits are 51 full characters and one holding the last bit (then four zero bits).
+  const head = Array.from({ length: 51 }, () => BASE32[Math.floor(random() * 32)]).join('');
+  return head + (random() < 0.5 ? 'a' : 'q');
+}
 
 function pick<T>(items: readonly T[], random: Random): T {
   return items[Math.floor(random() * items.length)]!;
@@ -62,7 +88,10 @@ export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwa
   const inspector = options.inspector ?? createInspector();
   const random = seededRandom(options.seed ?? 7);
   const network = options.network;
-  const names = Array.from({ length: count }, (_, i) => `agent-${i + 1}`);
+  const names = agentNames(count);
+  const idRandom = seededRandom((options.seed ?? 7) + 1);
+  const ids = new Map(names.map((name) => [name, keyLikeId(idRandom)]));
+  const id = (name: string): string => ids.get(name)!;
   const quiet = new Set(options.quiet ?? []);
   const engines = new Map<string, Engine>();
   const outcomes: Record<string, number> = {};
@@ -72,7 +101,7 @@ export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwa
 
   for (const name of names) {
     const engine = createEngine({
-      adapter: network.node(name),
+      adapter: network.node(id(name)),
       random,
       inspect: inspector.inspect,
       trace: false,
@@ -87,7 +116,7 @@ export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwa
       ...options.engine,
     });
     engine.handle(PROTOCOL, echo);
-    for (const other of names) if (other !== name) engine.addPeer(other, [network.address(other)]);
+    for (const other of names) if (other !== name) engine.addPeer(id(other), [network.address(id(other))]);
     engines.set(name, engine);
   }
   await Promise.all([...engines.values()].map((e) => e.start()));
@@ -96,7 +125,7 @@ export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwa
     const engine = engines.get(from);
     if (engine === undefined || engine.status !== 'running') return;
     engine
-      .openStream(to, PROTOCOL, { timeoutMs: 3000 })
+      .openStream(id(to), PROTOCOL, { timeoutMs: 3000 })
       .then(async (stream) => {
         await sendAndReceive(stream, `hello from ${from}`);
         count1('ok');
@@ -126,10 +155,10 @@ export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwa
     if (quiet.has(`${a}/${b}`) || quiet.has(`${b}/${a}`)) return;
     const roll = random();
     const engine = engines.get(a)!;
-    if (roll < 0.4) void engine.drain(b);
-    else if (roll < 0.7) void engine.forceClose(b, 'chaos');
+    if (roll < 0.4) void engine.drain(id(b));
+    else if (roll < 0.7) void engine.forceClose(id(b), 'chaos');
     else if (healTimer === undefined && network.partition !== undefined && network.heal !== undefined) {
-      network.partition([a], [b]);
+      network.partition([id(a)], [id(b)]);
       healTimer = setTimeout(() => {
         healTimer = undefined;
         network.heal?.();
@@ -143,9 +172,16 @@ export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwa
     network,
     engines: [...engines.values()],
     inspector,
-    engine(agentId) {
-      const engine = engines.get(agentId);
-      if (engine === undefined) throw new Error(`no agent ${agentId}`);
+    names,
+    displayNames: Object.fromEntries(names.map((name) => [id(name), name])),
+    peerId(name) {
+      const peerId = ids.get(name);
+      if (peerId === undefined) throw new RangeError(`no agent named ${name}`);
+      return peerId;
+    },
+    engine(agent) {
+      const engine = engines.get(agent) ?? [...engines.values()].find((e) => e.peerId === agent);
+      if (engine === undefined) throw new RangeError(`no agent ${agent}`);
       return engine;
     },
     outcomes: () => ({ ...outcomes }),
@@ -181,6 +217,7 @@ export async function runInspectDemo(options: InspectDemoOptions): Promise<{ url
     visualizer = await startVisualizer({
       inspector,
       engines: swarm.engines,
+      names: swarm.displayNames,
       title: `peerline inspector: ${swarm.engines.length} agents`,
       ...(options.port === undefined ? {} : { port: options.port }),
       ...(options.host === undefined ? {} : { host: options.host }),

@@ -46,11 +46,11 @@ describe('QUIC demo (bin/quic-demo.ts)', function () {
     assert.deepEqual(
       report.chaos.map((step) => step.replace(/^[\d.]+s /, '')),
       [
-        'agent-1 drains its connection to agent-2',
-        'partition agent-3 | agent-4',
-        'heal partition agent-3 | agent-4',
-        'stop agent-2',
-        'restart agent-2',
+        'alice drains its connection to bob',
+        'partition carol | dave',
+        'heal partition carol | dave',
+        'stop bob',
+        'restart bob',
       ],
     );
     assert.equal(lines.filter((l) => l.startsWith('-- chaos at')).length, 5);

@@ -25,11 +25,29 @@
     stateFilter: new Set(),
     showFinished: true,
     scope: '',
+    names: new Map(), // peer id -> display name
   };
   const dirty = { list: true, rows: new Set(), summary: true, graph: true, detail: true, timeline: true, metrics: true };
   const TIMELINE_MAX = 400;
 
   const colorOf = (state) => model.colors[state] || '#64748b';
+
+  // ----------------------------------------------------------------- names
+  // Peer ids are long (52 characters over QUIC): a known id shows as its
+  // name, any other shortened to prefix…suffix; the full id is in the
+  // element's title and in the selected peer's details.
+  const shortId = (id) => (id.length <= 14 ? id : `${id.slice(0, 6)}\u2026${id.slice(-4)}`);
+  const labelOf = (id) => model.names.get(id) || shortId(id);
+  const titleOf = (id) => (model.names.has(id) ? `${model.names.get(id)}\n${id}` : id);
+  const byLabel = (a, b) => a.localeCompare(b, undefined, { numeric: true });
+
+  /** A name (or shortened id) with the full id as its tooltip. */
+  function idLabel(id, className = 'id') {
+    const span = el('span', className, labelOf(id));
+    span.title = titleOf(id);
+    if (!model.names.has(id)) span.classList.add('anon');
+    return span;
+  }
 
   // ------------------------------------------------------------- websocket
   let socket;
@@ -73,6 +91,7 @@
         model.machineId = m.machineId;
         model.states = m.states;
         model.colors = m.colors;
+        setNames(m.names);
         document.title = m.title;
         $('#title').textContent = m.title;
         dirty.summary = true;
@@ -114,14 +133,25 @@
       case 'metrics':
         setEngines(m.engines);
         break;
+      case 'names':
+        setNames(m.names);
+        break;
     }
     schedule();
   }
 
+  function setNames(names) {
+    model.names = new Map(Object.entries(names || {}));
+    dirty.list = dirty.summary = dirty.graph = dirty.detail = dirty.metrics = true;
+  }
+
   function setEngines(list) {
+    const before = [...model.engines.keys()].join('\n');
     model.engines = new Map(list.map((e) => [e.id, e]));
     dirty.metrics = true;
-    dirty.list = true;
+    dirty.summary = true;
+    // The list changes with the set of engines, or with the peers of an engine the inspector does not see.
+    if (before !== list.map((e) => e.id).join('\n') || list.some((e) => e.peers)) dirty.list = true;
   }
 
   function appendTimeline(entries) {
@@ -149,11 +179,12 @@
     else if (dirty.rows.size > 0) for (const key of dirty.rows) renderRow(key);
     dirty.list = false;
     dirty.rows.clear();
-    if (dirty.summary) renderSummary();
+    if (dirty.metrics) renderMetrics();
+    // After the list and the tables it fills in.
+    if (dirty.summary || dirty.metrics) renderSummary();
     if (dirty.graph) renderGraph();
     if (dirty.detail) renderDetail();
     if (dirty.timeline) renderTimeline();
-    if (dirty.metrics) renderMetrics();
     dirty.summary = dirty.graph = dirty.detail = dirty.timeline = dirty.metrics = false;
   }
 
@@ -179,7 +210,8 @@
     if (model.stateFilter.size > 0 && !model.stateFilter.has(peer.status === 'active' ? peer.state : 'closed')) return false;
     if (model.filter === '') return true;
     const f = model.filter;
-    return peer.peerId.toLowerCase().includes(f) || peer.engineId.toLowerCase().includes(f) || peer.state.toLowerCase().includes(f);
+    const matches = (id) => id.toLowerCase().includes(f) || (model.names.get(id) || '').toLowerCase().includes(f);
+    return matches(peer.peerId) || matches(peer.engineId) || peer.state.toLowerCase().includes(f);
   }
 
   function describeValue(value) {
@@ -234,8 +266,11 @@
     li.style.setProperty('--c', colorOf(peer.state));
     li.classList.toggle('finished', peer.status !== 'active');
     li.setAttribute('aria-selected', String(peer.key === model.selected));
-    li.children[1].textContent = peer.peerId;
-    li.children[1].title = peer.key;
+    const pid = li.children[1];
+    const named = model.names.get(peer.peerId);
+    pid.replaceChildren(el('span', named ? 'name' : 'id anon', named || shortId(peer.peerId)));
+    if (named) pid.append(el('span', 'id anon', shortId(peer.peerId)));
+    pid.title = `${titleOf(peer.peerId)}\nseen by ${labelOf(peer.engineId)}`;
     li.children[2].textContent = peer.state;
     li.children[2].style.color = colorOf(peer.state);
     li.children[3].textContent = metaOf(peer);
@@ -257,7 +292,8 @@
     fillRow(li, peer);
   }
 
-  const byPeer = (a, b) => a.peerId.localeCompare(b.peerId, undefined, { numeric: true });
+  const byPeer = (a, b) => byLabel(labelOf(a.peerId), labelOf(b.peerId)) || byLabel(a.peerId, b.peerId);
+  const heads = new Map(); // engine id -> the count span of its heading
 
   function renderList() {
     const list = $('#peer-list');
@@ -271,16 +307,20 @@
     const fragment = document.createDocumentFragment();
     const used = new Set();
     let shown = 0;
-    const engineIds = [...groups.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    heads.clear();
+    const engineIds = [...groups.keys()].sort((a, b) => byLabel(labelOf(a), labelOf(b)));
     for (const engineId of engineIds) {
       const all = groups.get(engineId);
       const members = all.filter(visible).sort(byPeer);
       const section = el('section', 'engine');
       section.dataset.engine = engineId;
       const h3 = el('h3');
-      const engine = model.engines.get(engineId);
-      const active = all.filter((p) => p.status === 'active').length;
-      h3.append(el('span', '', engineId), el('span', 'muted', `${active} active${engine ? ` · ${engine.status}` : ''}`));
+      h3.title = titleOf(engineId);
+      const count = el('span', 'count muted');
+      heads.set(engineId, count);
+      h3.append(idLabel(engineId, 'name'));
+      if (model.names.has(engineId)) h3.append(el('span', 'id anon', shortId(engineId)));
+      h3.append(count);
       const ul = el('ul');
       for (const peer of members) {
         const li = rows.get(peer.key) || makeRow(peer);
@@ -294,22 +334,38 @@
       fragment.append(section);
     }
     for (const key of [...rows.keys()]) if (!used.has(key)) rows.delete(key);
+    // Rebuilding must not move what the reader is looking at.
+    const scrollTop = list.scrollTop;
     list.replaceChildren(fragment);
+    list.scrollTop = scrollTop;
     if (peers.length === 0) list.append(el('div', 'empty', 'No peer machines yet.'));
     $('#peer-count').textContent = `${shown} of ${peers.length} peer machines`;
+    dirty.summary = true;
+  }
+
+  /**
+   * Peer machines by state, from the peers the list shows: the header's
+   * chips, the metrics bars, the engines' headings and their table all count
+   * with this, in the same frame, so they always agree. Finished machines
+   * (kept for viewing) count as `closed`. `engineId` limits it to one engine.
+   */
+  function census(engineId) {
+    const counts = new Map();
+    for (const state of model.states) if (state !== 'start') counts.set(state, 0);
+    const byEngine = new Map();
+    for (const peer of allPeers()) {
+      if (engineId !== undefined && peer.engineId !== engineId) continue;
+      const state = peer.status === 'active' ? peer.state : 'closed';
+      counts.set(state, (counts.get(state) || 0) + 1);
+      if (peer.status === 'active') byEngine.set(peer.engineId, (byEngine.get(peer.engineId) || 0) + 1);
+    }
+    return { counts, live: byEngine };
   }
 
   function renderSummary() {
-    const counts = new Map(model.states.map((s) => [s, 0]));
-    let finished = 0;
-    for (const peer of allPeers()) {
-      if (peer.status !== 'active') finished += 1;
-      else counts.set(peer.state, (counts.get(peer.state) || 0) + 1);
-    }
+    const { counts, live } = census();
     const chips = [];
-    for (const [state, n] of counts) {
-      if (state === 'start') continue;
-      const count = state === 'closed' ? n + finished : n;
+    for (const [state, count] of counts) {
       const chip = el('button', 'chip');
       chip.type = 'button';
       chip.dataset.state = state;
@@ -332,7 +388,35 @@
       const n = counts.get(badge.dataset.badge) || 0;
       badge.classList.toggle('on', n > 0);
       badge.querySelector('text').textContent = String(n);
+      // Three digits and more need a wider disc.
+      badge.querySelector('circle').setAttribute('r', String(n >= 100 ? 8 + 3.4 * String(n).length : 11));
     }
+    for (const [engineId, span] of heads) {
+      const engine = model.engines.get(engineId);
+      span.textContent = `${live.get(engineId) || 0} active${engine ? ` · ${engine.status}` : ''}`;
+    }
+    for (const tr of document.querySelectorAll('#engines tbody tr')) {
+      tr.children[2].textContent = String(live.get(tr.dataset.engine) || 0);
+    }
+    renderBars(model.scope === '' ? counts : census(model.scope).counts);
+  }
+
+  function renderBars(counts) {
+    const max = Math.max(1, ...counts.values());
+    const cells = [];
+    for (const [state, n] of counts) {
+      const bar = el('div', 'bar');
+      bar.style.setProperty('--c', colorOf(state));
+      bar.style.width = `${(n / max) * 100}%`;
+      const wrap = el('div');
+      wrap.append(bar);
+      const label = el('span', 'state', state);
+      label.style.color = colorOf(state);
+      const num = el('span', 'n', String(n));
+      num.dataset.state = state;
+      cells.push(label, wrap, num);
+    }
+    $('#state-bars').replaceChildren(...cells);
   }
 
   // ----------------------------------------------------------------- graph
@@ -357,7 +441,8 @@
     svg.removeAttribute('height');
     svg.setAttribute('preserveAspectRatio', 'xMidYMid meet');
     graphEl.replaceChildren(svg);
-    fit();
+    if (labels) readable();
+    else fit();
     dirty.graph = true;
     dirty.summary = true;
     schedule();
@@ -370,6 +455,40 @@
   function fit() {
     const pad = 10;
     view = { x: full.x - pad, y: full.y - pad, w: full.w + pad * 2, h: full.h + pad * 2 };
+    applyView();
+  }
+
+  /** Smallest size (px) transition labels are shown at when the labelled graph opens. */
+  const READABLE_PX = 10;
+
+  /**
+   * The whole drawing if its transition labels read at that size; otherwise
+   * zoomed until they do, around the selected peer's state (or the top): the
+   * rest is a drag away, and Fit shows all of it.
+   */
+  function readable() {
+    fit();
+    const text = svg && svg.querySelector('.pl-edge-label text');
+    const rect = graphEl.getBoundingClientRect();
+    if (!text || rect.width === 0 || rect.height === 0) return;
+    const fontSize = parseFloat(getComputedStyle(text).fontSize) || 11;
+    const scale = Math.min(rect.width / view.w, rect.height / view.h);
+    const wanted = READABLE_PX / fontSize;
+    if (scale >= wanted) return;
+    const w = rect.width / wanted;
+    const h = rect.height / wanted;
+    const peer = model.selected === undefined ? undefined : model.peers.get(model.selected);
+    const ids = peer ? activeIds(peer.value) : [];
+    // The innermost active state drawn; its centre goes to the middle.
+    let focus;
+    for (const id of ids.reverse()) {
+      focus = svg.querySelector(`.pl-state[data-state="${CSS.escape(id)}"] > rect.pl-box`);
+      if (focus) break;
+    }
+    const box = focus ? focus.getBBox() : { x: full.x + full.w / 2, y: full.y + h / 2, width: 0, height: 0 };
+    const cx = Math.min(Math.max(box.x + box.width / 2, full.x + w / 2), full.x + full.w - w / 2);
+    const cy = Math.min(Math.max(box.y + box.height / 2, full.y + h / 2), full.y + full.h - h / 2);
+    view = { x: cx - w / 2, y: cy - h / 2, w, h };
     applyView();
   }
 
@@ -462,13 +581,21 @@
     for (const edge of svg.querySelectorAll('.pl-edge[data-source]')) edge.classList.toggle('pl-last', taken.has(edge));
     const caption = $('#graph-caption');
     if (peer) {
-      caption.replaceChildren(el('b', '', peer.key), document.createTextNode(` · ${describeValue(peer.value)}`));
+      caption.replaceChildren(pairOf(peer), document.createTextNode(` · ${describeValue(peer.value)}`));
+      caption.title = `${peer.key}\n${describeValue(peer.value)}`;
     } else {
       caption.textContent = 'Select a peer to see its state';
     }
   }
 
   // ---------------------------------------------------------------- detail
+  /** `engine → peer`, by name or shortened id. */
+  function pairOf(peer) {
+    const b = el('b', 'pair');
+    b.append(idLabel(peer.engineId), el('span', 'arrow', ' \u2192 '), idLabel(peer.peerId));
+    return b;
+  }
+
   function select(key) {
     if (model.selected === key) return;
     const old = rows.get(model.selected);
@@ -488,19 +615,35 @@
     const peer = model.selected === undefined ? undefined : model.peers.get(model.selected);
     if (!peer) {
       box.className = 'muted';
-      box.textContent = model.selected === undefined ? 'No peer selected.' : `${model.selected}: no longer inspected.`;
+      const [engineId, ...rest] = (model.selected || '').split('/');
+      box.textContent = model.selected === undefined ? 'No peer selected.' : `${labelOf(engineId)} \u2192 ${labelOf(rest.join('/'))}: no longer inspected.`;
       return;
     }
     box.className = '';
     const title = el('div', 'peer-title');
     const badge = el('span', 'badge', peer.state);
     badge.style.setProperty('--c', colorOf(peer.state));
-    title.append(badge, el('span', '', peer.key));
-    const dl = el('dl', 'kvgrid');
+    title.append(badge, pairOf(peer));
+    // Long values (the full ids, for copying) on rows of their own; short ones two pairs a row.
+    const ids = el('dl', 'ids');
     const d = peer.details || {};
+    const wide = [
+      ['peer', peer.peerId, model.names.get(peer.peerId)],
+      ['engine', peer.engineId, model.names.get(peer.engineId)],
+      ['state', describeValue(peer.value)],
+      ['last event', peer.lastEvent && prettyEvent(peer.lastEvent)],
+      ['last error', d.lastError],
+      ['ending', d.ending],
+    ];
+    for (const [k, v, name] of wide) {
+      if (v === undefined || v === null || v === '') continue;
+      const dd = el('dd', k === 'peer' || k === 'engine' ? 'id' : '', String(v));
+      dd.dataset.field = k;
+      ids.append(el('dt', '', name ? `${k} ${name}` : k), dd);
+    }
+    const dl = el('dl', 'kvgrid');
     const pairs = [
       ['status', peer.status],
-      ['state', describeValue(peer.value)],
       ['direction', d.direction],
       ['pinned', d.pinned],
       ['attempts', d.attempts],
@@ -508,20 +651,17 @@
       ['queued', d.queued],
       ['opening', d.opening],
       ['leases', d.leases],
-      ['last error', d.lastError],
-      ['ending', d.ending],
       ['connection', d.connectionId],
       ['machine', peer.sessionId],
       ['steps', peer.steps],
-      ['last event', peer.lastEvent],
     ];
     for (const [k, v] of pairs) {
       if (v === undefined || v === null || v === '') continue;
       const dd = el('dd', '', String(v));
-      dd.title = String(v);
+      dd.dataset.field = k;
       dl.append(el('dt', '', k), dd);
     }
-    box.replaceChildren(title, dl);
+    box.replaceChildren(title, ids, dl);
   }
 
   function prettyEvent(type) {
@@ -562,11 +702,10 @@
 
   // --------------------------------------------------------------- metrics
   function sumMetrics(list) {
-    const total = { peers: {}, requests: { total: 0, opened: 0, leases: 0, failed: 0, aborted: 0, failedByCode: {} }, dials: { started: 0, failed: 0 }, retries: 0, transitions: 0, internalErrors: 0, pendingRequests: 0, rtt: [], resume: { live: 0, suspended: 0, resumes: 0, closed: 0, failed: 0, badProofs: 0, bufferedBytes: 0 } };
+    const total = { requests: { total: 0, opened: 0, leases: 0, failed: 0, aborted: 0, failedByCode: {} }, dials: { started: 0, failed: 0 }, retries: 0, transitions: 0, internalErrors: 0, pendingRequests: 0, rtt: [], resume: { live: 0, suspended: 0, resumes: 0, closed: 0, failed: 0, badProofs: 0, bufferedBytes: 0 } };
     for (const engine of list) {
       const m = engine.metrics;
       if (!m) continue;
-      for (const [state, n] of Object.entries(m.peers || {})) total.peers[state] = (total.peers[state] || 0) + n;
       const r = m.requests || {};
       for (const k of ['total', 'opened', 'leases', 'failed', 'aborted']) total.requests[k] += r[k] || 0;
       for (const [code, n] of Object.entries(r.failedByCode || {})) total.requests.failedByCode[code] = (total.requests.failedByCode[code] || 0) + n;
@@ -586,6 +725,12 @@
     return total;
   }
 
+  function cell(child) {
+    const td = el('td');
+    td.append(child);
+    return td;
+  }
+
   function kvTable(table, caption, pairs) {
     const rowsOut = pairs.map(([k, v]) => {
       const tr = el('tr');
@@ -599,12 +744,13 @@
 
   function renderMetrics() {
     const scopeSelect = $('#scope');
-    const ids = [...model.engines.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    const ids = [...model.engines.keys()].sort((a, b) => byLabel(labelOf(a), labelOf(b)));
     const options = ['', ...ids];
-    if (scopeSelect.options.length !== options.length || options.some((id, i) => scopeSelect.options[i].value !== id)) {
+    if (scopeSelect.options.length !== options.length || options.some((id, i) => scopeSelect.options[i].value !== id || scopeSelect.options[i].textContent !== (id === '' ? 'all engines' : labelOf(id)))) {
       scopeSelect.replaceChildren(...options.map((id) => {
-        const option = el('option', '', id === '' ? 'all engines' : id);
+        const option = el('option', '', id === '' ? 'all engines' : labelOf(id));
         option.value = id;
+        option.title = id === '' ? '' : titleOf(id);
         return option;
       }));
       if (!model.engines.has(model.scope)) model.scope = '';
@@ -612,24 +758,6 @@
     }
     const scoped = [...model.engines.values()].filter((e) => model.scope === '' || e.id === model.scope);
     const total = sumMetrics(scoped);
-    const bars = $('#state-bars');
-    const states = model.states.filter((s) => s !== 'start');
-    const max = Math.max(1, ...states.map((s) => total.peers[s] || 0));
-    const cells = [];
-    for (const state of states) {
-      const n = total.peers[state] || 0;
-      const bar = el('div', 'bar');
-      bar.style.setProperty('--c', colorOf(state));
-      bar.style.width = `${(n / max) * 100}%`;
-      const wrap = el('div');
-      wrap.append(bar);
-      const label = el('span', '', state);
-      label.style.color = colorOf(state);
-      const num = el('span', 'n', String(n));
-      num.dataset.state = state;
-      cells.push(label, wrap, num);
-    }
-    bars.replaceChildren(...cells);
     const r = total.requests;
     kvTable($('#requests'), 'requests', [
       ['total', r.total],
@@ -664,7 +792,9 @@
         tr.dataset.session = x.sessionId;
         const state = el('td', '', x.state);
         state.style.color = x.state.startsWith('suspended') ? colorOf('errored') : x.state === 'open' ? colorOf('ready') : '';
-        tr.append(el('td', '', engine.id), el('td', '', x.peerId), el('td', '', `${x.sessionId.slice(0, 8)} (${x.role})`), state, el('td', '', String(x.resumes)), el('td', '', String(x.buffered)));
+        const session = el('td', '', `${x.sessionId.slice(0, 8)} (${x.role})`);
+        session.title = x.sessionId;
+        tr.append(cell(idLabel(engine.id)), cell(idLabel(x.peerId)), session, state, el('td', '', String(x.resumes)), el('td', '', String(x.buffered)));
         sessionRows.push(tr);
       }
     }
@@ -674,13 +804,13 @@
       ...ids.map((id) => {
         const engine = model.engines.get(id);
         const m = engine.metrics;
-        const peers = m ? Object.values(m.peers || {}).reduce((a, b) => a + b, 0) : '-';
         const tr = el('tr');
         tr.dataset.engine = id;
         tr.append(
-          el('td', '', id),
+          cell(idLabel(id)),
           el('td', '', engine.status),
-          el('td', '', String(peers)),
+          el('td', '', ''), // live peers: filled in by renderSummary, from the census
+
           el('td', '', m ? String(m.requests.opened) : '-'),
           el('td', '', m ? String(m.requests.failed) : '-'),
         );
@@ -703,6 +833,7 @@
   $('#scope').addEventListener('change', (e) => {
     model.scope = e.target.value;
     dirty.metrics = true;
+    dirty.summary = true;
     schedule();
   });
   window.addEventListener('resize', () => applyView());
