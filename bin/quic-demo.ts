@@ -9,7 +9,7 @@
  * The inspector page watches the whole swarm; a progress line shows it in the
  * terminal; a report closes the run.
  */
-import { LIVELY_TIMINGS, QuicSwarm, watchProcess } from '../test/fixtures/quic-swarm.js';
+import { LIVELY_TIMINGS, QuicSwarm, watchProcess } from './quic-swarm.js';
 import { seededRandom, type Random } from '../runtime/index.js';
 import { createInspector, startVisualizer, type Visualizer } from '../visualizer/index.js';
 import { formatReport, type DemoReport } from './demo.js';
