@@ -50,7 +50,8 @@ export class StreamEnd implements Stream {
   #pull: (() => void) | undefined;
 
   // Write direction.
-  #wc!: WritableStreamDefaultController;
+  /** Node's controller has `signal` (WHATWG streams); @types/node does not declare it. */
+  #wc!: WritableStreamDefaultController & { readonly signal: AbortSignal };
   #writeDone = false;
   #writeError: unknown;
   #outstanding = 0;
@@ -83,7 +84,7 @@ export class StreamEnd implements Stream {
     );
     this.writable = new WritableStream<Uint8Array>({
       start: (controller) => {
-        this.#wc = controller;
+        this.#wc = controller as WritableStreamDefaultController & { readonly signal: AbortSignal };
       },
       write: (chunk) => this.#write(chunk),
       close: () => this.#onWritableClose(),

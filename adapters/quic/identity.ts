@@ -18,7 +18,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, we
 import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+x509.cryptoProvider.set(webcrypto as unknown as ReturnType<typeof x509.cryptoProvider.get>);
 
 export interface QuicIdentity {
   /** base32 (RFC 4648, lower case, unpadded) of the raw 32-byte Ed25519 public key. */
@@ -155,7 +155,7 @@ async function issueCertificate(privateKey: KeyObject, peerId: string): Promise<
   const keys = {
     privateKey: await subtle.importKey('pkcs8', pkcs8, { name: 'Ed25519' }, false, ['sign']),
     publicKey: await subtle.importKey('spki', spki, { name: 'Ed25519' }, true, ['verify']),
-  } as unknown as CryptoKeyPair;
+  } as unknown as webcrypto.CryptoKeyPair;
   const serial = randomBytes(16);
   serial[0] = serial[0]! & 0x7f; // a positive serial number
   const now = Date.now();
