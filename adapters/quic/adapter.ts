@@ -68,6 +68,7 @@ import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
 import { parseQuicAddress, quicAddress } from './address.js';
 import { CryptoError, QUIC_CONNECTION_REFUSED, QuicConnection, refusalCode, remoteAddressOf, type ConnectionHost } from './connection.js';
 import { checkIdentity, peerIdFromCertificate, type QuicIdentity } from './identity.js';
+import { validateQuicAdapterOptions } from './options.js';
 import { codeToReason, reasonToCode } from './stream.js';
 import { tuneConnection, untangleClient, untangleServerConnection } from './tuning.js';
 
@@ -980,5 +981,6 @@ export class QuicAdapter implements Adapter {
 
 /** Creates a QUIC adapter: `createQuicAdapter({ identity, host?, port?, logger?, allowInbound? })`. */
 export function createQuicAdapter(options: QuicAdapterOptions): QuicAdapter {
+  validateQuicAdapterOptions(options);
   return new QuicAdapter(options);
 }

@@ -92,7 +92,7 @@ describe('visualizer: server', () => {
     });
     foreign.terminate();
     assert.equal(refused, '403');
-    await assert.rejects(startVisualizer({ host: '0.0.0.0' }), RangeError);
+    await assert.rejects(startVisualizer({ host: '0.0.0.0' }), (e: unknown) => e instanceof TypeError && (e as { code?: string }).code === 'ERR_INVALID_ARG_VALUE' && /options.host/.test(e.message));
     await assert.rejects(startVisualizer({ port: viz.port }), /EADDRINUSE/);
   });
 
