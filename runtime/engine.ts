@@ -333,10 +333,10 @@ export class Engine {
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.#starting !== undefined) return this.#starting;
-    if (this.#status !== 'idle') {
+    if (this.#status === 'stopping' || this.#status === 'stopped') {
       return Promise.reject(new PeerlineError('ENGINE_STOPPED', 'an engine cannot be started again after stop()'));
     }
+    if (this.#starting !== undefined) return this.#starting;
     this.#starting = this.#start(signal);
     return this.#starting;
   }

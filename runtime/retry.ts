@@ -1,4 +1,4 @@
-import { checkObject, checkOneOf, checkOptionalNumber, NON_NEGATIVE } from '../adapters/arguments.js';
+import { checkFunction, checkNumber, checkObject, checkOneOf, checkOptionalNumber, NON_NEGATIVE } from '../adapters/arguments.js';
 import type { Random } from './clock.js';
 
 /**
@@ -38,12 +38,16 @@ export const RETRY_DEFAULTS = {
 
 /** Total dial attempts the policy allows, the first one included. */
 export function maxAttempts(policy: RetryPolicy): number {
+  checkObject('policy', policy);
   if (policy.strategy === 'none') return 1;
   return policy.maxAttempts ?? RETRY_DEFAULTS.maxAttempts;
 }
 
 /** The delay before the next attempt, after `failures` consecutive failures (1 or more). */
 export function backoffDelay(policy: RetryPolicy, failures: number, random: Random): number {
+  checkObject('policy', policy);
+  checkNumber('failures', failures, NON_NEGATIVE);
+  checkFunction('random', random);
   const n = Math.max(1, Math.floor(failures));
   let base: number;
   let jitter: number;
