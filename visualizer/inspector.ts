@@ -680,6 +680,10 @@ export class Inspector {
 
 /** A snapshot event as a timeline line. `previous`: the JSON of the state value before it. */
 export function toTimelineEntry(event: StatelySnapshotEvent, previous: string | undefined): TimelineEntry {
+  checkObject('event', event);
+  checkObject('event.snapshot', event.snapshot);
+  checkObject('event.event', event.event);
+  checkOptionalString('previous', previous);
   const value = event.snapshot.value ?? null;
   return {
     at: Number(event.createdAt),

@@ -125,6 +125,7 @@ const CHECKED_LIMIT = 4096;
  * about 0.3 ms); the validity window is checked again on every call.
  */
 export function peerIdFromCertificate(der: Uint8Array, now: number = Date.now()): string {
+  if (!(der instanceof Uint8Array)) throw invalidType('der', 'a Uint8Array (a DER certificate)', der);
   const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64');
   let entry = checked.get(key);
   if (entry === undefined) {

@@ -11,6 +11,7 @@ import {
   PORT,
   POSITIVE,
 } from '../arguments.js';
+import type { TransportPolicy } from '../adapter.js';
 import type { QuicAdapterOptions } from './adapter.js';
 
 /**
@@ -35,4 +36,12 @@ export function validateQuicAdapterOptions(options: QuicAdapterOptions): void {
   if (options.retryTokenMs !== undefined) checkNumber('options.retryTokenMs', options.retryTokenMs, POSITIVE);
   if (options.quicConfig !== undefined) checkObject('options.quicConfig', options.quicConfig);
   checkBoolean('options.tuning', options.tuning);
+}
+
+/** Checks the heartbeat fields `quicTimings` reads from a transport policy. */
+export function validateTransportPolicy(policy: TransportPolicy): void {
+  checkObject('policy', policy);
+  checkNumber('policy.heartbeatIntervalMs', policy.heartbeatIntervalMs, POSITIVE);
+  checkNumber('policy.heartbeatTimeoutMs', policy.heartbeatTimeoutMs, POSITIVE);
+  checkNumber('policy.heartbeatMisses', policy.heartbeatMisses, { min: 1, integer: true });
 }
