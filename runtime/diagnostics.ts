@@ -30,6 +30,7 @@ export const CHANNELS = Object.freeze({
   requestError: 'peerline:request:error',
   dial: 'peerline:dial',
   admissionRefused: 'peerline:admission:refused',
+  heartbeat: 'peerline:heartbeat',
 } as const);
 
 /** `peerline:transition`: a peer's machine changed top-level state. */
@@ -121,6 +122,14 @@ export interface AdmissionRefusedMessage {
   readonly at: number;
 }
 
+/** `peerline:heartbeat`: a pong answered our ping; the round trip, as `metrics().histograms.heartbeatRttMs` records it. */
+export interface HeartbeatMessage {
+  readonly localPeerId: string;
+  readonly peerId: string;
+  readonly rttMs: number;
+  readonly at: number;
+}
+
 /** The channels themselves; publish only after checking `hasSubscribers`. */
 export const diagnostics = {
   transition: channel(CHANNELS.transition),
@@ -128,4 +137,5 @@ export const diagnostics = {
   requestError: channel(CHANNELS.requestError),
   dial: channel(CHANNELS.dial),
   admissionRefused: channel(CHANNELS.admissionRefused),
+  heartbeat: channel(CHANNELS.heartbeat),
 };

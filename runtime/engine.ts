@@ -944,8 +944,11 @@ export class Engine {
       case 'pong':
         if (typeof m.seq !== 'number') break;
         if (m.type === 'pong' && entry.pingSentAt !== undefined) {
-          this.#metrics.rtt(this.clock.now() - entry.pingSentAt);
+          const at = this.clock.now();
+          const rttMs = at - entry.pingSentAt;
+          this.#metrics.rtt(rttMs);
           entry.pingSentAt = undefined;
+          if (diagnostics.heartbeat.hasSubscribers) diagnostics.heartbeat.publish({ localPeerId: this.peerId, peerId: entry.peerId, rttMs, at });
         }
         entry.actor.send({ type: m.type === 'ping' ? 'CONTROL.PING' : 'CONTROL.PONG', connectionId, seq: m.seq });
         return;

@@ -21,6 +21,7 @@ export {
   CHANNELS,
   type AdmissionRefusedMessage,
   type DialMessage,
+  type HeartbeatMessage,
   type RequestErrorMessage,
   type StreamOpenMessage,
   type TransitionMessage,

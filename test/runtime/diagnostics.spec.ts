@@ -6,6 +6,7 @@ import {
   PeerlineError,
   type AdmissionRefusedMessage,
   type DialMessage,
+  type HeartbeatMessage,
   type RequestErrorMessage,
   type StreamOpenMessage,
   type TransitionMessage,
@@ -18,7 +19,7 @@ function listen(): {
   readonly messages: { [K in keyof typeof CHANNELS]: unknown[] };
   stop(): void;
 } {
-  const messages = { transition: [], streamOpen: [], requestError: [], dial: [], admissionRefused: [] } as {
+  const messages = { transition: [], streamOpen: [], requestError: [], dial: [], admissionRefused: [], heartbeat: [] } as {
     [K in keyof typeof CHANNELS]: unknown[];
   };
   const handlers = (Object.keys(CHANNELS) as (keyof typeof CHANNELS)[]).map((key) => {
@@ -127,6 +128,23 @@ describe('diagnostics channels', () => {
       at: undefined,
     });
     assert.equal(gated.metrics().admission.refusedByCode.AdmissionDenied, 1);
+  });
+
+  it('publishes each heartbeat round trip, as the RTT histogram records it', async () => {
+    s = await swarm({ latencyMs: 3, defaults: { heartbeat: { intervalMs: 1_000, timeoutMs: 500, misses: 3 }, idleTimeoutMs: Infinity } });
+    listener = listen();
+    const a = await s.add('a');
+    const b = await s.add('b');
+    b.handle('/echo', echo);
+    a.addPeer('b', [s.network.address('b')]);
+    const opening = a.openStream('b', '/echo');
+    await s.until(opening);
+    (await opening).close();
+    await s.advance(3_500);
+    const beats = (listener.messages.heartbeat as HeartbeatMessage[]).filter((m) => m.localPeerId === 'a');
+    assert.equal(beats.length, a.metrics().heartbeat.samples);
+    assert.ok(beats.length >= 3);
+    assert.ok(beats.every((m) => m.peerId === 'b' && m.rttMs === 6), 'a round trip is two hops of 3 ms');
   });
 
   it('builds and publishes nothing while nobody subscribes', async () => {
