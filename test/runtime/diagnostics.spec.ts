@@ -12,6 +12,7 @@ import {
   type TransitionMessage,
 } from '../../runtime/index.js';
 import { diagnostics } from '../../runtime/diagnostics.js';
+import { echoPair } from '../fixtures/pair.js';
 import { echo, swarm, type Swarm } from '../fixtures/swarm.js';
 
 /** Subscribes to every peerline channel; `stop()` unsubscribes. */
@@ -49,13 +50,7 @@ describe('diagnostics channels', () => {
   it('publishes transitions, stream opens (ok and failed, with code and duration), request errors and dials', async () => {
     s = await swarm({ latencyMs: 2 });
     listener = listen();
-    const a = await s.add('a');
-    const b = await s.add('b');
-    b.handle('/echo', echo);
-    a.addPeer('b', [s.network.address('b')]);
-    const opening = a.openStream('b', '/echo');
-    await s.until(opening);
-    (await opening).close();
+    const { a } = await echoPair(s);
     const refused = a.openStream('b', '/missing').catch((e: PeerlineError) => e.code);
     await s.until(refused);
     assert.equal(await refused, 'STREAM_REJECTED');
@@ -133,13 +128,7 @@ describe('diagnostics channels', () => {
   it('publishes each heartbeat round trip, as the RTT histogram records it', async () => {
     s = await swarm({ latencyMs: 3, defaults: { heartbeat: { intervalMs: 1_000, timeoutMs: 500, misses: 3 }, idleTimeoutMs: Infinity } });
     listener = listen();
-    const a = await s.add('a');
-    const b = await s.add('b');
-    b.handle('/echo', echo);
-    a.addPeer('b', [s.network.address('b')]);
-    const opening = a.openStream('b', '/echo');
-    await s.until(opening);
-    (await opening).close();
+    const { a } = await echoPair(s);
     await s.advance(3_500);
     const beats = (listener.messages.heartbeat as HeartbeatMessage[]).filter((m) => m.localPeerId === 'a');
     assert.equal(beats.length, a.metrics().heartbeat.samples);
@@ -150,13 +139,7 @@ describe('diagnostics channels', () => {
   it('builds and publishes nothing while nobody subscribes', async () => {
     const publishes = (Object.keys(diagnostics) as (keyof typeof diagnostics)[]).map((key) => sinon.spy(diagnostics[key], 'publish'));
     s = await swarm();
-    const a = await s.add('a');
-    const b = await s.add('b');
-    b.handle('/echo', echo);
-    a.addPeer('b', [s.network.address('b')]);
-    const opening = a.openStream('b', '/echo');
-    await s.until(opening);
-    (await opening).close();
+    const { a } = await echoPair(s);
     await s.until(a.openStream('b', '/missing').catch(() => {}));
     assert.ok(a.metrics().transitions >= 3);
     assert.deepEqual(

@@ -3,6 +3,7 @@ import { createInspector as createStatelyInspector, type StatelyInspectionEvent 
 import type { InspectionEvent } from 'xstate';
 import { INSPECT_ATTACHED_EVENT } from '../../runtime/index.js';
 import { createInspector } from '../../visualizer/index.js';
+import { echoPair } from '../fixtures/pair.js';
 import { echo, swarm, type Swarm } from '../fixtures/swarm.js';
 
 /**
@@ -66,13 +67,7 @@ describe('inspection: observers, and inspectors attached to a running engine', (
     s = await swarm();
     const stately = statelyRecorder();
     // Before, this was TS2322 (an Observer is not a function) and, in JavaScript, every event was dropped.
-    const a = await s.add('a', { inspect: stately.inspector.inspect });
-    const b = await s.add('b');
-    b.handle('/echo', echo);
-    a.addPeer('b', [s.network.address('b')]);
-    const opening = a.openStream('b', '/echo');
-    await s.until(opening);
-    (await opening).close();
+    const { a } = await echoPair(s, { inspect: stately.inspector.inspect });
     const actor = await stately.waitFor('@xstate.actor of the peer machine', (e) => e.type === '@xstate.actor' && e.parentId === undefined);
     assert.equal(actor.type === '@xstate.actor' && actor.name, 'peerConnection');
     const ready = await stately.waitFor(
@@ -85,13 +80,7 @@ describe('inspection: observers, and inspectors attached to a running engine', (
 
   it('attaches @statelyai/inspect to a running engine: machines already running are announced with their current state, later steps follow', async () => {
     s = await swarm();
-    const a = await s.add('a');
-    const b = await s.add('b');
-    b.handle('/echo', echo);
-    a.addPeer('b', [s.network.address('b')]);
-    const opening = a.openStream('b', '/echo');
-    await s.until(opening);
-    (await opening).close();
+    const { a } = await echoPair(s);
     await s.advance(5);
     assert.equal(a.snapshot().peers[0]?.state, 'ready');
 
@@ -140,13 +129,7 @@ describe('inspection: observers, and inspectors attached to a running engine', (
 
   it("feeds the visualizer's inspector when attached late: it lists the running peer in its current state at once", async () => {
     s = await swarm();
-    const a = await s.add('a');
-    const b = await s.add('b');
-    b.handle('/echo', echo);
-    a.addPeer('b', [s.network.address('b')]);
-    const opening = a.openStream('b', '/echo');
-    await s.until(opening);
-    (await opening).close();
+    const { a } = await echoPair(s);
     const inspector = createInspector();
     const subscription = a.inspect(inspector.inspect);
     const peers = inspector.peers();

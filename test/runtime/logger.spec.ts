@@ -3,7 +3,8 @@ import { Console } from 'node:console';
 import { Writable } from 'node:stream';
 import { envFlag, levelled } from '../../runtime/logger.js';
 import type { Logger } from '../../runtime/index.js';
-import { echo, swarm, type Swarm } from '../fixtures/swarm.js';
+import { echoPair } from '../fixtures/pair.js';
+import { swarm, type Swarm } from '../fixtures/swarm.js';
 
 /** A Console writing into two strings. */
 function capturedConsole(): { console: Console; out: () => string; err: () => string } {
@@ -30,17 +31,6 @@ function recorder(): { logger: Required<Logger>; lines: string[] } {
     (message: string): void =>
       void lines.push(`${level} ${message}`);
   return { logger: { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }, lines };
-}
-
-/** Connects a to b and back to idle; returns a. */
-async function connect(s: Swarm, init: Parameters<Swarm['add']>[1]): Promise<void> {
-  const a = await s.add('a', init);
-  const b = await s.add('b');
-  b.handle('/echo', echo);
-  a.addPeer('b', [s.network.address('b')]);
-  const opening = a.openStream('b', '/echo');
-  await s.until(opening);
-  (await opening).close();
 }
 
 describe('logging: levels, console, PEERLINE_TRACE', () => {
@@ -71,7 +61,7 @@ describe('logging: levels, console, PEERLINE_TRACE', () => {
       s = await swarm();
       const { logger, lines } = recorder();
       // No `trace` option: the environment decides.
-      await connect(s, { trace: undefined, logger });
+      await echoPair(s, { trace: undefined, logger });
       const traces = lines.filter((l) => l.startsWith('trace ') && / peer b: /.test(l));
       assert.equal(traces.length, expected, traces.join('\n'));
       if (expected > 0) assert.equal(traces[0], 'trace peerline a peer b: new -> connecting (xstate.init)');
@@ -81,7 +71,7 @@ describe('logging: levels, console, PEERLINE_TRACE', () => {
   it('a console as logger writes one plain line per transition at trace level (console.debug), never a stack', async () => {
     s = await swarm();
     const c = capturedConsole();
-    await connect(s, { trace: true, logger: c.console });
+    await echoPair(s, { trace: true, logger: c.console });
     const lines = c.out().trim().split('\n');
     assert.deepEqual(lines.filter((l) => / peer b: /.test(l)), [
       'peerline a peer b: new -> connecting (xstate.init)',

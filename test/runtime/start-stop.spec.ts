@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { get } from 'node:http';
 import { MemoryNetwork, VirtualClock, type Adapter, type Connection, type MemoryAdapter } from '../../adapters/memory/index.js';
-import { createEngine, PeerlineError, type Engine } from '../../runtime/index.js';
+import { createEngine, PeerlineError, type Engine, type PeerStream } from '../../runtime/index.js';
 import { startVisualizer } from '../../visualizer/index.js';
 import { holder, swarm, type Swarm } from '../fixtures/swarm.js';
 
@@ -24,6 +24,17 @@ function gatedAdapter(network: MemoryNetwork, peerId: string): { adapter: Adapte
     close: () => inner.close(),
   };
   return { adapter, inner, release };
+}
+
+/** Engine `a` holding a stream open to `b` (whose handler keeps it): a stop() of `a` must drain it. */
+async function heldStream(s: Swarm): Promise<{ client: Engine; stream: PeerStream }> {
+  const client = await s.add('a');
+  const server = await s.add('b');
+  server.handle('/hold', holder().handler);
+  client.addPeer('b', [s.network.address('b')]);
+  const opening = client.openStream('b', '/hold');
+  await s.until(opening);
+  return { client, stream: await opening };
 }
 
 function isAborted(error: unknown): boolean {
@@ -81,14 +92,7 @@ describe('engine start and stop: AbortSignal, forced stops, await using', () => 
 
   it("stop()'s signal turns a graceful stop into a forced one: a drain that would take a minute ends within the grace", async () => {
     s = await swarm({ defaults: { drainDeadlineMs: 60_000, forceCloseGraceMs: 500, idleTimeoutMs: Infinity } });
-    const client = await s.add('a');
-    const server = await s.add('b');
-    const held = holder();
-    server.handle('/hold', held.handler);
-    client.addPeer('b', [s.network.address('b')]);
-    const opening = client.openStream('b', '/hold');
-    await s.until(opening);
-    const stream = await opening;
+    const { client, stream } = await heldStream(s);
     const controller = new AbortController();
     const started = s.clock.now();
     const stopping = client.stop({ signal: controller.signal });
@@ -107,14 +111,7 @@ describe('engine start and stop: AbortSignal, forced stops, await using', () => 
 
   it('stop({ force: true }) after a graceful stop() began forces it too; an already aborted signal forces at once', async () => {
     s = await swarm({ defaults: { drainDeadlineMs: 60_000, forceCloseGraceMs: 500, idleTimeoutMs: Infinity } });
-    const client = await s.add('a');
-    const server = await s.add('b');
-    const held = holder();
-    server.handle('/hold', held.handler);
-    client.addPeer('b', [s.network.address('b')]);
-    const opening = client.openStream('b', '/hold');
-    await s.until(opening);
-    const stream = await opening;
+    const { client, stream } = await heldStream(s);
     const graceful = client.stop();
     await s.advance(100);
     const forced = client.stop({ force: true });
