@@ -451,7 +451,11 @@ export class Engine {
     this.#book.delete(peerId);
   }
 
-  /** Opens a stream to `peerId` speaking `protocol`. Rejects only with a PeerlineError. */
+  /**
+   * Opens a stream to `peerId` speaking `protocol`. Every failure rejects
+   * with a PeerlineError; a bad argument rejects with a TypeError or
+   * RangeError naming it (and is no request).
+   */
   openStream(peerId: string, protocol: string, options: OpenStreamOptions & { resumable: true }): Promise<ResumableStream>;
   openStream(peerId: string, protocol: string, options?: OpenStreamOptions): Promise<PeerStream>;
   openStream(peerId: string, protocol: string, options?: OpenStreamOptions): Promise<PeerStream> {
@@ -495,7 +499,7 @@ export class Engine {
   async withConnection<T>(
     peerId: string,
     fn: (connection: LeasedConnection) => Promise<T> | T,
-    options?: Omit<OpenStreamOptions, 'resumable'>,
+    options?: OpenStreamOptions,
   ): Promise<T> {
     checkPeerId('peerId', peerId, this.peerId);
     checkFunction('fn', fn);
