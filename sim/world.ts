@@ -213,8 +213,8 @@ export class World {
   readonly #streams = new Set<PeerStream>();
   readonly #byStep = new Map<number, Request[]>();
   readonly #leaseEnds = new Set<() => void>();
-  /** Connections that lived through a partition (messages on them may be lost for good). */
-  readonly #lossy = new Set<string>();
+  /** When a partition last healed: what it held is still on its way for a while. */
+  #healedAt = Number.NEGATIVE_INFINITY;
   /** Per `node>peer`: what the stream-count check last saw, and since when. */
   readonly #seen = new Map<string, { key: string; since: number }>();
   #hash = createHash('sha256');
@@ -458,12 +458,11 @@ export class World {
         return;
       }
       case 'partition':
-        for (const id of this.#liveConnectionIds()) this.#lossy.add(id);
         net.partition(op.a, op.b);
-        this.#later(op.ms, () => net.heal());
+        this.#later(op.ms, () => this.#heal());
         return;
       case 'heal':
-        net.heal();
+        this.#heal();
         return;
       case 'drop':
         if (op.b === null) net.drop(op.a);
@@ -490,6 +489,11 @@ export class World {
     }
   }
 
+  #heal(): void {
+    this.network.heal();
+    this.#healedAt = this.now;
+  }
+
   /** Notes what a stopping engine must not do any more. */
   #stopping(node: SimNode): void {
     node.dialsAtStop = node.engine.metrics().dials.started;
@@ -501,17 +505,6 @@ export class World {
     if (node?.status !== 'stopped' || this.#finishing) return;
     this.stats.starts += 1;
     this.#startNode(name).catch((error: unknown) => void this.#escaped.push(error));
-  }
-
-  #liveConnectionIds(): string[] {
-    const ids: string[] = [];
-    for (const node of this.nodes.values()) {
-      for (const peer of node.engine.snapshot().peers) {
-        const id = (Engine.actorOf(node.engine, peer.peerId)?.getSnapshot().context as ConnectionContext | undefined)?.connectionId;
-        if (id !== null && id !== undefined) ids.push(id);
-      }
-    }
-    return ids;
   }
 
   // ------------------------------------------------------------ invariants
@@ -620,8 +613,10 @@ export class World {
       const [from, to] = key.split('>') as [string, string];
       if (from > to) continue;
       const b = views.get(`${to}>${from}`);
-      if (b === undefined || b.state !== 'ready' || a.conn !== b.conn || b.opening > 0 || this.#lossy.has(a.conn)) continue;
-      if (this.now - Math.max(a.since, b.since) < quietMs) continue;
+      if (b === undefined || b.state !== 'ready' || a.conn !== b.conn || b.opening > 0) continue;
+      // A partition holds what crosses it until the heal (as QUIC retransmits): not quiet, only cut off.
+      if (this.network.isPartitioned(from, to)) continue;
+      if (this.now - Math.max(a.since, b.since, this.#healedAt) < quietMs) continue;
       if (a.streams !== b.streams) {
         this.#fail('stream-counts-agree', `${from} counts ${a.streams} streams with ${to}, ${to} counts ${b.streams} (connection ${a.conn}, quiet since ${Math.max(a.since, b.since)})`);
       }
