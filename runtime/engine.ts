@@ -10,7 +10,7 @@ import {
   type IncomingStream,
   type Stream,
 } from '../adapters/adapter.js';
-import { connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
+import { canRetry, connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
 import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
 import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { Admission, type AdmissionSnapshot } from './admission.js';
@@ -19,9 +19,13 @@ import { SharedActorSystem, createRootActor, stopRootActor } from './actor-syste
 import { DialQueue } from './dial-queue.js';
 import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
+import { onAbort } from './abort.js';
+import { PeerStates } from './peer-states.js';
+import { ProtocolLimits, STREAM_LIMIT_REASON, validateHandlerOptions, type HandlerOptions } from './protocol-limits.js';
+import { rankAddresses, staggeredDial } from './staggered-dial.js';
 import { PeerlineError, toPeerlineError } from './errors.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
-import { backoffDelay } from './retry.js';
+import { backoffDelay, pinnedMaxAttempts } from './retry.js';
 import { RESUME_PROTOCOL } from './resume/frames.js';
 import { ResumeManager, type ResumeStats, type SessionTransition } from './resume/manager.js';
 import type { ResumableStream, SessionSnapshot } from './resume/session.js';
@@ -105,9 +109,46 @@ export interface OpenStreamOptions {
    * back (see `EngineOptions.resume`). Both sides must run peerline.
    */
   readonly resumable?: boolean;
+  /**
+   * Wait for the peer instead of failing while it backs off (gRPC's
+   * waitForReady): a request to a peer in `errored` (a retry or the dial
+   * backoff pending) stays queued for the next attempt, until its deadline
+   * (`timeoutMs`), its signal, or the peer's machine ending (closed or
+   * gaveUp) answers it. Without it such a request fails at once with the
+   * failure's code.
+   */
+  readonly waitForReady?: boolean;
+}
+
+/** Options of `addPeer`. */
+export interface AddPeerOptions {
+  /** Keep the peer connected, reconnecting by `pinnedRetry` (until it gives up). @default false */
+  readonly pinned?: boolean;
+  /** Never pruned to make room at `maxConnections`. @default false */
+  readonly protected?: boolean;
+  /** Priority tags, as with `tagPeer`: the peer's priority is the sum of their values. */
+  readonly tags?: Readonly<Record<string, number>>;
+}
+
+/** A peer's pruning priority: tag values (summed) and protection. Kept per peer id, whether it is connected or not. */
+interface PeerPriority {
+  readonly tags: Map<string, number>;
+  protected: boolean;
 }
 
 type LeaseValue = { readonly connection: LeasedConnection; readonly release: () => void };
+
+/** A request as `#submit` takes it, from `requests` or `withConnection`. */
+interface SubmitSpec {
+  readonly peerId: string;
+  readonly protocol: string;
+  readonly kind: 'stream' | 'lease';
+  readonly signal: AbortSignal | undefined;
+  readonly deadline: number | undefined;
+  readonly waitForReady: boolean;
+  readonly onStream: (answer: StreamAnswer) => void;
+  readonly onLease: ((value: LeaseValue) => void) | undefined;
+}
 
 /** A request the engine owes an answer. Settled exactly once (see `#settle`). */
 interface Pending {
@@ -119,7 +160,8 @@ interface Pending {
   readonly onStream: (answer: StreamAnswer) => void;
   readonly onLease: ((value: LeaseValue) => void) | undefined;
   timer: unknown;
-  onAbort: (() => void) | undefined;
+  /** Cancels the abort registration (one listener per signal, see abort.ts). */
+  abortOff: (() => void) | undefined;
   entry: Entry | undefined;
 }
 
@@ -138,6 +180,10 @@ function topState(value: unknown): ConnectionState | 'start' {
 
 /** Maps a transport failure to the error a request or a machine ends with. */
 export function transportErrorInfo(error: unknown, during: 'dial' | 'stream'): ErrorInfo {
+  // A per-protocol limit of the remote's handler: retry later, not a protocol it refuses.
+  if (error instanceof TransportError && error.kind === 'rejected' && error.message.startsWith(STREAM_LIMIT_REASON)) {
+    return info('STREAM_LIMIT', error.message);
+  }
   if (error instanceof TransportError) {
     switch (error.kind) {
       case 'refused':
@@ -175,6 +221,12 @@ export class Engine {
   readonly transitions$: Observable<Transition>;
   /** Every state change of every resumable stream's session machine (suspension, resume, end). */
   readonly sessionTransitions$: Observable<SessionTransition>;
+  /**
+   * Every peer with a machine and its state: the current map at once on
+   * subscribe, then a new one after each turn in which something changed;
+   * completes when the engine stops.
+   */
+  readonly peers$: Observable<ReadonlyMap<string, ConnectionState>>;
 
   readonly #adapter: Adapter;
   readonly #random: Random;
@@ -188,6 +240,12 @@ export class Engine {
   readonly #pending = new Map<string, Pending>();
   readonly #handlers = new Map<string, StreamHandler>();
   readonly #book = new Map<string, { addresses: string[]; pinned: boolean }>();
+  /** Pruning priorities by peer id (tags, protection); only peers that have some. */
+  readonly #priorities = new Map<string, PeerPriority>();
+  readonly #protocolLimits: ProtocolLimits;
+  readonly #peerStates: PeerStates;
+  /** Above 0 while a request is being submitted: answers given meanwhile wait for a microtask (never synchronous). */
+  #submitting = 0;
   readonly #incoming = new Subject<StreamRequest>();
   readonly #transitions = new Subject<Transition>();
   readonly #resume: ResumeManager;
@@ -214,7 +272,7 @@ export class Engine {
     const { adapter, clock, random, logger, inspect, trace, ...init } = config;
     this.options = resolveOptions(init);
     if (this.options.pinnedRetry.strategy === 'none') {
-      throw new RangeError('pinnedRetry needs a backoff strategy: pinned peers retry forever');
+      throw new RangeError('pinnedRetry needs a backoff strategy: pinned peers reconnect by backoff');
     }
     this.#adapter = adapter;
     this.peerId = adapter.localPeerId;
@@ -225,6 +283,15 @@ export class Engine {
     this.#userInspect = inspect;
     this.#dialQueue = new DialQueue(this.options.dialConcurrency, this.options.dialQueueLimit);
     this.#admission = new Admission(this.options, this.clock, (line, error) => this.#logger.warn(line, error));
+    this.#protocolLimits = new ProtocolLimits(() => this.clock.now());
+    this.#peerStates = new PeerStates({
+      stateOf: (peerId) => {
+        const entry = this.#entryOf(peerId);
+        return entry === undefined || entry.state === 'start' ? undefined : entry.state;
+      },
+      states: () => this.#liveStates(),
+    });
+    this.peers$ = this.#peerStates.peers$;
     this.#machine = this.#provide();
     // Routing: one subscription; the registry is the grouping by peer.
     this.#incoming.subscribe((request) => this.#route(request));
@@ -292,9 +359,13 @@ export class Engine {
   }
 
   /**
-   * Stops every machine and the adapter. Always returns, within the drain
-   * deadline plus the force-close grace: ready peers drain, the rest close,
-   * and every pending request is answered (ENGINE_STOPPED if nothing else).
+   * Stops every machine and the adapter. Always returns, at most
+   * `drainDeadlineMs + forceCloseGraceMs` (+1 ms) after it is called
+   * (`forceCloseGraceMs` + 1 ms with `force`): ready peers drain, the rest
+   * close, every pending request is answered (ENGINE_STOPPED if nothing
+   * else), then the adapter closes within what is left of that bound; an
+   * adapter whose close has not settled by then goes on closing in the
+   * background.
    */
   stop(options: { force?: boolean } = {}): Promise<void> {
     if (this.#stopping !== undefined) return this.#stopping;
@@ -302,22 +373,36 @@ export class Engine {
     return this.#stopping;
   }
 
-  /** Registers the handler for inbound streams of `protocol`. Returns the unregister function. */
-  handle(protocol: string, handler: StreamHandler): () => void {
+  /**
+   * Registers the handler for inbound streams of `protocol`. Returns the
+   * unregister function. `options` limit its inbound streams (see
+   * `HandlerOptions`); over a limit the stream is NACKed and the opener gets
+   * STREAM_LIMIT.
+   */
+  handle(protocol: string, handler: StreamHandler, options?: HandlerOptions): () => void {
     if (typeof protocol !== 'string' || protocol.length === 0 || Buffer.byteLength(protocol) > this.options.maxProtocolLength) {
       throw new TypeError(`protocol must be a non-empty string of at most ${this.options.maxProtocolLength} bytes`);
     }
     if (typeof handler !== 'function') throw new TypeError('handler must be a function');
     if (protocol === RESUME_PROTOCOL) throw new Error(`${RESUME_PROTOCOL} is reserved for resumable streams`);
     if (this.#handlers.has(protocol)) throw new Error(`a handler for ${protocol} is already registered`);
+    const limits = validateHandlerOptions(options);
     this.#handlers.set(protocol, handler);
+    this.#protocolLimits.set(protocol, limits);
     return () => {
-      if (this.#handlers.get(protocol) === handler) this.#handlers.delete(protocol);
+      if (this.#handlers.get(protocol) !== handler) return;
+      this.#handlers.delete(protocol);
+      this.#protocolLimits.delete(protocol);
     };
   }
 
-  /** Adds (or replaces) a peer's addresses. A pinned peer is kept connected, reconnecting by backoff. */
-  addPeer(peerId: string, addresses: readonly string[], options: { pinned?: boolean } = {}): void {
+  /**
+   * Adds (or replaces) a peer's addresses. A pinned peer is kept connected,
+   * reconnecting by backoff until `pinnedRetry.maxAttempts` or the restart
+   * intensity says it gives up. Pinning or unpinning applies to the live
+   * machine too. `protected` and `tags` set its pruning priority.
+   */
+  addPeer(peerId: string, addresses: readonly string[], options: AddPeerOptions = {}): void {
     if (typeof peerId !== 'string' || peerId.length === 0) throw new TypeError('peerId must be a non-empty string');
     if (!Array.isArray(addresses) || addresses.some((a) => typeof a !== 'string' || a.length === 0)) {
       throw new TypeError('addresses must be an array of non-empty strings');
@@ -325,12 +410,97 @@ export class Engine {
     if (peerId === this.peerId) throw new TypeError('a peer cannot be its own peer');
     const pinned = options.pinned === true;
     this.#book.set(peerId, { addresses: [...addresses], pinned });
+    if (options.protected !== undefined) this.protectPeer(peerId, options.protected === true);
+    for (const [tag, value] of Object.entries(options.tags ?? {})) this.tagPeer(peerId, tag, value);
+    const entry = this.#entryOf(peerId);
+    if (entry !== undefined && entry.actor.getSnapshot().context.pinned !== pinned) {
+      entry.actor.send({ type: 'PIN', pinned });
+    }
     if (pinned && this.#status === 'running') this.#ensurePinned(peerId);
   }
 
-  /** Forgets a peer's addresses (its live connection, if any, is not touched). */
+  /**
+   * Forgets a peer's addresses, pin and priority. Its live machine, if any,
+   * is unpinned: a connection stays until idle, a peer backing off stops
+   * retrying (dials would find no address).
+   */
   removePeer(peerId: string): void {
     this.#book.delete(peerId);
+    this.#priorities.delete(peerId);
+    const entry = this.#entryOf(peerId);
+    if (entry !== undefined && entry.actor.getSnapshot().context.pinned) entry.actor.send({ type: 'PIN', pinned: false });
+  }
+
+  /**
+   * Sets the tag `tag` of a peer to `value` (a finite number). When the
+   * connection limit is reached, the idle peer with the lowest priority (the
+   * sum of its tag values) is pruned first, the least recently used among
+   * equals. Tags are kept per peer id, connected or not, until removePeer.
+   */
+  tagPeer(peerId: string, tag: string, value: number): void {
+    if (typeof peerId !== 'string' || peerId.length === 0) throw new TypeError('peerId must be a non-empty string');
+    if (typeof tag !== 'string' || tag.length === 0) throw new TypeError('tag must be a non-empty string');
+    if (typeof value !== 'number' || !Number.isFinite(value)) throw new RangeError(`value must be a finite number, got ${String(value)}`);
+    this.#priorityOf(peerId).tags.set(tag, value);
+  }
+
+  /** Removes a peer's tag. */
+  untagPeer(peerId: string, tag: string): void {
+    const priority = this.#priorities.get(peerId);
+    if (priority === undefined) return;
+    priority.tags.delete(tag);
+    if (priority.tags.size === 0 && !priority.protected) this.#priorities.delete(peerId);
+  }
+
+  /** A protected peer is never pruned to make room (it may still close when idle). */
+  protectPeer(peerId: string, on = true): void {
+    if (typeof peerId !== 'string' || peerId.length === 0) throw new TypeError('peerId must be a non-empty string');
+    if (on) {
+      this.#priorityOf(peerId).protected = true;
+      return;
+    }
+    const priority = this.#priorities.get(peerId);
+    if (priority === undefined) return;
+    priority.protected = false;
+    if (priority.tags.size === 0) this.#priorities.delete(peerId);
+  }
+
+  #priorityOf(peerId: string): PeerPriority {
+    let priority = this.#priorities.get(peerId);
+    if (priority === undefined) {
+      priority = { tags: new Map(), protected: false };
+      this.#priorities.set(peerId, priority);
+    }
+    return priority;
+  }
+
+  /**
+   * The state of `peerId`'s machine (BehaviorSubject semantics): the current
+   * state at once if it has a machine, then every change; completes when that
+   * machine ends (after `closed` or `gaveUp`) or the engine stops. Subscribed
+   * while the peer has no machine, it waits for the next one. Nothing is kept
+   * for a peer once its subscribers are gone.
+   */
+  state$(peerId: string): Observable<ConnectionState> {
+    return this.#peerStates.state$(peerId);
+  }
+
+  /**
+   * The network changed (an interface went down, the address changed, a
+   * laptop woke up): every `ready` peer is probed at once with a ping that
+   * must be answered within the heartbeat timeout, instead of waiting for
+   * heartbeats to die. Dead connections go `errored` (HEARTBEAT_TIMEOUT)
+   * then, live ones stay `ready`. Returns the number of peers probed.
+   */
+  networkChanged(): number {
+    let probed = 0;
+    for (const entry of this.#entries.values()) {
+      if (entry.removed || entry.state !== 'ready') continue;
+      probed += 1;
+      this.#guard('probe', () => entry.actor.send({ type: 'PROBE' }));
+    }
+    this.#metrics.probes += probed;
+    return probed;
   }
 
   /** Opens a stream to `peerId` speaking `protocol`. Rejects only with a PeerlineError. */
@@ -338,7 +508,7 @@ export class Engine {
   openStream(peerId: string, protocol: string, options?: OpenStreamOptions): Promise<PeerStream>;
   openStream(peerId: string, protocol: string, options: OpenStreamOptions = {}): Promise<PeerStream> {
     return new Promise<PeerStream>((resolve, reject) => {
-      const { signal, timeoutMs, resumable } = options;
+      const { signal, timeoutMs, resumable, waitForReady } = options;
       if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs > 0)) {
         reject(new PeerlineError('INVALID_REQUEST', `timeoutMs must be a number > 0, got ${String(timeoutMs)}`, { peerId }));
         return;
@@ -360,6 +530,7 @@ export class Engine {
         reply: (answer) => (answer.ok ? resolve(answer.stream) : reject(answer.error)),
         ...(signal === undefined ? {} : { signal }),
         ...(timeoutMs === undefined ? {} : { deadline: this.clock.now() + timeoutMs }),
+        ...(waitForReady === true ? { waitForReady } : {}),
       };
       this.requests.next(request);
     });
@@ -379,6 +550,7 @@ export class Engine {
         kind: 'lease',
         signal: options.signal,
         deadline: options.timeoutMs === undefined ? undefined : this.clock.now() + options.timeoutMs,
+        waitForReady: options.waitForReady === true,
         onStream: (answer) => {
           if (!answer.ok) reject(answer.error);
         },
@@ -452,21 +624,25 @@ export class Engine {
         kind: 'stream',
         signal: request.signal,
         deadline: request.deadline,
+        waitForReady: request.waitForReady === true,
         onStream: request.reply,
         onLease: undefined,
       });
     });
   }
 
-  #submit(spec: {
-    peerId: string;
-    protocol: string;
-    kind: 'stream' | 'lease';
-    signal: AbortSignal | undefined;
-    deadline: number | undefined;
-    onStream: (answer: StreamAnswer) => void;
-    onLease: ((value: LeaseValue) => void) | undefined;
-  }): void {
+  #submit(spec: SubmitSpec): void {
+    // An answer given while this runs (invalid, stopped, QUEUE_FULL, backing
+    // off) is delivered on a microtask: never synchronously from requests.next().
+    this.#submitting += 1;
+    try {
+      this.#submitNow(spec);
+    } finally {
+      this.#submitting -= 1;
+    }
+  }
+
+  #submitNow(spec: SubmitSpec): void {
     this.#metrics.total += 1;
     const pending: Pending = {
       id: (this.#nextRequest++).toString(36),
@@ -477,7 +653,7 @@ export class Engine {
       onStream: spec.onStream,
       onLease: spec.onLease,
       timer: undefined,
-      onAbort: undefined,
+      abortOff: undefined,
       entry: undefined,
     };
     const invalid = this.#validate(spec);
@@ -498,8 +674,7 @@ export class Engine {
       );
     }
     if (spec.signal !== undefined) {
-      pending.onAbort = () => this.#cancel(pending, info('ABORTED', 'the request was aborted'));
-      spec.signal.addEventListener('abort', pending.onAbort, { once: true });
+      pending.abortOff = onAbort(spec.signal, () => this.#cancel(pending, info('ABORTED', 'the request was aborted')));
     }
     const entry = this.#entries.get(spec.peerId) ?? this.#createEntry(spec.peerId, 'outbound');
     if (entry === undefined) {
@@ -512,7 +687,10 @@ export class Engine {
     }
     pending.entry = entry;
     entry.addRequest(pending.id);
-    const ref: RequestRef = { id: pending.id, kind: spec.kind, protocol: spec.protocol };
+    entry.lastUsed = this.clock.now();
+    const ref: RequestRef = spec.waitForReady
+      ? { id: pending.id, kind: spec.kind, protocol: spec.protocol, waitForReady: true }
+      : { id: pending.id, kind: spec.kind, protocol: spec.protocol };
     entry.actor.send({ type: 'REQUEST', request: ref });
   }
 
@@ -557,12 +735,20 @@ export class Engine {
     this.#pending.delete(pending.id);
     pending.entry?.deleteRequest(pending.id);
     if (pending.timer !== undefined) this.clock.clearTimeout(pending.timer);
-    if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort);
+    pending.abortOff?.();
   }
 
   #reply(pending: Pending, answer: StreamAnswer): void {
     if (answer.ok) this.#metrics.opened += 1;
     else this.#metrics.failure(answer.error.code);
+    if (this.#submitting > 0) {
+      queueMicrotask(() => this.#call(pending, answer));
+      return;
+    }
+    this.#call(pending, answer);
+  }
+
+  #call(pending: Pending, answer: StreamAnswer): void {
     try {
       pending.onStream(answer);
     } catch (error) {
@@ -578,6 +764,7 @@ export class Engine {
     const book = this.#book.get(peerId);
     const pinned = book?.pinned ?? false;
     const entry = new Entry(peerId, this.#host, (this.#actorSystem ??= this.#newActorSystem()));
+    entry.lastUsed = this.clock.now();
     this.#entries.set(peerId, entry);
     if (connection !== undefined) this.#attach(entry, connection);
     entry.actor = createRootActor(this.#machine, entry, {
@@ -593,6 +780,9 @@ export class Engine {
           maxInboundStreams: this.options.maxInboundStreamsPerConnection,
           heartbeatMisses: this.options.heartbeat.misses,
           maxAttempts: maxAttempts(this.options.retry),
+          pinnedMaxAttempts: pinnedMaxAttempts(this.options.pinnedRetry),
+          maxRestarts: this.options.pinnedRestartIntensity.maxRestarts,
+          dialBackoff: this.options.dialBackoff.strategy !== 'none',
         }),
         ...(connection === undefined ? {} : { connectionId: connection.id }),
       },
@@ -602,17 +792,44 @@ export class Engine {
     return entry;
   }
 
-  /** Room for one more machine? At the limit, an idle unpinned peer is pruned to make room. */
+  /**
+   * Room for one more machine? At the limit one peer is pruned to make room:
+   * a peer backing off (`errored`) with nobody waiting for it first, else
+   * the idle `ready` peer with the lowest priority (the sum of its tags), the
+   * least recently used among equals. Pinned and protected peers never are.
+   */
   #admit(): boolean {
     if (this.#entries.size < this.options.maxConnections) return true;
+    let best: Entry | undefined;
+    let bestRank = Infinity;
+    let bestUsed = Infinity;
     for (const entry of this.#entries.values()) {
+      if (entry.removed) continue;
       const snapshot = entry.actor.getSnapshot();
-      if (!snapshot.context.pinned && snapshot.matches({ ready: { idle: 'idle' } })) {
-        entry.actor.send({ type: 'PRUNE' });
-        return true;
+      const context = snapshot.context;
+      if (context.pinned) continue;
+      let rank: number;
+      if (entry.state === 'errored' && context.queue.length === 0) {
+        rank = -Infinity;
+      } else if (snapshot.matches({ ready: { idle: 'idle' } })) {
+        const priority = this.#priorities.get(entry.peerId);
+        if (priority?.protected === true) continue;
+        rank = 0;
+        if (priority !== undefined) for (const value of priority.tags.values()) rank += value;
+      } else {
+        continue;
+      }
+      // Strictly lower: among equals the first in the registry (the oldest) stays the pick.
+      if (rank < bestRank || (rank === bestRank && entry.lastUsed < bestUsed)) {
+        best = entry;
+        bestRank = rank;
+        bestUsed = entry.lastUsed;
       }
     }
-    return false;
+    if (best === undefined) return false;
+    this.#metrics.pruned += 1;
+    best.actor.send({ type: 'PRUNE' });
+    return true;
   }
 
   #ensurePinned(peerId: string): void {
@@ -638,7 +855,14 @@ export class Engine {
     // The machine answers everything it holds; anything left is answered here.
     for (const id of entry.requestIds()) this.#answer(id, leftover);
     for (const resolve of entry.takeWaiters()) resolve();
+    this.#peerStates.ended(entry.peerId);
     if (this.#entries.size === 0) this.#onEmpty?.();
+  }
+
+  *#liveStates(): Iterable<readonly [string, ConnectionState]> {
+    for (const entry of this.#entries.values()) {
+      if (!entry.removed && entry.state !== 'start') yield [entry.peerId, entry.state];
+    }
   }
 
   #signal(peerId: string, event: ConnectionEvent): Promise<void> {
@@ -681,6 +905,7 @@ export class Engine {
     this.#metrics.peers[to] += 1;
     this.#metrics.transitions += 1;
     if (from === 'errored' && to === 'connecting') this.#metrics.retries += 1;
+    if (to === 'gaveUp') this.#metrics.gaveUp += 1;
     const transition: Transition = {
       peerId: entry.peerId,
       from: from === 'start' ? null : from,
@@ -693,6 +918,7 @@ export class Engine {
       this.#logger.trace(`peerline ${this.peerId} peer ${entry.peerId}: ${transition.from ?? "new"} -> ${to} (${transition.event})`);
     }
     if (to === 'ready') this.#resume.peerReady(entry.peerId);
+    this.#peerStates.changed(entry.peerId, to);
     if (this.#transitions.observed) this.#transitions.next(transition);
   }
 
@@ -733,6 +959,7 @@ export class Engine {
 
   #onClose(entry: Entry, connection: Connection, close: CloseInfo): void {
     entry.deleteConnection(connection.id);
+    this.#protocolLimits.forget(connection.id);
     if (entry.removed) return;
     entry.actor.send({
       type: 'CONNECTION.CLOSED',
@@ -783,6 +1010,7 @@ export class Engine {
     }
     const streamId = `${connection.id}/${entry.streamSeq++}`;
     entry.setInbound(streamId, incoming);
+    entry.lastUsed = this.clock.now();
     entry.actor.send({ type: 'STREAM.INBOUND', connectionId: connection.id, streamId, protocol: incoming.protocol });
   }
 
@@ -794,7 +1022,14 @@ export class Engine {
     this.#metrics.dialsStarted += 1;
     let connection: Connection;
     try {
-      connection = await this.#race(peerId, addresses, signal);
+      connection = await staggeredDial({
+        addresses: rankAddresses(addresses, this.options.addressOrder),
+        delayMs: this.options.dialStaggerMs,
+        clock: this.clock,
+        signal,
+        dial: (address, attemptSignal) => this.#adapter.dial(peerId, address, { signal: attemptSignal }),
+        abandon: (late) => late.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)),
+      });
     } catch (error) {
       this.#metrics.dialsFailed += 1;
       throw transportErrorInfo(error, 'dial');
@@ -806,59 +1041,6 @@ export class Engine {
     }
     this.#attach(entry, connection);
     return { connectionId: connection.id };
-  }
-
-  /** Dials every address at once; the first connection wins, the rest are aborted or closed. */
-  #race(peerId: string, addresses: readonly string[], signal: AbortSignal): Promise<Connection> {
-    if (addresses.length === 1) {
-      // Nothing to race: the adapter takes the machine's signal itself, without a
-      // controller and a listener per dial. It settles on the same turn as a race.
-      let attempt: Promise<Connection>;
-      try {
-        attempt = this.#adapter.dial(peerId, addresses[0]!, { signal });
-      } catch (error) {
-        attempt = Promise.reject(error);
-      }
-      return attempt.then((connection) => connection);
-    }
-    return new Promise<Connection>((resolve, reject) => {
-      let winner: Connection | undefined;
-      let left = addresses.length;
-      const errors: unknown[] = [];
-      const controllers = addresses.map(() => new AbortController());
-      const abortAll = (): void => controllers.forEach((c) => c.abort());
-      signal.addEventListener('abort', abortAll, { once: true });
-      addresses.forEach((address, i) => {
-        let attempt: Promise<Connection>;
-        try {
-          attempt = this.#adapter.dial(peerId, address, { signal: controllers[i]!.signal });
-        } catch (error) {
-          attempt = Promise.reject(error);
-        }
-        attempt.then(
-          (connection) => {
-            if (winner !== undefined) {
-              connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned));
-              return;
-            }
-            winner = connection;
-            signal.removeEventListener('abort', abortAll);
-            controllers.forEach((c, j) => j !== i && c.abort());
-            resolve(connection);
-          },
-          (error: unknown) => {
-            errors.push(error);
-            left -= 1;
-            if (left === 0 && winner === undefined) {
-              signal.removeEventListener('abort', abortAll);
-              // An identity mismatch says more than a refusal from another address.
-              const mismatch = errors.find((e) => e instanceof TransportError && e.kind === 'identity-mismatch');
-              reject(mismatch ?? errors[0]);
-            }
-          },
-        );
-      });
-    });
   }
 
   // ------------------------------------------------------------- effects
@@ -898,6 +1080,13 @@ export class Engine {
           this.#metrics.inboundRejected += 1;
           incoming?.reject(reason);
         }),
+        limitInbound: effect('limitInbound', (entry, p: { streamId: string; protocol: string; connectionId: string }) => {
+          const incoming = entry.inbound(p.streamId);
+          entry.deleteInbound(p.streamId);
+          this.#metrics.inboundRejected += 1;
+          this.#metrics.inboundLimited += 1;
+          incoming?.reject(this.#protocolLimits.limited(p.protocol, p.connectionId) ?? `${STREAM_LIMIT_REASON}: ${p.protocol}`);
+        }),
         rejectConnection: effect('rejectConnection', (entry, p: { connectionId: string; code: ConnectionErrorCode }) =>
           this.#closeConnection(entry, p.connectionId, p.code),
         ),
@@ -911,6 +1100,8 @@ export class Engine {
       },
       guards: {
         hasHandler: (_args, { protocol }) => this.#handlers.has(protocol),
+        protocolLimited: ({ event }) =>
+          event.type === 'STREAM.INBOUND' && this.#protocolLimits.limited(event.protocol, event.connectionId) !== undefined,
       },
       actors: {
         dialSlot: fromCallback<ConnectionEvent, { peerId: string }>(({ sendBack }) =>
@@ -932,8 +1123,10 @@ export class Engine {
         idleTimeout: o.idleTimeoutMs,
         drainDeadline: o.drainDeadlineMs,
         forceCloseGrace: o.forceCloseGraceMs,
+        // The wait before the next attempt; with none left, the dial backoff (see the machine's `errored`).
         retryBackoff: ({ context }) =>
-          backoffDelay(context.pinned ? o.pinnedRetry : o.retry, context.attempts, this.#random),
+          backoffDelay(canRetry(context) ? (context.pinned ? o.pinnedRetry : o.retry) : o.dialBackoff, context.attempts, this.#random),
+        restartPeriod: o.pinnedRestartIntensity.periodMs,
       },
     });
   }
@@ -999,11 +1192,11 @@ export class Engine {
     const connectionId = record!.connectionId;
     // After delivery the signal still owns the stream: aborting it aborts the stream.
     const signal = pending.signal;
-    const onAbort = (): void => stream.abort('aborted');
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const abortOff = signal === undefined ? undefined : onAbort(signal, () => stream.abort('aborted'));
     void stream.closed.then(() =>
       this.#guard('stream closed', () => {
-        signal?.removeEventListener('abort', onAbort);
+        abortOff?.();
+        entry.lastUsed = this.clock.now();
         if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
       }),
     );
@@ -1027,6 +1220,7 @@ export class Engine {
     const release = (): void => {
       if (released) return;
       released = true;
+      entry.lastUsed = this.clock.now();
       if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE', connectionId });
     };
     try {
@@ -1050,8 +1244,13 @@ export class Engine {
     }
     const stream = incoming.accept();
     this.#metrics.inboundAccepted += 1;
+    // Counted in the step that accepted it, so the machine's next limit check sees it.
+    const uncount = this.#protocolLimits.accepted(incoming.protocol, connectionId);
+    const handlerDone = this.#protocolLimits.handlerStarted(incoming.protocol);
     void stream.closed.then(() =>
       this.#guard('stream closed', () => {
+        uncount();
+        entry.lastUsed = this.clock.now();
         if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
       }),
     );
@@ -1063,10 +1262,12 @@ export class Engine {
         this.#metrics.handlerErrors += 1;
         this.#logger.warn(`peerline: handler for ${incoming.protocol} failed`, error);
         stream.abort('handler failed');
-      });
+      })
+      .finally(handlerDone);
   }
 
   #closeConnection(entry: Entry, connectionId: string, code: ConnectionErrorCode): void {
+    this.#protocolLimits.forget(connectionId);
     const connection = entry.deleteConnection(connectionId);
     if (connection === undefined) return;
     connection.close(code, reasonFor(code));
@@ -1082,6 +1283,8 @@ export class Engine {
       return;
     }
     this.#status = 'stopping';
+    // One bound for the whole stop, the machines and the adapter's close together.
+    const deadline = this.clock.now() + (force ? 0 : this.options.drainDeadlineMs) + this.options.forceCloseGraceMs + 1;
     // Resumable streams end first: nothing would resume them now.
     this.#guard('stop resumable streams', () => this.#resume.stop());
     // No dial slot is granted from now on: a peer waiting for one closes instead.
@@ -1095,8 +1298,7 @@ export class Engine {
       let timer: unknown;
       await new Promise<void>((resolve) => {
         this.#onEmpty = resolve;
-        const bound = (force ? 0 : this.options.drainDeadlineMs) + this.options.forceCloseGraceMs + 1;
-        timer = this.clock.setTimeout(resolve, bound);
+        timer = this.clock.setTimeout(resolve, deadline - this.clock.now());
       });
       this.clock.clearTimeout(timer);
       this.#onEmpty = undefined;
@@ -1104,16 +1306,24 @@ export class Engine {
     for (const entry of [...this.#entries.values()]) this.#remove(entry, info('ENGINE_STOPPED', 'the engine stopped'));
     for (const id of [...this.#pending.keys()]) this.#answer(id, info('ENGINE_STOPPED', 'the engine stopped'));
     let timer: unknown;
+    let closing: Promise<void>;
+    try {
+      closing = this.#adapter.close().catch((error: unknown) => this.#logger.warn('peerline: adapter close failed', error));
+    } catch (error) {
+      this.#logger.warn('peerline: adapter close failed', error);
+      closing = Promise.resolve();
+    }
     await Promise.race([
-      this.#adapter.close().catch((error: unknown) => this.#logger.warn('peerline: adapter close failed', error)),
+      closing,
       new Promise<void>((resolve) => {
-        timer = this.clock.setTimeout(resolve, this.options.forceCloseGraceMs);
+        timer = this.clock.setTimeout(resolve, Math.max(0, deadline - this.clock.now()));
       }),
     ]);
     this.clock.clearTimeout(timer);
     this.#status = 'stopped';
     // `requests` stays open: a request after stop() is answered ENGINE_STOPPED.
     this.#transitions.complete();
+    this.#peerStates.complete();
   }
 
   /** Runs `fn`; anything it throws is counted and logged, never propagated. */
