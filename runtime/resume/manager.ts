@@ -136,6 +136,9 @@ export class ResumeManager {
         release: ({ context }, params: { error: ErrorInfo | null }) =>
           this.#withSession(context.peerId, context.sessionId, (s) => s.release(params.error)),
       },
+      guards: {
+        isComplete: ({ context }) => this.#sessions.get(context.peerId)?.get(context.sessionId)?.complete === true,
+      },
     });
     this.#sessionHost = {
       clock: host.clock,
@@ -301,7 +304,8 @@ export class ResumeManager {
       }
       // The acceptor finished: it read all we sent, our end included, and we
       // acknowledged its end. Only the last ACK of our end was lost with the link.
-      if (frame.body.code === 'FINISHED' && session.readDone) {
+      // Or we are complete ourselves: whatever ended the remote's side, nothing of ours is missing.
+      if ((frame.body.code === 'FINISHED' && session.readDone) || session.complete) {
         session.send({ type: 'FINISHED' });
         return;
       }
