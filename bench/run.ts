@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { RESULT_PREFIX, flagArg, int, mib, msSince, say } from './common.js';
 import type { DialQueueRow } from './dial-queue.js';
 import type { MemoryRow } from './memory.js';
+import type { PruneReport } from './prune.js';
 import type { ResumeReport } from './resume.js';
 import type { RoutingReport } from './routing.js';
 
@@ -45,6 +46,12 @@ const CHILDREN: readonly Child[] = [
     script: here('./dial-queue.ts'),
     args: quick ? ['--max', '25000'] : [],
     timeoutMs: 60_000,
+  },
+  {
+    name: 'prune',
+    script: here('./prune.ts'),
+    args: quick ? ['--small', '500', '--large', '5000', '--admissions', '100'] : [],
+    timeoutMs: 180_000,
   },
   {
     name: 'resume',
@@ -151,6 +158,14 @@ for (const child of CHILDREN) {
             `${int(last.nsPerWaiter)} ns/waiter at ${int(last.waiters)} (linear would stay flat)`,
         );
       }
+      break;
+    }
+    case 'prune': {
+      const r = o.result as unknown as PruneReport;
+      say(
+        `pruning (${took}): ${r.msSmall.toFixed(3)} ms per admission at ${int(r.small)} peers, ${r.msLarge.toFixed(3)} ms at ${int(r.large)}: ` +
+          `${r.ratio.toFixed(2)}x (goal <= ${r.goal}x, constant time: ${r.ratio <= r.goal ? 'MET' : 'NOT MET'})`,
+      );
       break;
     }
     case 'resume': {

@@ -23,6 +23,7 @@ import { onAbort } from './abort.js';
 import { PeerStates } from './peer-states.js';
 import { ProtocolLimits, STREAM_LIMIT_REASON, validateHandlerOptions, type HandlerOptions } from './protocol-limits.js';
 import { rankAddresses, staggeredDial } from './staggered-dial.js';
+import { PruneIndex, type PrunableKind } from './prune-index.js';
 import { PeerlineError, toPeerlineError } from './errors.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import { backoffDelay, pinnedMaxAttempts } from './retry.js';
@@ -173,6 +174,16 @@ function info(code: ErrorCode, message: string, closeCode?: ConnectionErrorCode)
   return closeCode === undefined ? { code, message } : { code, message, closeCode };
 }
 
+/** Whether a machine in this state may be pruned, and how (see prune-index.ts). */
+function prunableKind(value: unknown, context: { pinned: boolean; queue: readonly unknown[] }): PrunableKind | undefined {
+  if (value === 'errored') return !context.pinned && context.queue.length === 0 ? 'errored' : undefined;
+  if (typeof value === 'object' && value !== null) {
+    const ready = (value as { ready?: { idle?: string } }).ready;
+    if (ready?.idle === 'idle') return 'idle';
+  }
+  return undefined;
+}
+
 function topState(value: unknown): ConnectionState | 'start' {
   if (typeof value === 'string') return value as ConnectionState;
   return Object.keys(value as object)[0] as ConnectionState;
@@ -243,6 +254,8 @@ export class Engine {
   /** Pruning priorities by peer id (tags, protection); only peers that have some. */
   readonly #priorities = new Map<string, PeerPriority>();
   readonly #protocolLimits: ProtocolLimits;
+  /** Peers that may be pruned at maxConnections, kept as their machines change state. */
+  readonly #prunable = new PruneIndex<Entry>((peerId) => this.#priorityValue(peerId));
   readonly #peerStates: PeerStates;
   /** Above 0 while a request is being submitted: answers given meanwhile wait for a microtask (never synchronous). */
   #submitting = 0;
@@ -427,6 +440,7 @@ export class Engine {
   removePeer(peerId: string): void {
     this.#book.delete(peerId);
     this.#priorities.delete(peerId);
+    this.#reprioritize(peerId);
     const entry = this.#entryOf(peerId);
     if (entry !== undefined && entry.actor.getSnapshot().context.pinned) entry.actor.send({ type: 'PIN', pinned: false });
   }
@@ -442,6 +456,7 @@ export class Engine {
     if (typeof tag !== 'string' || tag.length === 0) throw new TypeError('tag must be a non-empty string');
     if (typeof value !== 'number' || !Number.isFinite(value)) throw new RangeError(`value must be a finite number, got ${String(value)}`);
     this.#priorityOf(peerId).tags.set(tag, value);
+    this.#reprioritize(peerId);
   }
 
   /** Removes a peer's tag. */
@@ -450,6 +465,7 @@ export class Engine {
     if (priority === undefined) return;
     priority.tags.delete(tag);
     if (priority.tags.size === 0 && !priority.protected) this.#priorities.delete(peerId);
+    this.#reprioritize(peerId);
   }
 
   /** A protected peer is never pruned to make room (it may still close when idle). */
@@ -457,12 +473,27 @@ export class Engine {
     if (typeof peerId !== 'string' || peerId.length === 0) throw new TypeError('peerId must be a non-empty string');
     if (on) {
       this.#priorityOf(peerId).protected = true;
-      return;
+    } else {
+      const priority = this.#priorities.get(peerId);
+      if (priority === undefined) return;
+      priority.protected = false;
+      if (priority.tags.size === 0) this.#priorities.delete(peerId);
     }
+    this.#reprioritize(peerId);
+  }
+
+  #reprioritize(peerId: string): void {
+    const entry = this.#entryOf(peerId);
+    if (entry !== undefined) this.#prunable.refresh(entry);
+  }
+
+  /** The sum of a peer's tags and its protection, for the prune index. */
+  #priorityValue(peerId: string): { value: number; protected: boolean } | undefined {
     const priority = this.#priorities.get(peerId);
-    if (priority === undefined) return;
-    priority.protected = false;
-    if (priority.tags.size === 0) this.#priorities.delete(peerId);
+    if (priority === undefined) return undefined;
+    let value = 0;
+    for (const v of priority.tags.values()) value += v;
+    return { value, protected: priority.protected };
   }
 
   #priorityOf(peerId: string): PeerPriority {
@@ -687,7 +718,6 @@ export class Engine {
     }
     pending.entry = entry;
     entry.addRequest(pending.id);
-    entry.lastUsed = this.clock.now();
     const ref: RequestRef = spec.waitForReady
       ? { id: pending.id, kind: spec.kind, protocol: spec.protocol, waitForReady: true }
       : { id: pending.id, kind: spec.kind, protocol: spec.protocol };
@@ -764,7 +794,6 @@ export class Engine {
     const book = this.#book.get(peerId);
     const pinned = book?.pinned ?? false;
     const entry = new Entry(peerId, this.#host, (this.#actorSystem ??= this.#newActorSystem()));
-    entry.lastUsed = this.clock.now();
     this.#entries.set(peerId, entry);
     if (connection !== undefined) this.#attach(entry, connection);
     entry.actor = createRootActor(this.#machine, entry, {
@@ -796,39 +825,17 @@ export class Engine {
    * Room for one more machine? At the limit one peer is pruned to make room:
    * a peer backing off (`errored`) with nobody waiting for it first, else
    * the idle `ready` peer with the lowest priority (the sum of its tags), the
-   * least recently used among equals. Pinned and protected peers never are.
+   * one idle the longest (least recently used) among equals. Pinned and
+   * protected peers never are. See prune-index.ts.
    */
   #admit(): boolean {
     if (this.#entries.size < this.options.maxConnections) return true;
-    let best: Entry | undefined;
-    let bestRank = Infinity;
-    let bestUsed = Infinity;
-    for (const entry of this.#entries.values()) {
-      if (entry.removed) continue;
-      const snapshot = entry.actor.getSnapshot();
-      const context = snapshot.context;
-      if (context.pinned) continue;
-      let rank: number;
-      if (entry.state === 'errored' && context.queue.length === 0) {
-        rank = -Infinity;
-      } else if (snapshot.matches({ ready: { idle: 'idle' } })) {
-        const priority = this.#priorities.get(entry.peerId);
-        if (priority?.protected === true) continue;
-        rank = 0;
-        if (priority !== undefined) for (const value of priority.tags.values()) rank += value;
-      } else {
-        continue;
-      }
-      // Strictly lower: among equals the first in the registry (the oldest) stays the pick.
-      if (rank < bestRank || (rank === bestRank && entry.lastUsed < bestUsed)) {
-        best = entry;
-        bestRank = rank;
-        bestUsed = entry.lastUsed;
-      }
-    }
-    if (best === undefined) return false;
+    const victim = this.#prunable.pick();
+    if (victim === undefined) return false;
+    // Out of the index now: a second admission in the same step must not pick it again.
+    this.#prunable.remove(victim);
     this.#metrics.pruned += 1;
-    best.actor.send({ type: 'PRUNE' });
+    victim.actor.send({ type: 'PRUNE' });
     return true;
   }
 
@@ -855,6 +862,7 @@ export class Engine {
     // The machine answers everything it holds; anything left is answered here.
     for (const id of entry.requestIds()) this.#answer(id, leftover);
     for (const resolve of entry.takeWaiters()) resolve();
+    this.#prunable.remove(entry);
     this.#peerStates.ended(entry.peerId);
     if (this.#entries.size === 0) this.#onEmpty?.();
   }
@@ -880,7 +888,10 @@ export class Engine {
       clock: this.clock,
       hosts: () => this.#entries.values(),
       microstep: (entry, actorRef, snapshot, eventType) => {
-        if (actorRef === entry.actor) this.#observe(entry, (snapshot as { value: unknown }).value, eventType);
+        if (actorRef !== entry.actor) return;
+        const step = snapshot as { value: unknown; context: { pinned: boolean; queue: readonly unknown[] } };
+        this.#observe(entry, step.value, eventType);
+        if (!entry.removed) this.#prunable.update(entry, prunableKind(step.value, step.context));
       },
       // The machine reached its final state, or failed: either way its entry goes.
       hostEvent: (entry, event) => {
@@ -1010,7 +1021,6 @@ export class Engine {
     }
     const streamId = `${connection.id}/${entry.streamSeq++}`;
     entry.setInbound(streamId, incoming);
-    entry.lastUsed = this.clock.now();
     entry.actor.send({ type: 'STREAM.INBOUND', connectionId: connection.id, streamId, protocol: incoming.protocol });
   }
 
@@ -1196,8 +1206,7 @@ export class Engine {
     void stream.closed.then(() =>
       this.#guard('stream closed', () => {
         abortOff?.();
-        entry.lastUsed = this.clock.now();
-        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
+            if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
       }),
     );
     this.#reply(pending, { ok: true, stream: peerStream });
@@ -1220,8 +1229,7 @@ export class Engine {
     const release = (): void => {
       if (released) return;
       released = true;
-      entry.lastUsed = this.clock.now();
-      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE', connectionId });
+        if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE', connectionId });
     };
     try {
       pending.onLease({ connection, release });
@@ -1250,8 +1258,7 @@ export class Engine {
     void stream.closed.then(() =>
       this.#guard('stream closed', () => {
         uncount();
-        entry.lastUsed = this.clock.now();
-        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
+            if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
       }),
     );
     const peerStream = wrapStream(stream, entry.peerId, 'inbound');

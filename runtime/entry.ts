@@ -69,8 +69,6 @@ export class Entry extends ActorHost {
   pingSentAt: number | undefined = undefined;
   streamSeq = 0;
   removed = false;
-  /** Clock time of the last request, inbound stream, stream close or lease release: pruning takes the least recent. */
-  lastUsed = 0;
   /** One connection, or several in the order they were added (a duplicate being replaced). */
   #connections: Connection | Map<string, Connection> | undefined = undefined;
   #opens: Map<string, OpenRecord> | undefined = undefined;
