@@ -83,7 +83,10 @@ export const SIM_ENGINE: EngineInit = {
   drainDeadlineMs: 600,
   forceCloseGraceMs: 150,
   retry: { strategy: 'exponential', initialDelayMs: 50, multiplier: 2, maxDelayMs: 800, jitter: 0.2, maxAttempts: 3 },
-  pinnedRetry: { strategy: 'exponential', initialDelayMs: 100, multiplier: 2, maxDelayMs: 1_600, jitter: 0.2 },
+  // Pinned peers give up now and then: after 5 failed attempts in a row, or more than 4 failures in 3 s.
+  pinnedRetry: { strategy: 'exponential', initialDelayMs: 100, multiplier: 2, maxDelayMs: 1_600, jitter: 0.2, maxAttempts: 5 },
+  pinnedRestartIntensity: { maxRestarts: 4, periodMs: 3_000 },
+  dialBackoff: { strategy: 'exponential', initialDelayMs: 200, multiplier: 2, maxDelayMs: 1_600, jitter: 0.2 },
   maxQueuedPerPeer: 16,
   maxStreamsPerConnection: 6,
   maxInboundStreamsPerConnection: 6,
@@ -274,9 +277,12 @@ export class World {
       ...this.#engineInit,
     });
     engine.handle('/echo', (stream) => drainReadable(stream, true));
-    engine.handle('/hold', (stream) => drainReadable(stream, false));
-    for (const other of this.names) {
-      if (other !== name) engine.addPeer(other, [this.network.address(other)], { pinned: this.#pins.has(`${name}>${other}`) });
+    // Per-protocol limits: a burst of /hold streams runs into them now and then.
+    engine.handle('/hold', (stream) => drainReadable(stream, false), { maxStreamsPerConnection: 2, inboundRate: { opens: 4, windowMs: 1_000 } });
+    for (const [i, other] of this.names.entries()) {
+      if (other === name) continue;
+      // Priorities for pruning: a rank by position.
+      engine.addPeer(other, [this.network.address(other)], { pinned: this.#pins.has(`${name}>${other}`), tags: { rank: i % 3 } });
     }
     engine.transitions$.subscribe((t) => {
       this.stats.transitions += 1;
@@ -346,7 +352,7 @@ export class World {
     this.#later(hold, () => (n % 5 === 0 ? stream.abort('done') : stream.close()));
   }
 
-  #open(step: Step, from: string, to: string, proto: string, timeout: number | null, hold: number, abortAt: number | null): void {
+  #open(step: Step, from: string, to: string, proto: string, timeout: number | null, hold: number, abortAt: number | null, wait = false): void {
     const node = this.nodes.get(from);
     if (node === undefined) return;
     const request = this.#track(step.id, from, to, 'stream', timeout, hold);
@@ -355,6 +361,7 @@ export class World {
       peerId: to,
       protocol: `/${proto}`,
       ...(timeout === null ? {} : { deadline: request.deadline }),
+      ...(wait && timeout !== null ? { waitForReady: true } : {}),
       signal: request.controller.signal,
       reply: (answer: StreamAnswer) => {
         this.#answered(request, answer.ok ? 'ok' : answer.error.code);
@@ -413,7 +420,7 @@ export class World {
     };
     switch (op.k) {
       case 'open':
-        this.#open(step, op.from, op.to, op.proto, op.timeout, op.hold, op.abortAt);
+        this.#open(step, op.from, op.to, op.proto, op.timeout, op.hold, op.abortAt, op.wait === true);
         return;
       case 'both':
         this.#open(step, op.a, op.b, 'echo', op.timeout, op.hold, null);
@@ -483,6 +490,12 @@ export class World {
       case 'ack':
         net.ackFault(op.node, { lose: op.lose, delayMs: op.delayMs });
         this.#later(op.ms, () => net.ackFault(op.node, null));
+        return;
+      case 'probe':
+        running(op.node)?.engine.networkChanged();
+        return;
+      case 'pin':
+        running(op.at)?.engine.addPeer(op.peer, [net.address(op.peer)], { pinned: op.pinned });
         return;
       case 'wait':
         return;
