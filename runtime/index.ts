@@ -6,6 +6,7 @@ export {
   type EngineConfig,
   type EngineSnapshot,
   type EngineStatus,
+  type AddPeerOptions,
   type Logger,
   type OpenStreamOptions,
   type PeerSnapshot,
@@ -21,6 +22,7 @@ export { systemClock, seededRandom, type Random } from './clock.js';
 export { DialQueue } from './dial-queue.js';
 export type { MetricsSnapshot } from './metrics.js';
 export type { LeasedConnection, PeerStream, StreamAnswer, StreamHandler, StreamRequest } from './streams.js';
+export { STREAM_LIMIT_REASON, type HandlerOptions } from './protocol-limits.js';
 export { echo, sendAndReceive } from './echo.js';
 export { RESUME_PROTOCOL } from './resume/frames.js';
 export type { ResumeOptions, ResumeStats, SessionTransition } from './resume/manager.js';
