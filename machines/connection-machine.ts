@@ -171,8 +171,17 @@ const machineSetup = base.extend({
     /** Stream credit left, and nobody queued ahead (requests keep their order). */
     hasCredit: ({ context }) => context.queue.length === 0 && outboundInFlight(context) < context.limits.maxStreams,
     isOpening: ({ context, event }) => 'id' in event && context.opening.some((r) => r.id === event.id),
+    /** A pong for the last ping sent, on the current connection. */
+    answersPing: ({ context, event }) =>
+      event.type === 'CONTROL.PONG' && event.connectionId === context.connectionId && event.seq === context.pingSeq,
   },
   actions: {
+    /** A heartbeat ping (or a probe) with the next sequence number. */
+    sendPing: base.enqueueActions(({ context, enqueue }) => {
+      const seq = context.pingSeq + 1;
+      enqueue.assign({ pingSeq: seq });
+      enqueue({ type: 'sendControl', params: { connectionId: context.connectionId ?? '', message: { type: 'ping', seq } } });
+    }),
     enqueue: base.assign({
       queue: ({ context, event }) => (event.type === 'REQUEST' ? [...context.queue, event.request] : context.queue),
     }),
@@ -577,23 +586,8 @@ export const connectionMachine = machineSetup.createMachine({
           states: {
             waiting: { after: { heartbeatInterval: 'pinging' } },
             pinging: {
-              entry: [
-                assign({ pingSeq: ({ context }) => context.pingSeq + 1 }),
-                {
-                  type: 'sendControl',
-                  params: ({ context }) => ({
-                    connectionId: context.connectionId ?? '',
-                    message: { type: 'ping', seq: context.pingSeq },
-                  }),
-                },
-              ],
-              on: {
-                'CONTROL.PONG': {
-                  guard: ({ context, event }) => event.connectionId === context.connectionId && event.seq === context.pingSeq,
-                  target: 'waiting',
-                  actions: assign({ misses: 0 }),
-                },
-              },
+              entry: 'sendPing',
+              on: { 'CONTROL.PONG': { guard: 'answersPing', target: 'waiting', actions: assign({ misses: 0 }) } },
               after: {
                 heartbeatTimeout: [
                   {
@@ -615,23 +609,8 @@ export const connectionMachine = machineSetup.createMachine({
             },
             missed: { after: { heartbeatGap: 'pinging' } },
             probing: {
-              entry: [
-                assign({ pingSeq: ({ context }) => context.pingSeq + 1 }),
-                {
-                  type: 'sendControl',
-                  params: ({ context }) => ({
-                    connectionId: context.connectionId ?? '',
-                    message: { type: 'ping', seq: context.pingSeq },
-                  }),
-                },
-              ],
-              on: {
-                'CONTROL.PONG': {
-                  guard: ({ context, event }) => event.connectionId === context.connectionId && event.seq === context.pingSeq,
-                  target: 'waiting',
-                  actions: assign({ misses: 0 }),
-                },
-              },
+              entry: 'sendPing',
+              on: { 'CONTROL.PONG': { guard: 'answersPing', target: 'waiting', actions: assign({ misses: 0 }) } },
               after: {
                 heartbeatTimeout: {
                   target: '#peerConnection.errored',
@@ -708,10 +687,7 @@ export const connectionMachine = machineSetup.createMachine({
         'LEASE.RELEASE': { guard: 'isCurrent', actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
         // A cancelled open gives its credit to the next queued request.
         'REQUEST.CANCEL': { actions: ['cancelRequest', 'openQueued'] },
-        'CONTROL.PONG': {
-          guard: ({ context, event }) => event.connectionId === context.connectionId && event.seq === context.pingSeq,
-          actions: assign({ misses: 0 }),
-        },
+        'CONTROL.PONG': { guard: 'answersPing', actions: assign({ misses: 0 }) },
         'CONTROL.GOAWAY': {
           guard: 'isCurrent',
           target: 'draining',
