@@ -4,6 +4,7 @@ import type { ErrorCode, ErrorInfo } from '../../machines/codes.js';
 import { ErrorCodes } from '../../machines/codes.js';
 import { sessionMachine, type SessionMachine } from '../../machines/session-machine.js';
 import type { Random } from '../clock.js';
+import { onAbort } from '../abort.js';
 import { isPeerlineError, PeerlineError, toPeerlineError } from '../errors.js';
 import { backoffDelay, type RetryPolicy } from '../retry.js';
 import type { PeerStream, StreamHandler } from '../streams.js';
@@ -182,7 +183,8 @@ export class ResumeManager {
     const reader = link.readable.getReader();
     const frames = new FrameReader();
     const abort = (): void => session.fail(info('ABORTED', 'the request was aborted'), false);
-    options.signal?.addEventListener('abort', abort, { once: true });
+    // One listener per signal however many sessions share it (see runtime/abort.ts).
+    const abortOff = options.signal === undefined ? undefined : onAbort(options.signal, abort);
     try {
       const writer = link.writable.getWriter();
       const body: OpenBody = { v: RESUME_VERSION, sessionId: session.sessionId, secret: secret.toString('hex'), protocol, window: this.#options.bufferBytes };
@@ -209,7 +211,7 @@ export class ResumeManager {
       await session.opened().catch(() => {});
       throw isPeerlineError(error) ? error : toPeerlineError(info('CONNECTION_LOST', 'the link failed while opening'), peerId, error);
     } finally {
-      options.signal?.removeEventListener('abort', abort);
+      abortOff?.();
     }
   }
 
