@@ -123,7 +123,10 @@ export interface OpenStreamOptions {
 
 /** Options of `addPeer`. */
 export interface AddPeerOptions {
-  /** Keep the peer connected, reconnecting by `pinnedRetry` (until it gives up). @default false */
+  /**
+   * Keep the peer connected, reconnecting by `pinnedRetry` (until it gives
+   * up); false unpins it. @default its current pin (false for a new peer)
+   */
   readonly pinned?: boolean;
   /** Never pruned to make room at `maxConnections`. @default false */
   readonly protected?: boolean;
@@ -412,8 +415,10 @@ export class Engine {
   /**
    * Adds (or replaces) a peer's addresses. A pinned peer is kept connected,
    * reconnecting by backoff until `pinnedRetry.maxAttempts` or the restart
-   * intensity says it gives up. Pinning or unpinning applies to the live
-   * machine too. `protected` and `tags` set its pruning priority.
+   * intensity says it gives up. `pinned` given pins or unpins the peer, its
+   * live machine included; left out, the peer keeps its pin (new peers are
+   * not pinned), so updating addresses does not unpin. `protected` and
+   * `tags` set its pruning priority.
    */
   addPeer(peerId: string, addresses: readonly string[], options: AddPeerOptions = {}): void {
     if (typeof peerId !== 'string' || peerId.length === 0) throw new TypeError('peerId must be a non-empty string');
@@ -421,7 +426,7 @@ export class Engine {
       throw new TypeError('addresses must be an array of non-empty strings');
     }
     if (peerId === this.peerId) throw new TypeError('a peer cannot be its own peer');
-    const pinned = options.pinned === true;
+    const pinned = options.pinned === undefined ? (this.#book.get(peerId)?.pinned ?? false) : options.pinned === true;
     this.#book.set(peerId, { addresses: [...addresses], pinned });
     if (options.protected !== undefined) this.protectPeer(peerId, options.protected === true);
     for (const [tag, value] of Object.entries(options.tags ?? {})) this.tagPeer(peerId, tag, value);

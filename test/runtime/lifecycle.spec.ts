@@ -119,6 +119,9 @@ describe('lifecycle policies over the memory network', () => {
       a.addPeer('b', [s.network.address('b')], { pinned: true });
       await s.advance(5_000);
       assert.equal(a.snapshot().peers[0]?.state, 'ready', 'a pinned peer is never idle-closed');
+      // New addresses without `pinned` keep the pin; `pinned: false` takes it away.
+      a.addPeer('b', [s.network.address('b'), s.network.address('b')]);
+      assert.equal(a.snapshot().peers[0]?.pinned, true);
       a.addPeer('b', [s.network.address('b')], { pinned: false });
       assert.equal(a.snapshot().peers[0]?.pinned, false);
       await s.advance(1_000);
