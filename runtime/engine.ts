@@ -1211,7 +1211,7 @@ export class Engine {
     void stream.closed.then(() =>
       this.#guard('stream closed', () => {
         abortOff?.();
-            if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
+        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
       }),
     );
     this.#reply(pending, { ok: true, stream: peerStream });
@@ -1234,7 +1234,7 @@ export class Engine {
     const release = (): void => {
       if (released) return;
       released = true;
-        if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE', connectionId });
+      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE', connectionId });
     };
     try {
       pending.onLease({ connection, release });
@@ -1263,7 +1263,7 @@ export class Engine {
     void stream.closed.then(() =>
       this.#guard('stream closed', () => {
         uncount();
-            if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
+        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
       }),
     );
     const peerStream = wrapStream(stream, entry.peerId, 'inbound');
