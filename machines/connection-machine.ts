@@ -99,12 +99,17 @@ const base = setup({
     /** A pinned peer whose retry budget or restart intensity is spent. */
     gaveUpNow: ({ context }) => context.pinned && (!canRetry(context) || context.restarts > context.limits.maxRestarts),
     /**
-     * No attempt left, but a failed dial (not a lost connection, and not a
-     * peer without an address: nothing was dialled) of a peer that is not
-     * pinned: back off before closing.
+     * No attempt left, but a failed dial of ours (not an inbound connection,
+     * not a lost connection that had been ready, and not a peer without an
+     * address: nothing was dialled) of a peer that is not pinned: back off
+     * before closing.
      */
     holdsBackoff: ({ context }) =>
-      !context.pinned && !context.wasReady && context.limits.dialBackoff && context.lastError?.code !== 'NO_ADDRESS',
+      !context.pinned &&
+      context.direction === 'outbound' &&
+      !context.wasReady &&
+      context.limits.dialBackoff &&
+      context.lastError?.code !== 'NO_ADDRESS',
     hasWaiting: ({ context }) => context.queue.length > 0,
     waitsForReady: ({ event }) => event.type === 'REQUEST' && event.request.waitForReady === true,
     queueHasRoom: ({ context }) => context.queue.length < context.limits.maxQueued,

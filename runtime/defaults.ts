@@ -53,7 +53,8 @@ export interface EngineOptions {
    * (by the policy, after the failed attempts so far) before it closes. A
    * request meanwhile fails fast with the failure's code, or, with
    * `waitForReady`, waits and is dialled for when the backoff ends. A lost
-   * connection that had been ready is not backed off. `{ strategy: 'none' }`:
+   * connection that had been ready, or an inbound one, is not backed off.
+   * `{ strategy: 'none' }`:
    * the peer closes at once and the next request dials again.
    * @default exponential 1 s x2 +-20 % cap 60 s
    */

@@ -1725,6 +1725,12 @@ describe('connectionMachine', () => {
       expectStates(h, [...READY_OUT, 'errored', 'closed']);
     });
 
+    it('an inbound connection that fails its handshake is not backed off (we dialled nothing)', async () => {
+      const h = harness({ direction: 'inbound', connectionId: 'in-1', limits: { dialBackoff: true } });
+      h.advance(DELAYS.handshake);
+      expectStates(h, ['handshaking', 'errored', 'closed']);
+    });
+
     it('a peer with no address is not backed off (nothing was dialled)', async () => {
       const h = harness({ limits: { dialBackoff: true } });
       await h.rejectDial({ code: 'NO_ADDRESS', message: 'no address' });
