@@ -157,4 +157,5 @@ export function checkOptionalNumber(name: string, value: unknown, rule: NumberRu
 export const POSITIVE: NumberRule = Object.freeze({ min: 0, above: true });
 export const NON_NEGATIVE: NumberRule = Object.freeze({ min: 0 });
 export const COUNT: NumberRule = Object.freeze({ min: 1, integer: true });
+export const COUNT_OR_INFINITY: NumberRule = Object.freeze({ ...COUNT, infinity: true });
 export const PORT: NumberRule = Object.freeze({ min: 0, max: 65_535, integer: true });

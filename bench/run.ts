@@ -14,6 +14,7 @@ import { RESULT_PREFIX, flagArg, int, mib, msSince, say } from './common.js';
 import type { DialQueueRow } from './dial-queue.js';
 import type { MemoryRow } from './memory.js';
 import type { ObservabilityReport } from './observability.js';
+import type { PruneReport } from './prune.js';
 import type { ResumeReport } from './resume.js';
 import type { RoutingReport } from './routing.js';
 
@@ -51,6 +52,12 @@ const CHILDREN: readonly Child[] = [
     name: 'observability',
     script: here('./observability.ts'),
     args: quick ? ['--requests', '2000', '--rounds', '2'] : [],
+    timeoutMs: 180_000,
+  },
+  {
+    name: 'prune',
+    script: here('./prune.ts'),
+    args: quick ? ['--small', '500', '--large', '5000', '--admissions', '100'] : [],
     timeoutMs: 180_000,
   },
   {
@@ -166,6 +173,14 @@ for (const child of CHILDREN) {
         `observability (${took}): openStream with nothing watching ${int(r.perSecond.off)} req/s; time over that: ` +
           `inspector attached then detached ${r.ratio.detached.toFixed(3)}x, every diagnostics channel subscribed ${r.ratio.channels.toFixed(3)}x, ` +
           `an inspector attached ${r.ratio.inspector.toFixed(3)}x; prometheus() ${r.prometheusUs.toFixed(0)} us for ${r.peers} peers`,
+      );
+      break;
+    }
+    case 'prune': {
+      const r = o.result as unknown as PruneReport;
+      say(
+        `pruning (${took}): ${r.msSmall.toFixed(3)} ms per admission at ${int(r.small)} peers, ${r.msLarge.toFixed(3)} ms at ${int(r.large)}: ` +
+          `${r.ratio.toFixed(2)}x (goal <= ${r.goal}x, constant time: ${r.ratio <= r.goal ? 'MET' : 'NOT MET'})`,
       );
       break;
     }

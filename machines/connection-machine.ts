@@ -40,6 +40,15 @@ function isGraceful(code: number | undefined): boolean {
   );
 }
 
+/**
+ * Whether another attempt may follow a failure: a pinned peer until its
+ * `pinnedMaxAttempts` consecutive failures, another peer until `maxAttempts`.
+ * Also used by the runtime to pick the backoff policy for `retryBackoff`.
+ */
+export function canRetry(context: Pick<ConnectionContext, 'attempts' | 'pinned' | 'limits'>): boolean {
+  return context.attempts < (context.pinned ? context.limits.pinnedMaxAttempts : context.limits.maxAttempts);
+}
+
 /** Effects named here, implemented by the runtime. */
 function stub<T>(): (_args: unknown, _params: T) => void {
   return () => {};
@@ -68,6 +77,8 @@ const base = setup({
     discardStream: stub<{ id: string }>(),
     acceptInbound: stub<{ streamId: string; connectionId: string }>(),
     rejectInbound: stub<{ streamId: string; reason: string }>(),
+    /** NACKs an inbound stream that a per-protocol limit (handle() options) refuses; the runtime names the limit. */
+    limitInbound: stub<{ streamId: string; protocol: string; connectionId: string }>(),
     rejectConnection: stub<{ connectionId: string; code: ConnectionErrorCode }>(),
     closeConnection: stub<{ connectionId: string; code: ConnectionErrorCode }>(),
     sendControl: stub<{ connectionId: string; message: ControlMessage }>(),
@@ -75,6 +86,8 @@ const base = setup({
   guards: {
     /** Supplied by the runtime: a handler is registered for the protocol. */
     hasHandler: (_args, _params: { protocol: string }) => false,
+    /** Supplied by the runtime: a per-protocol limit (handle() options) refuses this STREAM.INBOUND now. */
+    protocolLimited: (_args) => false,
     isInbound: ({ context }) => context.direction === 'inbound',
     isOutbound: ({ context }) => context.direction === 'outbound',
     isPinned: ({ context }) => context.pinned,
@@ -82,7 +95,23 @@ const base = setup({
     pinnedRemoteDrain: ({ context }) => context.pinned && context.ending?.remote === true,
     isCurrent: ({ context, event }) =>
       'connectionId' in event && context.connectionId !== null && event.connectionId === context.connectionId,
-    canRetry: ({ context }) => context.attempts < (context.pinned ? Infinity : context.limits.maxAttempts),
+    canRetry: ({ context }) => canRetry(context),
+    /** A pinned peer whose retry budget or restart intensity is spent. */
+    gaveUpNow: ({ context }) => context.pinned && (!canRetry(context) || context.restarts > context.limits.maxRestarts),
+    /**
+     * No attempt left, but a failed dial of ours (not an inbound connection,
+     * not a lost connection that had been ready, and not a peer without an
+     * address: nothing was dialled) of a peer that is not pinned: back off
+     * before closing.
+     */
+    holdsBackoff: ({ context }) =>
+      !context.pinned &&
+      context.direction === 'outbound' &&
+      !context.wasReady &&
+      context.limits.dialBackoff &&
+      context.lastError?.code !== 'NO_ADDRESS',
+    hasWaiting: ({ context }) => context.queue.length > 0,
+    waitsForReady: ({ event }) => event.type === 'REQUEST' && event.request.waitForReady === true,
     queueHasRoom: ({ context }) => context.queue.length < context.limits.maxQueued,
     /** Nothing in use, and not pinned: a pinned peer is kept connected, never idle-closed. */
     isIdle: ({ context }) =>
@@ -102,8 +131,13 @@ const base = setup({
     idleTimeout: 60_000,
     drainDeadline: 5_000,
     forceCloseGrace: 1_000,
-    /** Supplied by the runtime from its retry policy and random source. */
+    /**
+     * Supplied by the runtime from its retry policy and random source: the
+     * wait before the next attempt, or, with no attempt left, the dial backoff.
+     */
     retryBackoff: 1_000,
+    /** Restart intensity: how long one failure of a pinned peer counts. */
+    restartPeriod: 60_000,
   },
 });
 
@@ -142,8 +176,17 @@ const machineSetup = base.extend({
     /** Stream credit left, and nobody queued ahead (requests keep their order). */
     hasCredit: ({ context }) => context.queue.length === 0 && outboundInFlight(context) < context.limits.maxStreams,
     isOpening: ({ context, event }) => 'id' in event && context.opening.some((r) => r.id === event.id),
+    /** A pong for the last ping sent, on the current connection. */
+    answersPing: ({ context, event }) =>
+      event.type === 'CONTROL.PONG' && event.connectionId === context.connectionId && event.seq === context.pingSeq,
   },
   actions: {
+    /** A heartbeat ping (or a probe) with the next sequence number. */
+    sendPing: base.enqueueActions(({ context, enqueue }) => {
+      const seq = context.pingSeq + 1;
+      enqueue.assign({ pingSeq: seq });
+      enqueue({ type: 'sendControl', params: { connectionId: context.connectionId ?? '', message: { type: 'ping', seq } } });
+    }),
     enqueue: base.assign({
       queue: ({ context, event }) => (event.type === 'REQUEST' ? [...context.queue, event.request] : context.queue),
     }),
@@ -282,6 +325,12 @@ const machineSetup = base.extend({
         }
       },
     }),
+    /** Entry of the final states: answers what is still held, closes what is still open. */
+    finish: base.enqueueActions(({ context, enqueue }) => {
+      const error = context.ending?.error ?? context.lastError ?? info('CONNECTION_LOST', 'connection closed');
+      failPendingAndClose(context, enqueue, error, context.ending?.code ?? ConnectionErrorCode.Drain);
+      enqueue.assign({ opening: [], queue: [], connectionId: null });
+    }),
     cancelRequest: base.enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'REQUEST.CANCEL') return;
       if (context.queue.some((r) => r.id === event.id)) {
@@ -306,6 +355,9 @@ export const connectionMachine = machineSetup.createMachine({
     connectionId: input.connectionId ?? null,
     pinned: input.pinned,
     attempts: 0,
+    restarts: 0,
+    restartSeq: 0,
+    wasReady: false,
     queue: [],
     opening: [],
     streams: 0,
@@ -344,6 +396,15 @@ export const connectionMachine = machineSetup.createMachine({
       },
     },
     'REQUEST.CANCEL': { actions: 'cancelRequest' },
+    // removePeer() / addPeer(..., { pinned }) on a live machine; the guards that read it run again.
+    // Pinning starts a fresh retry budget: failures while unpinned do not count against it.
+    PIN: {
+      actions: assign({
+        pinned: ({ event }) => event.pinned,
+        attempts: ({ context, event }) => (event.pinned && !context.pinned ? 0 : context.attempts),
+      }),
+    },
+    'RESTART.DECAY': { actions: assign({ restarts: ({ context }) => Math.max(0, context.restarts - 1) }) },
   },
   states: {
     /** Transient: picks the first real state from the direction. */
@@ -520,29 +581,18 @@ export const connectionMachine = machineSetup.createMachine({
     ready: {
       type: 'parallel',
       entry: [assign({ attempts: 0, misses: 0, lastError: null }), 'openQueued'],
+      // A failure from here on is a lost connection, not a failed dial: no dial backoff.
+      exit: assign({ wasReady: true }),
       states: {
         heartbeat: {
           initial: 'waiting',
+          // engine.networkChanged(): one ping now, answered within the heartbeat timeout or the connection is dead.
+          on: { PROBE: '.probing' },
           states: {
             waiting: { after: { heartbeatInterval: 'pinging' } },
             pinging: {
-              entry: [
-                assign({ pingSeq: ({ context }) => context.pingSeq + 1 }),
-                {
-                  type: 'sendControl',
-                  params: ({ context }) => ({
-                    connectionId: context.connectionId ?? '',
-                    message: { type: 'ping', seq: context.pingSeq },
-                  }),
-                },
-              ],
-              on: {
-                'CONTROL.PONG': {
-                  guard: ({ context, event }) => event.connectionId === context.connectionId && event.seq === context.pingSeq,
-                  target: 'waiting',
-                  actions: assign({ misses: 0 }),
-                },
-              },
+              entry: 'sendPing',
+              on: { 'CONTROL.PONG': { guard: 'answersPing', target: 'waiting', actions: assign({ misses: 0 }) } },
               after: {
                 heartbeatTimeout: [
                   {
@@ -563,6 +613,19 @@ export const connectionMachine = machineSetup.createMachine({
               },
             },
             missed: { after: { heartbeatGap: 'pinging' } },
+            probing: {
+              entry: 'sendPing',
+              on: { 'CONTROL.PONG': { guard: 'answersPing', target: 'waiting', actions: assign({ misses: 0 }) } },
+              after: {
+                heartbeatTimeout: {
+                  target: '#peerConnection.errored',
+                  actions: assign({
+                    lastError: () =>
+                      info('HEARTBEAT_TIMEOUT', 'no answer to the probe after a network change', ConnectionErrorCode.HeartbeatTimeout),
+                  }),
+                },
+              },
+            },
           },
         },
         idle: {
@@ -603,6 +666,14 @@ export const connectionMachine = machineSetup.createMachine({
         'STREAM.CLOSED': { guard: 'isCurrent', actions: ['streamClosed', 'openQueued'] },
         'STREAM.INBOUND': [
           {
+            // A per-protocol limit of handle(): NACKed with the limit as the reason.
+            guard: and(['isCurrent', 'protocolLimited']),
+            actions: {
+              type: 'limitInbound',
+              params: ({ event }) => ({ streamId: event.streamId, protocol: event.protocol, connectionId: event.connectionId }),
+            },
+          },
+          {
             guard: ({ context, event }) =>
               event.connectionId === context.connectionId && context.inboundStreams < context.limits.maxInboundStreams,
             actions: 'maybeAcceptInbound',
@@ -621,10 +692,7 @@ export const connectionMachine = machineSetup.createMachine({
         'LEASE.RELEASE': { guard: 'isCurrent', actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
         // A cancelled open gives its credit to the next queued request.
         'REQUEST.CANCEL': { actions: ['cancelRequest', 'openQueued'] },
-        'CONTROL.PONG': {
-          guard: ({ context, event }) => event.connectionId === context.connectionId && event.seq === context.pingSeq,
-          actions: assign({ misses: 0 }),
-        },
+        'CONTROL.PONG': { guard: 'answersPing', actions: assign({ misses: 0 }) },
         'CONTROL.GOAWAY': {
           guard: 'isCurrent',
           target: 'draining',
@@ -774,22 +842,48 @@ export const connectionMachine = machineSetup.createMachine({
     errored: {
       entry: enqueueActions(({ context, enqueue }) => {
         const error = context.lastError ?? info('CONNECTION_LOST', 'connection failed');
-        failPendingAndClose(context, enqueue, error, error.closeCode ?? ConnectionErrorCode.ForceClose);
+        // Requests that wait for ready stay for the next attempt (`closed` / `gaveUp` answer them if none follows).
+        const waiting = context.queue.filter((r) => r.waitForReady === true);
+        const failing = waiting.length === 0 ? context : { ...context, queue: context.queue.filter((r) => r.waitForReady !== true) };
+        failPendingAndClose(failing, enqueue, error, error.closeCode ?? ConnectionErrorCode.ForceClose);
+        // Restart intensity of a pinned peer: each failure counts for the restart period.
+        const counted = context.pinned && context.limits.maxRestarts !== Infinity;
         enqueue.assign({
           opening: [],
-          queue: [],
+          queue: waiting,
           streams: 0,
           inboundStreams: 0,
           leases: 0,
           connectionId: null,
           attempts: context.attempts + 1,
+          restarts: counted ? context.restarts + 1 : context.restarts,
+          restartSeq: counted ? context.restartSeq + 1 : context.restartSeq,
         });
+        if (counted) enqueue.raise({ type: 'RESTART.DECAY' }, { id: `restart:${context.restartSeq}`, delay: 'restartPeriod' });
       }),
-      always: { guard: not('canRetry'), target: 'closed' },
-      after: { retryBackoff: 'connecting' },
+      exit: assign({ wasReady: false }),
+      always: [
+        { guard: 'gaveUpNow', target: 'gaveUp' },
+        { guard: and([not('canRetry'), not('holdsBackoff')]), target: 'closed' },
+      ],
+      after: {
+        retryBackoff: [
+          { guard: 'canRetry', target: 'connecting' },
+          // The dial backoff is over and a request waits for the peer: dial again.
+          { guard: 'hasWaiting', target: 'connecting' },
+          { target: 'closed' },
+        ],
+      },
       on: {
-        // Fail fast while backing off: the answer is the error that put us here.
-        REQUEST: { actions: 'refuseWithLastError' },
+        // Fail fast while backing off (the answer is the error that put us
+        // here), unless the request waits for ready.
+        REQUEST: [
+          { guard: and(['waitsForReady', 'queueHasRoom']), actions: 'enqueue' },
+          { guard: 'waitsForReady', actions: 'refuseQueueFull' },
+          { actions: 'refuseWithLastError' },
+        ],
+        // Room for another peer: a peer backing off with nobody waiting is worth nothing.
+        PRUNE: { guard: and([not('isPinned'), not('hasWaiting')]), target: 'closed' },
         'CONNECTION.INBOUND': { target: 'handshaking', actions: 'adoptInbound' },
         DRAIN: { target: 'closed', actions: 'endWith' },
         FORCE_CLOSE: { target: 'closed', actions: 'endWith' },
@@ -799,11 +893,17 @@ export const connectionMachine = machineSetup.createMachine({
 
     closed: {
       type: 'final',
-      entry: enqueueActions(({ context, enqueue }) => {
-        const error = context.ending?.error ?? context.lastError ?? info('CONNECTION_LOST', 'connection closed');
-        failPendingAndClose(context, enqueue, error, context.ending?.code ?? ConnectionErrorCode.Drain);
-        enqueue.assign({ opening: [], queue: [], connectionId: null });
-      }),
+      entry: 'finish',
+    },
+
+    /**
+     * Final: a pinned peer gave up (its retry budget or restart intensity is
+     * spent). The machine ends like `closed`; the engine does not dial the
+     * peer by itself again, and the next request (or addPeer) starts afresh.
+     */
+    gaveUp: {
+      type: 'final',
+      entry: 'finish',
     },
   },
 });

@@ -12,7 +12,10 @@ import type { ErrorCode, ErrorInfo } from './codes.js';
  * moves the bytes; the machine decides when to try again and when to give up.
  *
  * Timers (no state can hang): `opening` waits at most `resumeTimeout` for
- * the remote to accept; `suspended` as a whole expires after `resumeTtl`,
+ * the remote to accept; `suspended` as a whole expires after `resumeTtl`
+ * (`failed` with RESUME_EXPIRED, or `closed` for a session that is complete
+ * on this side: everything it sent was read, everything sent to it was read,
+ * and only the remote's last acknowledgement was lost with the link),
  * however many attempts it makes; inside it the opener waits `resumeRetry`
  * (the retry policy's backoff) between attempts and `resumeTimeout` for each
  * attempt's answer. The side that accepted the stream never dials: it waits
@@ -83,6 +86,11 @@ export const sessionMachine = setup({
   },
   guards: {
     isOpener: ({ context }) => context.role === 'opener',
+    /**
+     * Supplied by the runtime: both directions are done as far as this side
+     * knows (its end acknowledged as read, the remote's end read).
+     */
+    isComplete: (_args) => false,
   },
   delays: {
     /** Supplied by the runtime from its resume policy. */
@@ -121,10 +129,14 @@ export const sessionMachine = setup({
     suspended: {
       entry: assign({ attempts: 0 }),
       after: {
-        resumeTtl: {
-          target: 'failed',
-          actions: assign({ lastError: () => info('RESUME_EXPIRED', 'the session was not resumed before its TTL') }),
-        },
+        resumeTtl: [
+          // Nothing was lost: only the other side may not know yet (it expires or resumes to learn it).
+          { guard: 'isComplete', target: 'closed' },
+          {
+            target: 'failed',
+            actions: assign({ lastError: () => info('RESUME_EXPIRED', 'the session was not resumed before its TTL') }),
+          },
+        ],
       },
       initial: 'waiting',
       states: {

@@ -3,7 +3,11 @@ import type { ConnectionErrorCode, ErrorInfo } from './codes.js';
 /** Version of the application handshake spoken on the control channel. */
 export const PROTOCOL_VERSION = 1;
 
-/** The public names of the machine's top-level states. */
+/**
+ * The public names of the machine's top-level states. `closed` and `gaveUp`
+ * are final: `gaveUp` is where a pinned peer ends when its retry budget
+ * (`pinnedRetry.maxAttempts`) or its restart intensity is spent.
+ */
 export const ConnectionStates = [
   'connecting',
   'handshaking',
@@ -12,6 +16,7 @@ export const ConnectionStates = [
   'forceClosed',
   'errored',
   'closed',
+  'gaveUp',
 ] as const;
 export type ConnectionState = (typeof ConnectionStates)[number];
 
@@ -21,6 +26,12 @@ export interface RequestRef {
   /** `stream`: open a stream. `lease`: hold the connection for `withConnection`. */
   readonly kind: 'stream' | 'lease';
   readonly protocol: string;
+  /**
+   * Wait through connection failures (gRPC's waitForReady): while the peer
+   * is backing off (`errored`) the request stays queued for the next
+   * attempt instead of failing at once. Bounded by the request's deadline.
+   */
+  readonly waitForReady?: boolean;
 }
 
 /** Why the connection is ending on purpose (drain, force close, shutdown). */
@@ -42,8 +53,23 @@ export interface ConnectionLimits {
   readonly maxInboundStreams: number;
   /** Consecutive unanswered heartbeats before the connection is declared dead. */
   readonly heartbeatMisses: number;
-  /** Total dial attempts before giving up (the first one included). */
+  /** Total dial attempts before giving up (the first one included), for peers that are not pinned. */
   readonly maxAttempts: number;
+  /** Consecutive failed attempts after which a pinned peer gives up (`gaveUp`). Infinity: never. */
+  readonly pinnedMaxAttempts: number;
+  /**
+   * Restart intensity of a pinned peer: more than this many failures (entries
+   * into `errored`) within the `restartPeriod` delay and it gives up.
+   * Infinity: no limit (and no timer is kept for it).
+   */
+  readonly maxRestarts: number;
+  /**
+   * A peer that is not pinned and whose dial failed with no attempt left
+   * stays `errored` for the `retryBackoff` delay (the dial backoff) before
+   * it closes, so a fresh request fails fast instead of dialling again at
+   * once. False: it closes at once.
+   */
+  readonly dialBackoff: boolean;
 }
 
 export interface ConnectionInput {
@@ -66,6 +92,12 @@ export interface ConnectionContext {
   pinned: boolean;
   /** Consecutive failed attempts since the last time the peer was ready. */
   attempts: number;
+  /** Pinned peers: failures within the restart period (each one decays after it). */
+  restarts: number;
+  /** Sequence of restart-decay timers (their ids). */
+  restartSeq: number;
+  /** The connection that failed last had been `ready` (a lost connection, not a failed dial). */
+  wasReady: boolean;
   /** Requests waiting: for `ready`, or for stream credit in `ready`. Bounded by maxQueued. */
   queue: RequestRef[];
   /** Stream opens in progress (header sent, waiting for ACK). */
@@ -103,6 +135,12 @@ export type ConnectionEvent =
   | { type: 'STREAM.INBOUND'; connectionId: string; streamId: string; protocol: string }
   | { type: 'LEASE.RELEASE'; connectionId: string }
   | { type: 'PRUNE' }
+  /** The peer is pinned (kept connected) or no longer. */
+  | { type: 'PIN'; pinned: boolean }
+  /** The network changed: check the connection at once with a ping. */
+  | { type: 'PROBE' }
+  /** One failure leaves the restart-intensity window. */
+  | { type: 'RESTART.DECAY' }
   | { type: 'DRAIN' }
   | { type: 'FORCE_CLOSE'; reason?: string }
   | { type: 'SHUTDOWN'; force: boolean };

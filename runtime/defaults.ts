@@ -1,10 +1,9 @@
 import type { InboundGate } from '../adapters/adapter.js';
 import type { RateLimit } from '../adapters/rate-limit.js';
-import { checkNumber, checkObject, checkOptionalFunction, COUNT, invalidValue, outOfRange, POSITIVE } from '../adapters/arguments.js';
+import { checkNumber, checkObject, checkOneOf, checkOptionalFunction, COUNT, COUNT_OR_INFINITY, invalidValue, NON_NEGATIVE, outOfRange, POSITIVE } from '../adapters/arguments.js';
 import { maxAttempts, validateRetryPolicy, type RetryPolicy } from './retry.js';
 
 const POSITIVE_OR_INFINITY = Object.freeze({ ...POSITIVE, infinity: true });
-const COUNT_OR_INFINITY = Object.freeze({ ...COUNT, infinity: true });
 import type { ResumeOptions } from './resume/manager.js';
 
 /**
@@ -36,8 +35,49 @@ export interface EngineOptions {
   forceCloseGraceMs: number;
   /** Retry policy for peers that are not pinned. @default { strategy: 'none' } */
   retry: RetryPolicy;
-  /** Backoff for pinned peers; they retry forever (maxAttempts is ignored). @default exponential 1 s x1.6 +-20 % cap 120 s */
+  /**
+   * Backoff for pinned peers. Its `maxAttempts` is the number of consecutive
+   * failed attempts after which a pinned peer gives up (state `gaveUp`);
+   * without one they retry forever.
+   * @default exponential 1 s x1.6 +-20 % cap 120 s, no attempt limit
+   */
   pinnedRetry: RetryPolicy;
+  /**
+   * Restart intensity of pinned peers (Erlang supervisors' MaxR in MaxT): a
+   * pinned peer whose connection fails more than `maxRestarts` times within
+   * `periodMs` gives up (state `gaveUp`), however often it was ready in
+   * between. `maxRestarts: Infinity`: no limit.
+   * @default { maxRestarts: Infinity, periodMs: 60_000 }
+   */
+  pinnedRestartIntensity: { maxRestarts: number; periodMs: number };
+  /**
+   * Dial backoff for peers that are not pinned: when a dial fails and the
+   * `retry` policy allows no more attempts, the peer stays `errored` this long
+   * (by the policy, after the failed attempts so far) before it closes. A
+   * request meanwhile fails fast with the failure's code, or, with
+   * `waitForReady`, waits and is dialled for when the backoff ends. A lost
+   * connection that had been ready, or an inbound one, is not backed off.
+   * `{ strategy: 'none' }`:
+   * the peer closes at once and the next request dials again.
+   * @default exponential 1 s x2 +-20 % cap 60 s
+   */
+  dialBackoff: RetryPolicy;
+  /**
+   * Staggered dials (RFC 8305's connection attempt delay): a peer's addresses
+   * are dialled one after another, this long apart, each started early if the
+   * previous one failed; the first connection wins and the rest are
+   * cancelled. 0: all at once.
+   * @default 250
+   */
+  dialStaggerMs: number;
+  /**
+   * The order addresses are tried in: `interleave` puts IPv6 first and
+   * alternates the families (RFC 8305 section 4), keeping the given order
+   * within each family and for addresses of no IP family; `given` keeps the
+   * address book's order.
+   * @default 'interleave'
+   */
+  addressOrder: 'interleave' | 'given';
   /** Requests waiting per peer (for the connection or for stream credit). @default 256 */
   maxQueuedPerPeer: number;
   /** Outbound streams open or opening at once per connection (QUIC's default stream limit). @default 100 */
@@ -104,6 +144,16 @@ export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
     maxDelayMs: 120_000,
     jitter: 0.2,
   }) as RetryPolicy,
+  pinnedRestartIntensity: Object.freeze({ maxRestarts: Infinity, periodMs: 60_000 }),
+  dialBackoff: Object.freeze({
+    strategy: 'exponential',
+    initialDelayMs: 1_000,
+    multiplier: 2,
+    maxDelayMs: 60_000,
+    jitter: 0.2,
+  }) as RetryPolicy,
+  dialStaggerMs: 250,
+  addressOrder: 'interleave',
   maxQueuedPerPeer: 256,
   maxStreamsPerConnection: 100,
   maxInboundStreamsPerConnection: 100,
@@ -125,8 +175,9 @@ export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
   allowInbound: undefined,
 });
 
-export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat' | 'resume' | 'inboundRateLimit'>> & {
+export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat' | 'resume' | 'inboundRateLimit' | 'pinnedRestartIntensity'>> & {
   heartbeat?: Partial<EngineOptions['heartbeat']>;
+  pinnedRestartIntensity?: Partial<EngineOptions['pinnedRestartIntensity']>;
   resume?: Partial<EngineOptions['resume']>;
   inboundRateLimit?: Partial<RateLimit>;
 };
@@ -143,6 +194,7 @@ export function resolveOptions(init: EngineInit = {}, name = 'options'): EngineO
     heartbeat: { ...DEFAULTS.heartbeat, ...init.heartbeat },
     resume: { ...DEFAULTS.resume, ...init.resume },
     inboundRateLimit: { ...DEFAULTS.inboundRateLimit, ...init.inboundRateLimit },
+    pinnedRestartIntensity: { ...DEFAULTS.pinnedRestartIntensity, ...init.pinnedRestartIntensity },
   };
   const positive = (field: string, value: unknown, infinity = false): void => checkNumber(`${name}.${field}`, value, infinity ? POSITIVE_OR_INFINITY : POSITIVE);
   const count = (field: string, value: unknown, infinity = false): void => checkNumber(`${name}.${field}`, value, infinity ? COUNT_OR_INFINITY : COUNT);
@@ -161,6 +213,11 @@ export function resolveOptions(init: EngineInit = {}, name = 'options'): EngineO
   positive('forceCloseGraceMs', options.forceCloseGraceMs);
   validateRetryPolicy(options.retry, `${name}.retry`);
   validateRetryPolicy(options.pinnedRetry, `${name}.pinnedRetry`);
+  count('pinnedRestartIntensity.maxRestarts', options.pinnedRestartIntensity.maxRestarts, true);
+  positive('pinnedRestartIntensity.periodMs', options.pinnedRestartIntensity.periodMs);
+  validateRetryPolicy(options.dialBackoff, `${name}.dialBackoff`);
+  checkNumber(`${name}.dialStaggerMs`, options.dialStaggerMs, NON_NEGATIVE);
+  checkOneOf(`${name}.addressOrder`, options.addressOrder, ['interleave', 'given']);
   count('maxQueuedPerPeer', options.maxQueuedPerPeer);
   count('maxStreamsPerConnection', options.maxStreamsPerConnection);
   count('maxInboundStreamsPerConnection', options.maxInboundStreamsPerConnection);

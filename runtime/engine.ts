@@ -1,7 +1,7 @@
 import './dispose.js';
 import { Subject, type Observable, type Observer } from 'rxjs';
 import { fromCallback, fromPromise, type Actor, type AnyActorRef, type InspectionEvent, type Subscription } from 'xstate';
-import { checkBoolean, checkFunction, checkOptionalString, checkString, invalidType, invalidValue, optionsObject } from '../adapters/arguments.js';
+import { checkBoolean, checkFunction, checkNumber, checkObject, checkOptionalString, checkString, invalidType, invalidValue, optionsObject } from '../adapters/arguments.js';
 import {
   TransportError,
   type Adapter,
@@ -12,7 +12,7 @@ import {
   type IncomingStream,
   type Stream,
 } from '../adapters/adapter.js';
-import { connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
+import { canRetry, connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
 import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
 import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { Admission, type AdmissionSnapshot } from './admission.js';
@@ -23,6 +23,11 @@ import { SharedActorSystem, createRootActor, stopRootActor } from './actor-syste
 import { DialQueue } from './dial-queue.js';
 import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
+import { onAbort } from './abort.js';
+import { PeerStates } from './peer-states.js';
+import { ProtocolLimits, STREAM_LIMIT_REASON, validateHandlerOptions, type HandlerOptions } from './protocol-limits.js';
+import { rankAddresses, staggeredDial } from './staggered-dial.js';
+import { PruneIndex, type PrunableKind } from './prune-index.js';
 import { PeerlineError, toPeerlineError } from './errors.js';
 import {
   checkEngineConfig,
@@ -36,7 +41,7 @@ import {
   type RequestOptions,
 } from './validate.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
-import { backoffDelay } from './retry.js';
+import { backoffDelay, pinnedMaxAttempts } from './retry.js';
 import { RESUME_PROTOCOL } from './resume/frames.js';
 import { ResumeManager, type ResumeStats, type SessionTransition } from './resume/manager.js';
 import type { ResumableStream, SessionSnapshot } from './resume/session.js';
@@ -155,9 +160,49 @@ export interface OpenStreamOptions {
    * back (see `EngineOptions.resume`). Both sides must run peerline.
    */
   readonly resumable?: boolean;
+  /**
+   * Wait for the peer instead of failing while it backs off (gRPC's
+   * waitForReady): a request to a peer in `errored` (a retry or the dial
+   * backoff pending) stays queued for the next attempt, until its deadline
+   * (`timeoutMs`), its signal, or the peer's machine ending (closed or
+   * gaveUp) answers it. Without it such a request fails at once with the
+   * failure's code.
+   */
+  readonly waitForReady?: boolean;
+}
+
+/** Options of `addPeer`. */
+export interface AddPeerOptions {
+  /**
+   * Keep the peer connected, reconnecting by `pinnedRetry` (until it gives
+   * up); false unpins it. @default its current pin (false for a new peer)
+   */
+  readonly pinned?: boolean;
+  /** Never pruned to make room at `maxConnections`. @default false */
+  readonly protected?: boolean;
+  /** Priority tags, as with `tagPeer`: the peer's priority is the sum of their values. */
+  readonly tags?: Readonly<Record<string, number>>;
+}
+
+/** A peer's pruning priority: tag values (summed) and protection. Kept per peer id, whether it is connected or not. */
+interface PeerPriority {
+  readonly tags: Map<string, number>;
+  protected: boolean;
 }
 
 type LeaseValue = { readonly connection: LeasedConnection; readonly release: () => void };
+
+/** A request as `#submit` takes it, from `requests` or `withConnection`. */
+interface SubmitSpec {
+  readonly peerId: string;
+  readonly protocol: string;
+  readonly kind: 'stream' | 'lease';
+  readonly signal: AbortSignal | undefined;
+  readonly deadline: number | undefined;
+  readonly waitForReady: boolean;
+  readonly onStream: (answer: StreamAnswer) => void;
+  readonly onLease: ((value: LeaseValue) => void) | undefined;
+}
 
 /** A request the engine owes an answer. Settled exactly once (see `#settle`). */
 interface Pending {
@@ -171,7 +216,8 @@ interface Pending {
   /** When it arrived, on the engine's clock: stream-open latency and the diagnostics' durations. */
   readonly startedAt: number;
   timer: unknown;
-  onAbort: (() => void) | undefined;
+  /** Cancels the abort registration (one listener per signal, see abort.ts). */
+  abortOff: (() => void) | undefined;
   entry: Entry | undefined;
 }
 
@@ -183,6 +229,16 @@ function info(code: ErrorCode, message: string, closeCode?: ConnectionErrorCode)
   return closeCode === undefined ? { code, message } : { code, message, closeCode };
 }
 
+/** Whether a machine in this state may be pruned, and how (see prune-index.ts). */
+function prunableKind(value: unknown, context: { pinned: boolean; queue: readonly unknown[] }): PrunableKind | undefined {
+  if (value === 'errored') return !context.pinned && context.queue.length === 0 ? 'errored' : undefined;
+  if (typeof value === 'object' && value !== null) {
+    const ready = (value as { ready?: { idle?: string } }).ready;
+    if (ready?.idle === 'idle') return 'idle';
+  }
+  return undefined;
+}
+
 function topState(value: unknown): ConnectionState | 'start' {
   if (typeof value === 'string') return value as ConnectionState;
   return Object.keys(value as object)[0] as ConnectionState;
@@ -190,6 +246,10 @@ function topState(value: unknown): ConnectionState | 'start' {
 
 /** Maps a transport failure to the error a request or a machine ends with. */
 export function transportErrorInfo(error: unknown, during: 'dial' | 'stream'): ErrorInfo {
+  // A per-protocol limit of the remote's handler: retry later, not a protocol it refuses.
+  if (error instanceof TransportError && error.kind === 'rejected' && error.message.startsWith(STREAM_LIMIT_REASON)) {
+    return info('STREAM_LIMIT', error.message);
+  }
   if (error instanceof TransportError) {
     switch (error.kind) {
       case 'refused':
@@ -227,6 +287,12 @@ export class Engine {
   readonly transitions$: Observable<Transition>;
   /** Every state change of every resumable stream's session machine (suspension, resume, end). */
   readonly sessionTransitions$: Observable<SessionTransition>;
+  /**
+   * Every peer with a machine and its state: the current map at once on
+   * subscribe, then a new one after each turn in which something changed;
+   * completes when the engine stops.
+   */
+  readonly peers$: Observable<ReadonlyMap<string, ConnectionState>>;
 
   readonly #adapter: Adapter;
   readonly #random: Random;
@@ -240,6 +306,14 @@ export class Engine {
   readonly #pending = new Map<string, Pending>();
   readonly #handlers = new Map<string, StreamHandler>();
   readonly #book = new Map<string, { addresses: string[]; pinned: boolean }>();
+  /** Pruning priorities by peer id (tags, protection); only peers that have some. */
+  readonly #priorities = new Map<string, PeerPriority>();
+  readonly #protocolLimits: ProtocolLimits;
+  /** Peers that may be pruned at maxConnections, kept as their machines change state. */
+  readonly #prunable = new PruneIndex<Entry>((peerId) => this.#priorityValue(peerId));
+  readonly #peerStates: PeerStates;
+  /** Above 0 while a request is being submitted: answers given meanwhile wait for a microtask (never synchronous). */
+  #submitting = 0;
   readonly #incoming = new Subject<StreamRequest>();
   readonly #transitions = new Subject<Transition>();
   readonly #resume: ResumeManager;
@@ -268,7 +342,7 @@ export class Engine {
     const { adapter, clock, random, logger, logLevel, inspect, trace, ...init } = config;
     this.options = resolveOptions(init, 'config');
     if (this.options.pinnedRetry.strategy === 'none') {
-      throw invalidValue('config.pinnedRetry.strategy', 'a backoff strategy: pinned peers retry forever', 'none');
+      throw invalidValue('config.pinnedRetry.strategy', 'a backoff strategy: pinned peers reconnect by backoff', 'none');
     }
     this.#adapter = adapter;
     this.peerId = adapter.localPeerId;
@@ -282,6 +356,15 @@ export class Engine {
       localPeerId: this.peerId,
       debug: this.#log.enabled('debug') ? (line) => this.#log.debug(line) : undefined,
     });
+    this.#protocolLimits = new ProtocolLimits(() => this.clock.now());
+    this.#peerStates = new PeerStates({
+      stateOf: (peerId) => {
+        const entry = this.#entryOf(peerId);
+        return entry === undefined || entry.state === 'start' ? undefined : entry.state;
+      },
+      states: () => this.#liveStates(),
+    });
+    this.peers$ = this.#peerStates.peers$;
     this.#machine = this.#provide();
     // Routing: one subscription; the registry is the grouping by peer.
     this.#incoming.subscribe((request) => this.#route(request));
@@ -361,7 +444,7 @@ export class Engine {
     await this.#adapter.listen((connection) => this.#guard('inbound connection', () => this.#onConnection(connection)));
     if (signal?.aborted) {
       // Listening already: undo it before answering, as stop() would.
-      await this.#closeAdapter();
+      await this.#closeAdapter(this.clock.now() + this.options.forceCloseGraceMs);
       this.#stopped();
       throw aborted();
     }
@@ -371,11 +454,14 @@ export class Engine {
   }
 
   /**
-   * Stops every machine and the adapter. Always returns, within the drain
-   * deadline plus the force-close grace: ready peers drain, the rest close,
-   * and every pending request is answered (ENGINE_STOPPED if nothing else).
-   * `force`, or aborting `signal` (even after the stop began, or on a later
-   * call), skips what is left of the draining.
+   * Stops every machine and the adapter. Always returns, at most
+   * `drainDeadlineMs + forceCloseGraceMs` (+1 ms) after it is called
+   * (`forceCloseGraceMs` + 1 ms with `force`): ready peers drain, the rest
+   * close, every pending request is answered (ENGINE_STOPPED if nothing
+   * else), then the adapter closes within what is left of that bound; an
+   * adapter whose close has not settled by then goes on closing in the
+   * background. `force`, or aborting `signal` (even after the stop began, or
+   * on a later call), skips what is left of the draining.
    */
   stop(options?: StopOptions): Promise<void> {
     let parsed: { force: boolean; signal: AbortSignal | undefined };
@@ -421,34 +507,162 @@ export class Engine {
     return { unsubscribe, [Symbol.dispose]: unsubscribe };
   }
 
-  /** Registers the handler for inbound streams of `protocol`. Returns the unregister function. */
-  handle(protocol: string, handler: StreamHandler): () => void {
+  /**
+   * Registers the handler for inbound streams of `protocol`. Returns the
+   * unregister function. `options` limit its inbound streams (see
+   * `HandlerOptions`); over a limit the stream is NACKed and the opener gets
+   * STREAM_LIMIT.
+   */
+  handle(protocol: string, handler: StreamHandler, options?: HandlerOptions): () => void {
     checkProtocol('protocol', protocol, this.options.maxProtocolLength);
     checkFunction('handler', handler);
     if (protocol === RESUME_PROTOCOL) throw invalidValue('protocol', 'a protocol other than the one reserved for resumable streams', protocol);
     if (this.#handlers.has(protocol)) throw new Error(`a handler for ${protocol} is already registered`);
+    const limits = validateHandlerOptions(options);
     this.#handlers.set(protocol, handler);
+    this.#protocolLimits.set(protocol, limits);
     return () => {
-      if (this.#handlers.get(protocol) === handler) this.#handlers.delete(protocol);
+      if (this.#handlers.get(protocol) !== handler) return;
+      this.#handlers.delete(protocol);
+      this.#protocolLimits.delete(protocol);
     };
   }
 
-  /** Adds (or replaces) a peer's addresses. A pinned peer is kept connected, reconnecting by backoff. */
-  addPeer(peerId: string, addresses: readonly string[], options?: { pinned?: boolean }): void {
+  /**
+   * Adds (or replaces) a peer's addresses. A pinned peer is kept connected,
+   * reconnecting by backoff until `pinnedRetry.maxAttempts` or the restart
+   * intensity says it gives up. `pinned` given pins or unpins the peer, its
+   * live machine included; left out, the peer keeps its pin (new peers are
+   * not pinned), so updating addresses does not unpin. `protected` and
+   * `tags` set its pruning priority.
+   */
+  addPeer(peerId: string, addresses: readonly string[], options?: AddPeerOptions): void {
     checkPeerId('peerId', peerId, this.peerId);
     if (!Array.isArray(addresses)) throw invalidType('addresses', 'an array of non-empty strings', addresses);
     addresses.forEach((address, i) => checkString(`addresses[${i}]`, address));
-    const { pinned: pinnedOption } = optionsObject('options', options);
+    const { pinned: pinnedOption, protected: protectedOption, tags } = optionsObject('options', options);
     checkBoolean('options.pinned', pinnedOption);
-    const pinned = pinnedOption === true;
+    checkBoolean('options.protected', protectedOption);
+    if (tags !== undefined) {
+      checkObject('options.tags', tags);
+      for (const [tag, value] of Object.entries(tags)) checkNumber(`options.tags[${JSON.stringify(tag)}]`, value);
+    }
+    const pinned = pinnedOption === undefined ? (this.#book.get(peerId)?.pinned ?? false) : pinnedOption;
     this.#book.set(peerId, { addresses: [...addresses], pinned });
+    if (protectedOption !== undefined) this.protectPeer(peerId, protectedOption);
+    for (const [tag, value] of Object.entries(tags ?? {})) this.tagPeer(peerId, tag, value);
+    const entry = this.#entryOf(peerId);
+    if (entry !== undefined && entry.actor.getSnapshot().context.pinned !== pinned) {
+      entry.actor.send({ type: 'PIN', pinned });
+    }
     if (pinned && this.#status === 'running') this.#ensurePinned(peerId);
   }
 
-  /** Forgets a peer's addresses (its live connection, if any, is not touched). */
+  /**
+   * Forgets a peer's addresses, pin and priority. Its live machine, if any,
+   * is unpinned: a connection stays until idle, a peer backing off stops
+   * retrying (dials would find no address).
+   */
   removePeer(peerId: string): void {
     checkString('peerId', peerId);
     this.#book.delete(peerId);
+    this.#priorities.delete(peerId);
+    this.#reprioritize(peerId);
+    const entry = this.#entryOf(peerId);
+    if (entry !== undefined && entry.actor.getSnapshot().context.pinned) entry.actor.send({ type: 'PIN', pinned: false });
+  }
+
+  /**
+   * Sets the tag `tag` of a peer to `value` (a finite number). When the
+   * connection limit is reached, the idle peer with the lowest priority (the
+   * sum of its tag values) is pruned first, the least recently used among
+   * equals. Tags are kept per peer id, connected or not, until removePeer.
+   */
+  tagPeer(peerId: string, tag: string, value: number): void {
+    checkString('peerId', peerId);
+    checkString('tag', tag);
+    checkNumber('value', value);
+    this.#priorityOf(peerId).tags.set(tag, value);
+    this.#reprioritize(peerId);
+  }
+
+  /** Removes a peer's tag. */
+  untagPeer(peerId: string, tag: string): void {
+    checkString('peerId', peerId);
+    checkString('tag', tag);
+    const priority = this.#priorities.get(peerId);
+    if (priority === undefined) return;
+    priority.tags.delete(tag);
+    if (priority.tags.size === 0 && !priority.protected) this.#priorities.delete(peerId);
+    this.#reprioritize(peerId);
+  }
+
+  /** A protected peer is never pruned to make room (it may still close when idle). */
+  protectPeer(peerId: string, on = true): void {
+    checkString('peerId', peerId);
+    checkBoolean('on', on);
+    if (on) {
+      this.#priorityOf(peerId).protected = true;
+    } else {
+      const priority = this.#priorities.get(peerId);
+      if (priority === undefined) return;
+      priority.protected = false;
+      if (priority.tags.size === 0) this.#priorities.delete(peerId);
+    }
+    this.#reprioritize(peerId);
+  }
+
+  #reprioritize(peerId: string): void {
+    const entry = this.#entryOf(peerId);
+    if (entry !== undefined) this.#prunable.refresh(entry);
+  }
+
+  /** The sum of a peer's tags and its protection, for the prune index. */
+  #priorityValue(peerId: string): { value: number; protected: boolean } | undefined {
+    const priority = this.#priorities.get(peerId);
+    if (priority === undefined) return undefined;
+    let value = 0;
+    for (const v of priority.tags.values()) value += v;
+    return { value, protected: priority.protected };
+  }
+
+  #priorityOf(peerId: string): PeerPriority {
+    let priority = this.#priorities.get(peerId);
+    if (priority === undefined) {
+      priority = { tags: new Map(), protected: false };
+      this.#priorities.set(peerId, priority);
+    }
+    return priority;
+  }
+
+  /**
+   * The state of `peerId`'s machine (BehaviorSubject semantics): the current
+   * state at once if it has a machine, then every change; completes when that
+   * machine ends (after `closed` or `gaveUp`) or the engine stops. Subscribed
+   * while the peer has no machine, it waits for the next one. Nothing is kept
+   * for a peer once its subscribers are gone.
+   */
+  state$(peerId: string): Observable<ConnectionState> {
+    checkString('peerId', peerId);
+    return this.#peerStates.state$(peerId);
+  }
+
+  /**
+   * The network changed (an interface went down, the address changed, a
+   * laptop woke up): every `ready` peer is probed at once with a ping that
+   * must be answered within the heartbeat timeout, instead of waiting for
+   * heartbeats to die. Dead connections go `errored` (HEARTBEAT_TIMEOUT)
+   * then, live ones stay `ready`. Returns the number of peers probed.
+   */
+  networkChanged(): number {
+    let probed = 0;
+    for (const entry of this.#entries.values()) {
+      if (entry.removed || entry.state !== 'ready') continue;
+      probed += 1;
+      this.#guard('probe', () => entry.actor.send({ type: 'PROBE' }));
+    }
+    this.#metrics.probes += probed;
+    return probed;
   }
 
   /**
@@ -471,7 +685,7 @@ export class Engine {
       return Promise.reject(error);
     }
     return new Promise<PeerStream>((resolve, reject) => {
-      const { signal, timeoutMs, resumable } = checked;
+      const { signal, timeoutMs, resumable, waitForReady } = checked;
       if (resumable) {
         const link: { signal?: AbortSignal; timeoutMs?: number } = {};
         if (signal !== undefined) link.signal = signal;
@@ -485,6 +699,7 @@ export class Engine {
         reply: (answer) => (answer.ok ? resolve(answer.stream) : reject(answer.error)),
         ...(signal === undefined ? {} : { signal }),
         ...(timeoutMs === undefined ? {} : { deadline: this.clock.now() + timeoutMs }),
+        ...(waitForReady === true ? { waitForReady } : {}),
       };
       this.requests.next(request);
     });
@@ -503,7 +718,7 @@ export class Engine {
   ): Promise<T> {
     checkPeerId('peerId', peerId, this.peerId);
     checkFunction('fn', fn);
-    const { signal, timeoutMs } = checkRequestOptions('options', options);
+    const { signal, timeoutMs, waitForReady } = checkRequestOptions('options', options);
     const lease = await new Promise<LeaseValue>((resolve, reject) => {
       this.#submit({
         peerId,
@@ -511,6 +726,7 @@ export class Engine {
         kind: 'lease',
         signal,
         deadline: timeoutMs === undefined ? undefined : this.clock.now() + timeoutMs,
+        waitForReady,
         onStream: (answer) => {
           if (!answer.ok) reject(answer.error);
         },
@@ -591,21 +807,25 @@ export class Engine {
         kind: 'stream',
         signal: request.signal,
         deadline: request.deadline,
+        waitForReady: request.waitForReady === true,
         onStream: request.reply,
         onLease: undefined,
       });
     });
   }
 
-  #submit(spec: {
-    peerId: string;
-    protocol: string;
-    kind: 'stream' | 'lease';
-    signal: AbortSignal | undefined;
-    deadline: number | undefined;
-    onStream: (answer: StreamAnswer) => void;
-    onLease: ((value: LeaseValue) => void) | undefined;
-  }): void {
+  #submit(spec: SubmitSpec): void {
+    // An answer given while this runs (invalid, stopped, QUEUE_FULL, backing
+    // off) is delivered on a microtask: never synchronously from requests.next().
+    this.#submitting += 1;
+    try {
+      this.#submitNow(spec);
+    } finally {
+      this.#submitting -= 1;
+    }
+  }
+
+  #submitNow(spec: SubmitSpec): void {
     this.#metrics.total += 1;
     const pending: Pending = {
       id: (this.#nextRequest++).toString(36),
@@ -617,7 +837,7 @@ export class Engine {
       onLease: spec.onLease,
       startedAt: this.clock.now(),
       timer: undefined,
-      onAbort: undefined,
+      abortOff: undefined,
       entry: undefined,
     };
     const invalid = this.#validate(spec);
@@ -638,8 +858,7 @@ export class Engine {
       );
     }
     if (spec.signal !== undefined) {
-      pending.onAbort = () => this.#cancel(pending, info('ABORTED', 'the request was aborted'));
-      spec.signal.addEventListener('abort', pending.onAbort, { once: true });
+      pending.abortOff = onAbort(spec.signal, () => this.#cancel(pending, info('ABORTED', 'the request was aborted')));
     }
     const entry = this.#entries.get(spec.peerId) ?? this.#createEntry(spec.peerId, 'outbound');
     if (entry === undefined) {
@@ -652,7 +871,9 @@ export class Engine {
     }
     pending.entry = entry;
     entry.addRequest(pending.id);
-    const ref: RequestRef = { id: pending.id, kind: spec.kind, protocol: spec.protocol };
+    const ref: RequestRef = spec.waitForReady
+      ? { id: pending.id, kind: spec.kind, protocol: spec.protocol, waitForReady: true }
+      : { id: pending.id, kind: spec.kind, protocol: spec.protocol };
     entry.actor.send({ type: 'REQUEST', request: ref });
   }
 
@@ -697,7 +918,7 @@ export class Engine {
     this.#pending.delete(pending.id);
     pending.entry?.deleteRequest(pending.id);
     if (pending.timer !== undefined) this.clock.clearTimeout(pending.timer);
-    if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort);
+    pending.abortOff?.();
   }
 
   #reply(pending: Pending, answer: StreamAnswer): void {
@@ -710,6 +931,14 @@ export class Engine {
       this.#metrics.failure(answer.error.code);
     }
     if (diagnostics.streamOpen.hasSubscribers || diagnostics.requestError.hasSubscribers) this.#publishAnswer(pending, answer, durationMs, now);
+    if (this.#submitting > 0) {
+      queueMicrotask(() => this.#call(pending, answer));
+      return;
+    }
+    this.#call(pending, answer);
+  }
+
+  #call(pending: Pending, answer: StreamAnswer): void {
     try {
       pending.onStream(answer);
     } catch (error) {
@@ -755,6 +984,9 @@ export class Engine {
           maxInboundStreams: this.options.maxInboundStreamsPerConnection,
           heartbeatMisses: this.options.heartbeat.misses,
           maxAttempts: maxAttempts(this.options.retry),
+          pinnedMaxAttempts: pinnedMaxAttempts(this.options.pinnedRetry),
+          maxRestarts: this.options.pinnedRestartIntensity.maxRestarts,
+          dialBackoff: this.options.dialBackoff.strategy !== 'none',
         }),
         ...(connection === undefined ? {} : { connectionId: connection.id }),
       },
@@ -764,17 +996,22 @@ export class Engine {
     return entry;
   }
 
-  /** Room for one more machine? At the limit, an idle unpinned peer is pruned to make room. */
+  /**
+   * Room for one more machine? At the limit one peer is pruned to make room:
+   * a peer backing off (`errored`) with nobody waiting for it first, else
+   * the idle `ready` peer with the lowest priority (the sum of its tags), the
+   * one idle the longest (least recently used) among equals. Pinned and
+   * protected peers never are. See prune-index.ts.
+   */
   #admit(): boolean {
     if (this.#entries.size < this.options.maxConnections) return true;
-    for (const entry of this.#entries.values()) {
-      const snapshot = entry.actor.getSnapshot();
-      if (!snapshot.context.pinned && snapshot.matches({ ready: { idle: 'idle' } })) {
-        entry.actor.send({ type: 'PRUNE' });
-        return true;
-      }
-    }
-    return false;
+    const victim = this.#prunable.pick();
+    if (victim === undefined) return false;
+    // Out of the index now: a second admission in the same step must not pick it again.
+    this.#prunable.remove(victim);
+    this.#metrics.pruned += 1;
+    victim.actor.send({ type: 'PRUNE' });
+    return true;
   }
 
   #ensurePinned(peerId: string): void {
@@ -800,7 +1037,15 @@ export class Engine {
     // The machine answers everything it holds; anything left is answered here.
     for (const id of entry.requestIds()) this.#answer(id, leftover);
     for (const resolve of entry.takeWaiters()) resolve();
+    this.#prunable.remove(entry);
+    this.#peerStates.ended(entry.peerId);
     if (this.#entries.size === 0) this.#onEmpty?.();
+  }
+
+  *#liveStates(): Iterable<readonly [string, ConnectionState]> {
+    for (const entry of this.#entries.values()) {
+      if (!entry.removed && entry.state !== 'start') yield [entry.peerId, entry.state];
+    }
   }
 
   #signal(peerId: string, event: ConnectionEvent): Promise<void> {
@@ -817,7 +1062,10 @@ export class Engine {
       clock: this.clock,
       hosts: () => this.#entries.values(),
       microstep: (entry, actorRef, snapshot, eventType) => {
-        if (actorRef === entry.actor) this.#observe(entry, (snapshot as { value: unknown }).value, eventType);
+        if (actorRef !== entry.actor) return;
+        const step = snapshot as { value: unknown; context: { pinned: boolean; queue: readonly unknown[] } };
+        this.#observe(entry, step.value, eventType);
+        if (!entry.removed) this.#prunable.update(entry, prunableKind(step.value, step.context));
       },
       // The machine reached its final state, or failed: either way its entry goes.
       hostEvent: (entry, event) => {
@@ -866,6 +1114,7 @@ export class Engine {
     this.#metrics.peers[to] += 1;
     this.#metrics.transitions += 1;
     if (from === 'errored' && to === 'connecting') this.#metrics.retries += 1;
+    if (to === 'gaveUp') this.#metrics.gaveUp += 1;
     const transition: Transition = {
       peerId: entry.peerId,
       from: from === 'start' ? null : from,
@@ -878,6 +1127,7 @@ export class Engine {
       this.#log.trace(`peerline ${this.peerId} peer ${entry.peerId}: ${transition.from ?? "new"} -> ${to} (${transition.event})`);
     }
     if (to === 'ready') this.#resume.peerReady(entry.peerId);
+    this.#peerStates.changed(entry.peerId, to);
     if (this.#transitions.observed) this.#transitions.next(transition);
     if (diagnostics.transition.hasSubscribers) diagnostics.transition.publish({ localPeerId: this.peerId, ...transition });
   }
@@ -919,6 +1169,7 @@ export class Engine {
 
   #onClose(entry: Entry, connection: Connection, close: CloseInfo): void {
     entry.deleteConnection(connection.id);
+    this.#protocolLimits.forget(connection.id);
     if (entry.removed) return;
     entry.actor.send({
       type: 'CONNECTION.CLOSED',
@@ -984,7 +1235,14 @@ export class Engine {
     const startedAt = this.clock.now();
     let connection: Connection;
     try {
-      connection = await this.#race(peerId, addresses, signal);
+      connection = await staggeredDial({
+        addresses: rankAddresses(addresses, this.options.addressOrder),
+        delayMs: this.options.dialStaggerMs,
+        clock: this.clock,
+        signal,
+        dial: (address, attemptSignal) => this.#adapter.dial(peerId, address, { signal: attemptSignal }),
+        abandon: (late) => late.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)),
+      });
     } catch (error) {
       this.#metrics.dialsFailed += 1;
       throw this.#dialFailed(peerId, addresses, startedAt, transportErrorInfo(error, 'dial'));
@@ -1012,59 +1270,6 @@ export class Engine {
       diagnostics.dial.publish({ localPeerId: this.peerId, peerId, addresses, ok: false, code, message, durationMs: at - startedAt, at });
     }
     return error;
-  }
-
-  /** Dials every address at once; the first connection wins, the rest are aborted or closed. */
-  #race(peerId: string, addresses: readonly string[], signal: AbortSignal): Promise<Connection> {
-    if (addresses.length === 1) {
-      // Nothing to race: the adapter takes the machine's signal itself, without a
-      // controller and a listener per dial. It settles on the same turn as a race.
-      let attempt: Promise<Connection>;
-      try {
-        attempt = this.#adapter.dial(peerId, addresses[0]!, { signal });
-      } catch (error) {
-        attempt = Promise.reject(error);
-      }
-      return attempt.then((connection) => connection);
-    }
-    return new Promise<Connection>((resolve, reject) => {
-      let winner: Connection | undefined;
-      let left = addresses.length;
-      const errors: unknown[] = [];
-      const controllers = addresses.map(() => new AbortController());
-      const abortAll = (): void => controllers.forEach((c) => c.abort());
-      signal.addEventListener('abort', abortAll, { once: true });
-      addresses.forEach((address, i) => {
-        let attempt: Promise<Connection>;
-        try {
-          attempt = this.#adapter.dial(peerId, address, { signal: controllers[i]!.signal });
-        } catch (error) {
-          attempt = Promise.reject(error);
-        }
-        attempt.then(
-          (connection) => {
-            if (winner !== undefined) {
-              connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned));
-              return;
-            }
-            winner = connection;
-            signal.removeEventListener('abort', abortAll);
-            controllers.forEach((c, j) => j !== i && c.abort());
-            resolve(connection);
-          },
-          (error: unknown) => {
-            errors.push(error);
-            left -= 1;
-            if (left === 0 && winner === undefined) {
-              signal.removeEventListener('abort', abortAll);
-              // An identity mismatch says more than a refusal from another address.
-              const mismatch = errors.find((e) => e instanceof TransportError && e.kind === 'identity-mismatch');
-              reject(mismatch ?? errors[0]);
-            }
-          },
-        );
-      });
-    });
   }
 
   // ------------------------------------------------------------- effects
@@ -1104,6 +1309,13 @@ export class Engine {
           this.#metrics.inboundRejected += 1;
           incoming?.reject(reason);
         }),
+        limitInbound: effect('limitInbound', (entry, p: { streamId: string; protocol: string; connectionId: string }) => {
+          const incoming = entry.inbound(p.streamId);
+          entry.deleteInbound(p.streamId);
+          this.#metrics.inboundRejected += 1;
+          this.#metrics.inboundLimited += 1;
+          incoming?.reject(this.#protocolLimits.limited(p.protocol, p.connectionId) ?? `${STREAM_LIMIT_REASON}: ${p.protocol}`);
+        }),
         rejectConnection: effect('rejectConnection', (entry, p: { connectionId: string; code: ConnectionErrorCode }) =>
           this.#closeConnection(entry, p.connectionId, p.code),
         ),
@@ -1117,6 +1329,8 @@ export class Engine {
       },
       guards: {
         hasHandler: (_args, { protocol }) => this.#handlers.has(protocol),
+        protocolLimited: ({ event }) =>
+          event.type === 'STREAM.INBOUND' && this.#protocolLimits.limited(event.protocol, event.connectionId) !== undefined,
       },
       actors: {
         dialSlot: fromCallback<ConnectionEvent, { peerId: string }>(({ sendBack }) =>
@@ -1138,8 +1352,10 @@ export class Engine {
         idleTimeout: o.idleTimeoutMs,
         drainDeadline: o.drainDeadlineMs,
         forceCloseGrace: o.forceCloseGraceMs,
+        // The wait before the next attempt; with none left, the dial backoff (see the machine's `errored`).
         retryBackoff: ({ context }) =>
-          backoffDelay(context.pinned ? o.pinnedRetry : o.retry, context.attempts, this.#random),
+          backoffDelay(canRetry(context) ? (context.pinned ? o.pinnedRetry : o.retry) : o.dialBackoff, context.attempts, this.#random),
+        restartPeriod: o.pinnedRestartIntensity.periodMs,
       },
     });
   }
@@ -1205,11 +1421,10 @@ export class Engine {
     const connectionId = record!.connectionId;
     // After delivery the signal still owns the stream: aborting it aborts the stream.
     const signal = pending.signal;
-    const onAbort = (): void => stream.abort('aborted');
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const abortOff = signal === undefined ? undefined : onAbort(signal, () => stream.abort('aborted'));
     void stream.closed.then(() =>
       this.#guard('stream closed', () => {
-        signal?.removeEventListener('abort', onAbort);
+        abortOff?.();
         if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
       }),
     );
@@ -1256,8 +1471,12 @@ export class Engine {
     }
     const stream = incoming.accept();
     this.#metrics.inboundAccepted += 1;
+    // Counted in the step that accepted it, so the machine's next limit check sees it.
+    const uncount = this.#protocolLimits.accepted(incoming.protocol, connectionId);
+    const handlerDone = this.#protocolLimits.handlerStarted(incoming.protocol);
     void stream.closed.then(() =>
       this.#guard('stream closed', () => {
+        uncount();
         if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
       }),
     );
@@ -1269,10 +1488,12 @@ export class Engine {
         this.#metrics.handlerErrors += 1;
         this.#log.warn(`peerline: handler for ${incoming.protocol} failed`, error);
         stream.abort('handler failed');
-      });
+      })
+      .finally(handlerDone);
   }
 
   #closeConnection(entry: Entry, connectionId: string, code: ConnectionErrorCode): void {
+    this.#protocolLimits.forget(connectionId);
     const connection = entry.deleteConnection(connectionId);
     if (connection === undefined) return;
     connection.close(code, reasonFor(code));
@@ -1289,6 +1510,8 @@ export class Engine {
       return;
     }
     this.#status = 'stopping';
+    // One bound for the whole stop, the machines and the adapter's close together.
+    let deadline = this.clock.now() + (this.#forced ? 0 : this.options.drainDeadlineMs) + this.options.forceCloseGraceMs + 1;
     // Resumable streams end first: nothing would resume them now.
     this.#guard('stop resumable streams', () => this.#resume.stop());
     // No dial slot is granted from now on: a peer waiting for one closes instead.
@@ -1305,13 +1528,13 @@ export class Engine {
       let timer: unknown;
       await new Promise<void>((resolve) => {
         this.#onEmpty = resolve;
-        const grace = this.options.forceCloseGraceMs + 1;
-        timer = this.clock.setTimeout(resolve, (this.#forced ? 0 : this.options.drainDeadlineMs) + grace);
+        timer = this.clock.setTimeout(resolve, deadline - this.clock.now());
         // Forced while draining: close what is left now, and wait only the grace.
         this.#escalate = () => {
           shutdown(true);
+          deadline = Math.min(deadline, this.clock.now() + this.options.forceCloseGraceMs + 1);
           this.clock.clearTimeout(timer);
-          if (this.#onEmpty !== undefined) timer = this.clock.setTimeout(resolve, grace);
+          if (this.#onEmpty !== undefined) timer = this.clock.setTimeout(resolve, deadline - this.clock.now());
         };
       });
       this.clock.clearTimeout(timer);
@@ -1320,18 +1543,25 @@ export class Engine {
     }
     for (const entry of [...this.#entries.values()]) this.#remove(entry, info('ENGINE_STOPPED', 'the engine stopped'));
     for (const id of [...this.#pending.keys()]) this.#answer(id, info('ENGINE_STOPPED', 'the engine stopped'));
-    await this.#closeAdapter();
+    await this.#closeAdapter(deadline);
     this.#stopped();
     this.#log.info(`peerline ${this.peerId}: stopped`);
   }
 
-  /** Closes the adapter, waiting for it at most the force-close grace. */
-  async #closeAdapter(): Promise<void> {
+  /** Closes the adapter, waiting for it until `deadline` at most (it goes on closing in the background). */
+  async #closeAdapter(deadline: number): Promise<void> {
     let timer: unknown;
+    let closing: Promise<void>;
+    try {
+      closing = this.#adapter.close().catch((error: unknown) => this.#log.warn('peerline: adapter close failed', error));
+    } catch (error) {
+      this.#log.warn('peerline: adapter close failed', error);
+      closing = Promise.resolve();
+    }
     await Promise.race([
-      this.#adapter.close().catch((error: unknown) => this.#log.warn('peerline: adapter close failed', error)),
+      closing,
       new Promise<void>((resolve) => {
-        timer = this.clock.setTimeout(resolve, this.options.forceCloseGraceMs);
+        timer = this.clock.setTimeout(resolve, Math.max(0, deadline - this.clock.now()));
       }),
     ]);
     this.clock.clearTimeout(timer);
@@ -1341,6 +1571,7 @@ export class Engine {
     this.#status = 'stopped';
     // `requests` stays open: a request after stop() is answered ENGINE_STOPPED.
     this.#transitions.complete();
+    this.#peerStates.complete();
   }
 
   /** stop() is to force close: now if it is waiting for the machines, else when it sends them SHUTDOWN. */

@@ -25,6 +25,8 @@ export class HandshakeTimeoutError extends PeerlineError { override name = 'Hand
 export class PeerIdentityMismatchError extends PeerlineError { override name = 'PeerIdentityMismatchError'; }
 export class ProtocolViolationError extends PeerlineError { override name = 'ProtocolViolationError'; }
 export class StreamRejectedError extends PeerlineError { override name = 'StreamRejectedError'; }
+/** The remote refused the stream because a per-protocol limit of its handler was reached: retry later. */
+export class StreamLimitError extends PeerlineError { override name = 'StreamLimitError'; }
 export class StreamTimeoutError extends PeerlineError { override name = 'StreamTimeoutError'; }
 export class QueueFullError extends PeerlineError { override name = 'QueueFullError'; }
 export class ConnectionDrainingError extends PeerlineError { override name = 'ConnectionDrainingError'; }
@@ -50,6 +52,7 @@ const classes: Record<ErrorCode, typeof PeerlineError> = {
   PEER_IDENTITY_MISMATCH: PeerIdentityMismatchError,
   PROTOCOL_VIOLATION: ProtocolViolationError,
   STREAM_REJECTED: StreamRejectedError,
+  STREAM_LIMIT: StreamLimitError,
   STREAM_TIMEOUT: StreamTimeoutError,
   QUEUE_FULL: QueueFullError,
   CONNECTION_DRAINING: ConnectionDrainingError,

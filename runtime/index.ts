@@ -10,6 +10,7 @@ export {
   type EngineStatus,
   type InspectionObserver,
   type InspectionSubscription,
+  type AddPeerOptions,
   type OpenStreamOptions,
   type PeerSnapshot,
   type StartOptions,
@@ -38,6 +39,7 @@ export { systemClock, seededRandom, type Random } from './clock.js';
 export { DialQueue } from './dial-queue.js';
 export { LATENCY_BUCKETS_MS, type HistogramSnapshot, type MetricsSnapshot } from './metrics.js';
 export type { LeasedConnection, PeerStream, StreamAnswer, StreamHandler, StreamRequest } from './streams.js';
+export { STREAM_LIMIT_REASON, type HandlerOptions } from './protocol-limits.js';
 export { echo, sendAndReceive } from './echo.js';
 export { RESUME_PROTOCOL } from './resume/frames.js';
 export type { ResumeOptions, ResumeStats, SessionTransition } from './resume/manager.js';

@@ -14,8 +14,20 @@ export interface MetricsSnapshot {
   };
   readonly dials: { readonly started: number; readonly failed: number };
   readonly retries: number;
+  /** Pinned peers that gave up (retry budget or restart intensity spent). */
+  readonly gaveUp: number;
+  /** Peers closed to make room at the connection limit. */
+  readonly pruned: number;
+  /** Peers probed by `networkChanged()`. */
+  readonly probes: number;
   readonly transitions: number;
-  readonly streams: { readonly inboundAccepted: number; readonly inboundRejected: number; readonly handlerErrors: number };
+  readonly streams: {
+    readonly inboundAccepted: number;
+    readonly inboundRejected: number;
+    /** Inbound streams NACKed by a per-protocol limit (also counted in inboundRejected). */
+    readonly inboundLimited: number;
+    readonly handlerErrors: number;
+  };
   readonly heartbeat: { readonly lastRttMs: number | undefined; readonly avgRttMs: number | undefined; readonly samples: number };
   /** Errors caught inside effects and adapters' callbacks: each is a bug report, not a crash. */
   readonly internalErrors: number;
@@ -87,9 +99,13 @@ export class Metrics {
   dialsStarted = 0;
   dialsFailed = 0;
   retries = 0;
+  gaveUp = 0;
+  pruned = 0;
+  probes = 0;
   transitions = 0;
   inboundAccepted = 0;
   inboundRejected = 0;
+  inboundLimited = 0;
   handlerErrors = 0;
   internalErrors = 0;
   #rttLast: number | undefined;
@@ -129,10 +145,14 @@ export class Metrics {
       },
       dials: { started: this.dialsStarted, failed: this.dialsFailed },
       retries: this.retries,
+      gaveUp: this.gaveUp,
+      pruned: this.pruned,
+      probes: this.probes,
       transitions: this.transitions,
       streams: {
         inboundAccepted: this.inboundAccepted,
         inboundRejected: this.inboundRejected,
+        inboundLimited: this.inboundLimited,
         handlerErrors: this.handlerErrors,
       },
       heartbeat: { lastRttMs: this.#rttLast, avgRttMs: this.#rttAvg, samples: this.#rttSamples },

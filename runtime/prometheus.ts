@@ -127,10 +127,14 @@ function writeEngine(x: Exposition, labels: Labels, m: EngineMetrics): void {
   x.sample('dial_queue_active', 'gauge', 'Dials in progress.', labels, m.dialQueue.active);
   x.sample('dial_queue_waiting', 'gauge', 'Dials waiting for a slot.', labels, m.dialQueue.waiting);
   x.sample('retries_total', 'counter', 'Reconnections after a failure (errored to connecting).', labels, m.retries);
+  x.sample('gave_up_total', 'counter', 'Pinned peers that gave up reconnecting (state gaveUp).', labels, m.gaveUp);
+  x.sample('pruned_total', 'counter', 'Idle peers closed to make room at maxConnections.', labels, m.pruned);
+  x.sample('probes_total', 'counter', 'Ready peers probed by networkChanged().', labels, m.probes);
   x.sample('transitions_total', 'counter', 'State changes of all peer machines.', labels, m.transitions);
-  const inbound = 'Inbound streams, accepted by a handler or rejected.';
+  const inbound = 'Inbound streams, accepted by a handler, rejected (no handler), or refused by a per-protocol limit.';
   x.sample('inbound_streams_total', 'counter', inbound, { ...labels, result: 'accepted' }, m.streams.inboundAccepted);
   x.sample('inbound_streams_total', 'counter', inbound, { ...labels, result: 'rejected' }, m.streams.inboundRejected);
+  x.sample('inbound_streams_total', 'counter', inbound, { ...labels, result: 'limited' }, m.streams.inboundLimited);
   x.sample('handler_errors_total', 'counter', 'Inbound stream handlers that threw or rejected.', labels, m.streams.handlerErrors);
   x.sample('internal_errors_total', 'counter', 'Errors caught inside the engine (each one a bug report).', labels, m.internalErrors);
   x.sample('inbound_connections', 'gauge', 'Inbound connections held.', labels, m.admission.inbound);

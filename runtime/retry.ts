@@ -32,7 +32,7 @@ export const RETRY_DEFAULTS = {
   multiplier: 1.6,
   maxDelayMs: 120_000,
   jitter: 0.2,
-  /** For a strategy other than `none` when no count is given. Pinned peers never stop. */
+  /** For a strategy other than `none` when no count is given. Pinned peers never stop unless their policy gives one. */
   maxAttempts: 5,
 } as const;
 
@@ -41,6 +41,12 @@ export function maxAttempts(policy: RetryPolicy): number {
   checkObject('policy', policy);
   if (policy.strategy === 'none') return 1;
   return policy.maxAttempts ?? RETRY_DEFAULTS.maxAttempts;
+}
+
+/** Consecutive failed attempts after which a pinned peer gives up: the policy's `maxAttempts`, or never. */
+export function pinnedMaxAttempts(policy: RetryPolicy): number {
+  if (policy.strategy === 'none') return 1;
+  return policy.maxAttempts ?? Infinity;
 }
 
 /** The delay before the next attempt, after `failures` consecutive failures (1 or more). */

@@ -12,8 +12,10 @@ export type StreamAnswer = { readonly ok: true; readonly stream: PeerStream } | 
 
 /**
  * A stream request as it travels on `engine.requests`. `reply` is called
- * exactly once, with a stream or a typed error, never synchronously from
- * `requests.next()` for a request that is accepted for routing.
+ * exactly once, with a stream or a typed error, and never synchronously from
+ * `requests.next()` (like a promise's callbacks): an answer known at once
+ * (INVALID_REQUEST, ENGINE_STOPPED, ABORTED, QUEUE_FULL, the error of a peer
+ * backing off) comes on a microtask.
  */
 export interface StreamRequest {
   readonly peerId: string;
@@ -21,13 +23,15 @@ export interface StreamRequest {
   readonly signal?: AbortSignal;
   /** Absolute time on the engine's clock after which the request fails with STREAM_TIMEOUT. */
   readonly deadline?: number;
+  /** Wait while the peer backs off instead of failing at once (see `OpenStreamOptions.waitForReady`). */
+  readonly waitForReady?: boolean;
   readonly reply: (answer: StreamAnswer) => void;
 }
 
 /** What a `withConnection` callback gets: a connection it may use until it returns. */
 export interface LeasedConnection {
   readonly peerId: string;
-  openStream(protocol: string, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<PeerStream>;
+  openStream(protocol: string, options?: { signal?: AbortSignal; timeoutMs?: number; waitForReady?: boolean }): Promise<PeerStream>;
 }
 
 /** Handler for inbound streams of one protocol. Its errors abort the stream, nothing more. */

@@ -74,6 +74,7 @@ export interface RequestOptions {
   readonly signal: AbortSignal | undefined;
   readonly timeoutMs: number | undefined;
   readonly resumable: boolean;
+  readonly waitForReady: boolean;
 }
 
 /** `openStream` / `withConnection` options. */
@@ -82,10 +83,12 @@ export function checkRequestOptions(name: string, value: unknown): RequestOption
   checkSignal(`${name}.signal`, options.signal);
   if (options.timeoutMs !== undefined) checkNumber(`${name}.timeoutMs`, options.timeoutMs, POSITIVE);
   checkBoolean(`${name}.resumable`, options.resumable);
+  checkBoolean(`${name}.waitForReady`, options.waitForReady);
   return {
     signal: options.signal as AbortSignal | undefined,
     timeoutMs: options.timeoutMs as number | undefined,
     resumable: options.resumable === true,
+    waitForReady: options.waitForReady === true,
   };
 }
 

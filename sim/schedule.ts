@@ -13,9 +13,19 @@ export type Protocol = 'echo' | 'hold' | 'none';
 export type Op =
   /**
    * `from` opens a stream to `to` (with a deadline `timeout` ms ahead, or none
-   * when null); on success it writes, then closes (or aborts) it after `hold` ms.
+   * when null; `wait`: with waitForReady, only with a deadline); on success it
+   * writes, then closes (or aborts) it after `hold` ms.
    */
-  | { readonly k: 'open'; readonly from: string; readonly to: string; readonly proto: Protocol; readonly timeout: number | null; readonly hold: number; readonly abortAt: number | null }
+  | {
+      readonly k: 'open';
+      readonly from: string;
+      readonly to: string;
+      readonly proto: Protocol;
+      readonly timeout: number | null;
+      readonly hold: number;
+      readonly abortAt: number | null;
+      readonly wait?: boolean;
+    }
   /** `from` leases its connection to `to` for `hold` ms, optionally opening a stream through it. */
   | { readonly k: 'lease'; readonly from: string; readonly to: string; readonly timeout: number; readonly hold: number; readonly inner: boolean }
   /** Aborts the request(s) made by step `step`, if still waiting. */
@@ -35,6 +45,10 @@ export type Op =
   | { readonly k: 'ack'; readonly node: string; readonly lose: boolean; readonly delayMs: number; readonly ms: number }
   /** `a` and `b` open streams to each other at the same instant (simultaneous dial). */
   | { readonly k: 'both'; readonly a: string; readonly b: string; readonly timeout: number; readonly hold: number }
+  /** `node` is told the network changed: its ready peers are probed. */
+  | { readonly k: 'probe'; readonly node: string }
+  /** `at` pins or unpins `peer` (addPeer with the same address). */
+  | { readonly k: 'pin'; readonly at: string; readonly peer: string; readonly pinned: boolean }
   /** Nothing but the step's time. */
   | { readonly k: 'wait' };
 
@@ -79,6 +93,8 @@ const WEIGHTS: ReadonlyArray<readonly [Op['k'] | 'jump', number]> = [
   ['stallHandshake', 1],
   ['refuse', 1],
   ['ack', 1.5],
+  ['probe', 0.5],
+  ['pin', 0.5],
   ['jump', 0.6],
 ];
 
@@ -123,7 +139,8 @@ export function generate(seed: number, peers: number, steps: number): Schedule {
         const proto: Protocol = roll < 0.55 ? 'echo' : roll < 0.93 ? 'hold' : 'none';
         const abortAt = random() < 0.12 ? int(random, 0, 40) : null;
         const timeout = random() < 0.1 ? null : int(random, 100, 3000);
-        op = { k: 'open', from, to, proto, timeout, hold: int(random, 0, 1500), abortAt };
+        const wait = timeout !== null && random() < 0.15;
+        op = { k: 'open', from, to, proto, timeout, hold: int(random, 0, 1500), abortAt, ...(wait ? { wait } : {}) };
         break;
       }
       case 'lease': {
@@ -179,6 +196,14 @@ export function generate(seed: number, peers: number, steps: number): Schedule {
         op = { k: 'ack', node: pick(random, names), lose, delayMs: lose ? 0 : int(random, 5, 500), ms: int(random, 20, 2000) };
         break;
       }
+      case 'probe':
+        op = { k: 'probe', node: pick(random, names) };
+        break;
+      case 'pin': {
+        const [at, peer] = two();
+        op = { k: 'pin', at, peer, pinned: random() < 0.5 };
+        break;
+      }
       case 'jump':
         op = { k: 'wait' };
         dt = int(random, 300, 4000);
@@ -194,7 +219,7 @@ export function generate(seed: number, peers: number, steps: number): Schedule {
 export function describeOp(op: Op): string {
   switch (op.k) {
     case 'open':
-      return `open ${op.from}->${op.to} /${op.proto} ${op.timeout === null ? 'no deadline' : `timeout ${op.timeout}`} hold ${op.hold}${op.abortAt === null ? '' : ` abort@+${op.abortAt}`}`;
+      return `open ${op.from}->${op.to} /${op.proto} ${op.timeout === null ? 'no deadline' : `timeout ${op.timeout}`}${op.wait === true ? ' waitForReady' : ''} hold ${op.hold}${op.abortAt === null ? '' : ` abort@+${op.abortAt}`}`;
     case 'lease':
       return `lease ${op.from}->${op.to} timeout ${op.timeout} hold ${op.hold}${op.inner ? ' +stream' : ''}`;
     case 'both':
@@ -221,6 +246,10 @@ export function describeOp(op: Op): string {
       return `${op.k} ${op.node} for ${op.ms} ms`;
     case 'ack':
       return `ackFault ${op.node} ${op.lose ? 'lose' : `delay ${op.delayMs}`} for ${op.ms} ms`;
+    case 'probe':
+      return `${op.node}.networkChanged()`;
+    case 'pin':
+      return `${op.at}.addPeer(${op.peer}, { pinned: ${op.pinned} })`;
     case 'wait':
       return 'wait';
   }

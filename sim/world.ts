@@ -83,7 +83,10 @@ export const SIM_ENGINE: EngineInit = {
   drainDeadlineMs: 600,
   forceCloseGraceMs: 150,
   retry: { strategy: 'exponential', initialDelayMs: 50, multiplier: 2, maxDelayMs: 800, jitter: 0.2, maxAttempts: 3 },
-  pinnedRetry: { strategy: 'exponential', initialDelayMs: 100, multiplier: 2, maxDelayMs: 1_600, jitter: 0.2 },
+  // Pinned peers give up now and then: after 5 failed attempts in a row, or more than 4 failures in 3 s.
+  pinnedRetry: { strategy: 'exponential', initialDelayMs: 100, multiplier: 2, maxDelayMs: 1_600, jitter: 0.2, maxAttempts: 5 },
+  pinnedRestartIntensity: { maxRestarts: 4, periodMs: 3_000 },
+  dialBackoff: { strategy: 'exponential', initialDelayMs: 200, multiplier: 2, maxDelayMs: 1_600, jitter: 0.2 },
   maxQueuedPerPeer: 16,
   maxStreamsPerConnection: 6,
   maxInboundStreamsPerConnection: 6,
@@ -213,8 +216,8 @@ export class World {
   readonly #streams = new Set<PeerStream>();
   readonly #byStep = new Map<number, Request[]>();
   readonly #leaseEnds = new Set<() => void>();
-  /** Connections that lived through a partition (messages on them may be lost for good). */
-  readonly #lossy = new Set<string>();
+  /** When a partition last healed: what it held is still on its way for a while. */
+  #healedAt = Number.NEGATIVE_INFINITY;
   /** Per `node>peer`: what the stream-count check last saw, and since when. */
   readonly #seen = new Map<string, { key: string; since: number }>();
   #hash = createHash('sha256');
@@ -274,9 +277,12 @@ export class World {
       ...this.#engineInit,
     });
     engine.handle('/echo', (stream) => drainReadable(stream, true));
-    engine.handle('/hold', (stream) => drainReadable(stream, false));
-    for (const other of this.names) {
-      if (other !== name) engine.addPeer(other, [this.network.address(other)], { pinned: this.#pins.has(`${name}>${other}`) });
+    // Per-protocol limits: a burst of /hold streams runs into them now and then.
+    engine.handle('/hold', (stream) => drainReadable(stream, false), { maxStreamsPerConnection: 2, inboundRate: { opens: 4, windowMs: 1_000 } });
+    for (const [i, other] of this.names.entries()) {
+      if (other === name) continue;
+      // Priorities for pruning: a rank by position.
+      engine.addPeer(other, [this.network.address(other)], { pinned: this.#pins.has(`${name}>${other}`), tags: { rank: i % 3 } });
     }
     engine.transitions$.subscribe((t) => {
       this.stats.transitions += 1;
@@ -346,7 +352,7 @@ export class World {
     this.#later(hold, () => (n % 5 === 0 ? stream.abort('done') : stream.close()));
   }
 
-  #open(step: Step, from: string, to: string, proto: string, timeout: number | null, hold: number, abortAt: number | null): void {
+  #open(step: Step, from: string, to: string, proto: string, timeout: number | null, hold: number, abortAt: number | null, wait = false): void {
     const node = this.nodes.get(from);
     if (node === undefined) return;
     const request = this.#track(step.id, from, to, 'stream', timeout, hold);
@@ -355,6 +361,7 @@ export class World {
       peerId: to,
       protocol: `/${proto}`,
       ...(timeout === null ? {} : { deadline: request.deadline }),
+      ...(wait && timeout !== null ? { waitForReady: true } : {}),
       signal: request.controller.signal,
       reply: (answer: StreamAnswer) => {
         this.#answered(request, answer.ok ? 'ok' : answer.error.code);
@@ -413,7 +420,7 @@ export class World {
     };
     switch (op.k) {
       case 'open':
-        this.#open(step, op.from, op.to, op.proto, op.timeout, op.hold, op.abortAt);
+        this.#open(step, op.from, op.to, op.proto, op.timeout, op.hold, op.abortAt, op.wait === true);
         return;
       case 'both':
         this.#open(step, op.a, op.b, 'echo', op.timeout, op.hold, null);
@@ -458,12 +465,11 @@ export class World {
         return;
       }
       case 'partition':
-        for (const id of this.#liveConnectionIds()) this.#lossy.add(id);
         net.partition(op.a, op.b);
-        this.#later(op.ms, () => net.heal());
+        this.#later(op.ms, () => this.#heal());
         return;
       case 'heal':
-        net.heal();
+        this.#heal();
         return;
       case 'drop':
         if (op.b === null) net.drop(op.a);
@@ -485,9 +491,20 @@ export class World {
         net.ackFault(op.node, { lose: op.lose, delayMs: op.delayMs });
         this.#later(op.ms, () => net.ackFault(op.node, null));
         return;
+      case 'probe':
+        running(op.node)?.engine.networkChanged();
+        return;
+      case 'pin':
+        running(op.at)?.engine.addPeer(op.peer, [net.address(op.peer)], { pinned: op.pinned });
+        return;
       case 'wait':
         return;
     }
+  }
+
+  #heal(): void {
+    this.network.heal();
+    this.#healedAt = this.now;
   }
 
   /** Notes what a stopping engine must not do any more. */
@@ -501,17 +518,6 @@ export class World {
     if (node?.status !== 'stopped' || this.#finishing) return;
     this.stats.starts += 1;
     this.#startNode(name).catch((error: unknown) => void this.#escaped.push(error));
-  }
-
-  #liveConnectionIds(): string[] {
-    const ids: string[] = [];
-    for (const node of this.nodes.values()) {
-      for (const peer of node.engine.snapshot().peers) {
-        const id = (Engine.actorOf(node.engine, peer.peerId)?.getSnapshot().context as ConnectionContext | undefined)?.connectionId;
-        if (id !== null && id !== undefined) ids.push(id);
-      }
-    }
-    return ids;
   }
 
   // ------------------------------------------------------------ invariants
@@ -620,8 +626,10 @@ export class World {
       const [from, to] = key.split('>') as [string, string];
       if (from > to) continue;
       const b = views.get(`${to}>${from}`);
-      if (b === undefined || b.state !== 'ready' || a.conn !== b.conn || b.opening > 0 || this.#lossy.has(a.conn)) continue;
-      if (this.now - Math.max(a.since, b.since) < quietMs) continue;
+      if (b === undefined || b.state !== 'ready' || a.conn !== b.conn || b.opening > 0) continue;
+      // A partition holds what crosses it until the heal (as QUIC retransmits): not quiet, only cut off.
+      if (this.network.isPartitioned(from, to)) continue;
+      if (this.now - Math.max(a.since, b.since, this.#healedAt) < quietMs) continue;
       if (a.streams !== b.streams) {
         this.#fail('stream-counts-agree', `${from} counts ${a.streams} streams with ${to}, ${to} counts ${b.streams} (connection ${a.conn}, quiet since ${Math.max(a.since, b.since)})`);
       }

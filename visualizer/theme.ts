@@ -8,6 +8,7 @@ export const STATE_COLORS: Readonly<Record<string, string>> = {
   forceClosed: '#ea580c',
   errored: '#dc2626',
   closed: '#64748b',
+  gaveUp: '#9f1239',
 };
 
 export const FALLBACK_COLOR = '#475569';

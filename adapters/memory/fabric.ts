@@ -28,8 +28,10 @@ export interface MemoryNetworkStats {
   streamsRejected: number;
   /** Control messages delivered to an open connection side. */
   controlDelivered: number;
-  /** Deliveries discarded by a fault (partition, stall, dead node, lost ACK). */
+  /** Deliveries discarded by a fault (stalled handshake, dead node, lost ACK). */
   dropped: number;
+  /** Deliveries held by a partition and delivered after the heal (as QUIC retransmits them). */
+  retransmitted: number;
 }
 
 export interface AckFault {
@@ -54,8 +56,14 @@ export interface Fabric {
   readonly maxBufferedEvents: number;
   /** One-way latency from `from` to `to`, in ms. */
   latency(from: string, to: string): number;
-  /** True when a delivery from `from` to `to` must be discarded right now. */
+  /** True when a delivery from `from` to `to` must be discarded right now (dead node, stalled handshake). */
   blocked(from: string, to: string, kind: DeliveryKind): boolean;
+  /** True while a partition cuts `from` from `to`: deliveries wait for the heal. */
+  partitioned(from: string, to: string): boolean;
+  /** `lane` holds deliveries for the heal: the network releases it then. */
+  hold(lane: Lane): void;
+  /** `lane` holds nothing any more (its connection ended). */
+  unhold(lane: Lane): void;
   /** The ACK fault configured for ACKs/NACKs sent by `peerId`. */
   ackFault(peerId: string): AckFault | undefined;
   /** Runs `fn`, routing anything it throws to the network's error sink. */
@@ -70,12 +78,23 @@ export interface Fabric {
   streamChanged(pair: Tracked): void;
 }
 
+/** A delivery waiting for a partition to heal. */
+interface Held {
+  readonly deliver: () => void;
+  readonly onDrop: (() => void) | undefined;
+  readonly kind: DeliveryKind;
+}
+
 /**
  * An ordered, one-way delivery channel from one node to another. A message
  * arrives after the link latency (plus any extra delay) but never before a
  * message sent earlier on the same lane, so lowering the latency never
- * reorders. Fault checks happen both when a message is sent and when it
- * arrives: a message blocked at either moment is discarded.
+ * reorders. A message blocked by a fault (dead node, stalled handshake) when
+ * it is sent or when it arrives is discarded. A message that arrives while a
+ * partition cuts the link is held, with every later one on the lane, and
+ * delivered in order one latency after the heal: like QUIC, which
+ * retransmits what was lost for as long as the connection lives (a
+ * connection that ends meanwhile takes its held messages with it).
  */
 export class Lane {
   readonly #fabric: Fabric;
@@ -87,6 +106,10 @@ export class Lane {
    * lane holds no collection (a hub keeps two lanes per connection).
    */
   #timers: unknown = undefined;
+  /** Deliveries held by a partition, in order; undefined when none. */
+  #held: Held[] | undefined = undefined;
+  /** The timer delivering the held messages after a heal. */
+  #flush: unknown = undefined;
 
   constructor(fabric: Fabric, from: string, to: string) {
     this.#fabric = fabric;
@@ -98,6 +121,11 @@ export class Lane {
   get inFlight(): number {
     const timers = this.#timers;
     return timers === undefined ? 0 : Array.isArray(timers) ? timers.length : 1;
+  }
+
+  /** Messages held for the heal of a partition. */
+  get held(): number {
+    return this.#held?.length ?? 0;
   }
 
   send(kind: DeliveryKind, deliver: () => void, options: { extraDelayMs?: number; onDrop?: () => void } = {}): void {
@@ -115,6 +143,11 @@ export class Lane {
         if (options.onDrop !== undefined) fabric.run(options.onDrop);
         return;
       }
+      // Behind held messages, or cut off now: wait for the heal, in order.
+      if (this.#held !== undefined || fabric.partitioned(this.from, this.to)) {
+        this.#hold({ deliver, onDrop: options.onDrop, kind });
+        return;
+      }
       fabric.run(deliver);
     }, at - now);
     const timers = this.#timers;
@@ -123,8 +156,48 @@ export class Lane {
     else this.#timers = [timers, handle];
   }
 
-  /** Discards everything in flight on this lane. */
+  /** The partition healed: the held messages go out again, arriving one latency from now. */
+  release(): void {
+    if (this.#held === undefined || this.#flush !== undefined) return;
+    const fabric = this.#fabric;
+    this.#flush = fabric.clock.setTimeout(() => {
+      this.#flush = undefined;
+      if (fabric.partitioned(this.from, this.to)) {
+        // Cut again before they got through: wait for the next heal.
+        fabric.hold(this);
+        return;
+      }
+      const held = this.#held ?? [];
+      this.#held = undefined;
+      for (const message of held) {
+        if (fabric.blocked(this.from, this.to, message.kind)) {
+          fabric.counters.dropped++;
+          if (message.onDrop !== undefined) fabric.run(message.onDrop);
+          continue;
+        }
+        fabric.counters.retransmitted++;
+        fabric.run(message.deliver);
+      }
+    }, fabric.latency(this.from, this.to));
+  }
+
+  #hold(message: Held): void {
+    if (this.#held === undefined) {
+      this.#held = [message];
+      this.#fabric.hold(this);
+    } else {
+      this.#held.push(message);
+    }
+  }
+
+  /** Discards everything in flight on this lane, held messages included. */
   cancel(): void {
+    if (this.#held !== undefined) this.#fabric.unhold(this);
+    this.#held = undefined;
+    if (this.#flush !== undefined) {
+      this.#fabric.clock.clearTimeout(this.#flush);
+      this.#flush = undefined;
+    }
     const timers = this.#timers;
     this.#timers = undefined;
     if (timers === undefined) return;

@@ -9,7 +9,10 @@
  *
  * Faults (refused or stalled dials, stalled handshakes, dropped connections,
  * partitions, slow or lost ACKs, killed nodes) are switched on and off with the
- * methods below; each one is deterministic and takes effect on the clock.
+ * methods below; each one is deterministic and takes effect on the clock. A
+ * partition loses nothing for good, as over QUIC: what it cuts off is
+ * delivered after the heal if the connection is still up (the engine's
+ * heartbeat decides whether it is).
  *
  * @example
  * const clock = new VirtualClock();
@@ -326,6 +329,8 @@ export class MemoryNetwork {
   readonly #ackFaults = new Map<string, AckFault>();
   readonly #liveConnections = new Set<ConnectionPair>();
   readonly #liveStreams = new Set<StreamPair>();
+  /** Lanes holding deliveries until the partitions heal. */
+  readonly #heldLanes = new Set<Lane>();
   readonly #counters: MemoryNetworkStats = {
     dials: 0,
     dialsRefused: 0,
@@ -335,6 +340,7 @@ export class MemoryNetwork {
     streamsRejected: 0,
     controlDelivered: 0,
     dropped: 0,
+    retransmitted: 0,
   };
   readonly #onError: ((error: unknown) => void) | undefined;
   readonly #fabric: Fabric;
@@ -366,6 +372,9 @@ export class MemoryNetwork {
       maxBufferedEvents,
       latency: (from, to) => this.#latency(from, to),
       blocked: (from, to, kind) => this.#blocked(from, to, kind),
+      partitioned: (from, to) => this.#partitioned(from, to),
+      hold: (lane) => void this.#heldLanes.add(lane),
+      unhold: (lane) => void this.#heldLanes.delete(lane),
       ackFault: (peerId) => this.#ackFaults.get(peerId),
       run: (fn) => this.#runGuarded(fn),
       deliver: (_what, deliver) => this.#runGuarded(deliver),
@@ -470,10 +479,14 @@ export class MemoryNetwork {
 
   /**
    * Cuts every link between a node of `sideA` and a node of `sideB` until
-   * `heal()`: deliveries across (control, stream headers, ACK/NACK, data,
-   * close notices) are silently discarded, including those sent before the
-   * cut that would arrive during it, and new dials across stall. Connections
-   * stay up, like under packet loss. Several partitions add up.
+   * `heal()`. Connections stay up, and nothing is lost for good, as over
+   * QUIC, which retransmits: deliveries across (control messages, stream
+   * headers, ACK/NACK, data, close notices, dial packets), including those
+   * sent before the cut that would arrive during it, are held, and delivered
+   * in their order one latency after the heal, if their connection (or dial)
+   * is still there then. A partition longer than the engine's heartbeat
+   * allows ends the connection through the heartbeat (as QUIC's idle timeout
+   * would). Several partitions add up.
    */
   partition(sideA: readonly string[], sideB: readonly string[]): void {
     checkPeerList('sideA', sideA);
@@ -481,9 +494,19 @@ export class MemoryNetwork {
     this.#partitions.push([new Set(sideA), new Set(sideB)]);
   }
 
-  /** Removes every partition. Messages discarded meanwhile stay lost. */
+  /** True while a partition cuts `a` from `b`. */
+  isPartitioned(a: string, b: string): boolean {
+    checkString('a', a);
+    checkString('b', b);
+    return this.#partitioned(a, b);
+  }
+
+  /** Removes every partition; what they held is delivered one latency later. */
   heal(): void {
     this.#partitions.length = 0;
+    const lanes = [...this.#heldLanes];
+    this.#heldLanes.clear();
+    for (const lane of lanes) lane.release();
   }
 
   /**
@@ -599,7 +622,6 @@ export class MemoryNetwork {
   }
 
   #blocked(from: string, to: string, kind: DeliveryKind): boolean {
-    if (this.#partitioned(from, to)) return true;
     if (this.#nodes.get(to)?.dead === true) return true;
     if (kind === 'control' && (this.#stalledHandshakes.has(from) || this.#stalledHandshakes.has(to))) return true;
     return false;

@@ -4,6 +4,7 @@ import type { ErrorCode, ErrorInfo } from '../../machines/codes.js';
 import { ErrorCodes } from '../../machines/codes.js';
 import { sessionMachine, type SessionMachine } from '../../machines/session-machine.js';
 import type { Random } from '../clock.js';
+import { onAbort } from '../abort.js';
 import { isPeerlineError, PeerlineError, toPeerlineError } from '../errors.js';
 import { backoffDelay, type RetryPolicy } from '../retry.js';
 import type { PeerStream, StreamHandler } from '../streams.js';
@@ -136,6 +137,9 @@ export class ResumeManager {
         release: ({ context }, params: { error: ErrorInfo | null }) =>
           this.#withSession(context.peerId, context.sessionId, (s) => s.release(params.error)),
       },
+      guards: {
+        isComplete: ({ context }) => this.#sessions.get(context.peerId)?.get(context.sessionId)?.complete === true,
+      },
     });
     this.#sessionHost = {
       clock: host.clock,
@@ -179,7 +183,8 @@ export class ResumeManager {
     const reader = link.readable.getReader();
     const frames = new FrameReader();
     const abort = (): void => session.fail(info('ABORTED', 'the request was aborted'), false);
-    options.signal?.addEventListener('abort', abort, { once: true });
+    // One listener per signal however many sessions share it (see runtime/abort.ts).
+    const abortOff = options.signal === undefined ? undefined : onAbort(options.signal, abort);
     try {
       const writer = link.writable.getWriter();
       const body: OpenBody = { v: RESUME_VERSION, sessionId: session.sessionId, secret: secret.toString('hex'), protocol, window: this.#options.bufferBytes };
@@ -206,7 +211,7 @@ export class ResumeManager {
       await session.opened().catch(() => {});
       throw isPeerlineError(error) ? error : toPeerlineError(info('CONNECTION_LOST', 'the link failed while opening'), peerId, error);
     } finally {
-      options.signal?.removeEventListener('abort', abort);
+      abortOff?.();
     }
   }
 
@@ -301,7 +306,8 @@ export class ResumeManager {
       }
       // The acceptor finished: it read all we sent, our end included, and we
       // acknowledged its end. Only the last ACK of our end was lost with the link.
-      if (frame.body.code === 'FINISHED' && session.readDone) {
+      // Or we are complete ourselves: whatever ended the remote's side, nothing of ours is missing.
+      if ((frame.body.code === 'FINISHED' && session.readDone) || session.complete) {
         session.send({ type: 'FINISHED' });
         return;
       }

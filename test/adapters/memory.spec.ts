@@ -196,6 +196,7 @@ describe('MemoryNetwork', function () {
         streamsRejected: 0,
         controlDelivered: 0,
         dropped: 0,
+        retransmitted: 0,
       });
     });
 
@@ -783,7 +784,7 @@ describe('MemoryNetwork', function () {
       assert.equal(w.net.connectionCount(), 1);
     });
 
-    it('partition/heal: deliveries across are discarded, connections stay up, dials across stall', async function () {
+    it('partition/heal: deliveries across are held and arrive in order after the heal; connections stay up; a dial across completes then', async function () {
       const carol = w.net.node('carol');
       await carol.listen(() => {});
       const { out, inb } = await w.connect();
@@ -803,19 +804,27 @@ describe('MemoryNetwork', function () {
       assert.equal(across.settled, false);
       assert.equal(sameSide.error, undefined);
       assert.ok(sameSide.settled);
+      assert.equal(w.net.stats().dropped, 0, 'nothing is lost for good');
 
       w.net.heal();
+      // Sent after the heal but due before the held ones: it still arrives after them.
       out.sendControl({ type: 'ping', seq: 4 });
+      await w.clock.advance(4);
+      assert.equal(remote.controls.length, 0, 'held messages arrive one latency after the heal');
+      await w.clock.advance(1);
+      assert.deepEqual(remote.controls, [
+        { type: 'ping', seq: 1 },
+        { type: 'ping', seq: 2 },
+        { type: 'ping', seq: 4 },
+      ]);
+      assert.deepEqual(local.controls, [{ type: 'ping', seq: 3 }]);
       await w.clock.advance(10);
-      assert.deepEqual(remote.controls, [{ type: 'ping', seq: 4 }]);
-      assert.equal(across.settled, false, 'the lost dial packet stays lost');
-      const retry = track(w.alice.dial('bob', 'memory://bob', { signal: w.signal() }));
-      await w.clock.advance(10);
-      assert.ok(retry.settled);
-      assert.equal(retry.error, undefined);
+      assert.ok(across.settled, 'the held dial packet went through after the heal');
+      assert.equal(across.error, undefined);
+      assert.equal(w.net.stats().retransmitted, 4);
     });
 
-    it('partition: stream data and close notices are discarded too', async function () {
+    it('partition: stream data and close notices wait for the heal; a dial abandoned meanwhile takes its packet with it', async function () {
       const { out, inb } = await w.connect();
       const { mine, theirs, remote } = await w.openAccepted(out, inb);
       w.net.partition(['bob'], ['alice']);
@@ -823,15 +832,37 @@ describe('MemoryNetwork', function () {
       await writer.write(bytes(10));
       const read = track(theirs.readable.getReader().read());
       out.close(4, 'gone');
+      const controller = new AbortController();
+      const abandoned = track(w.alice.dial('bob', 'memory://bob', { signal: controller.signal }));
       await w.clock.advance(50);
       assert.equal(read.settled, false);
       assert.equal(remote.closes.length, 0);
-      assert.equal(w.net.connectionCount(), 1);
+      assert.equal(w.net.connectionCount(), 1, 'the dial packet waits: no connection yet');
+      controller.abort();
+      await w.clock.advance(1);
+      assert.equal((abandoned.error as TransportError | undefined)?.kind, 'aborted');
       w.net.heal();
-      inb.close(5, 'timeout');
       await w.clock.advance(10);
+      assert.deepEqual(read.value?.value, bytes(10), 'the data arrives after the heal');
+      assert.equal(remote.closes.length, 1, 'so does the close notice');
+      assert.equal(remote.closes[0]!.code, 4);
       assert.equal(w.net.connectionCount(), 0);
       assert.equal(w.net.streamCount(), 0);
+      assert.equal(w.clock.pending(), 0);
+    });
+
+    it('partition then drop: the held messages die with the connection', async function () {
+      const { out, inb } = await w.connect();
+      const remote = record(inb);
+      w.net.partition(['alice'], ['bob']);
+      out.sendControl({ type: 'ping', seq: 1 });
+      await w.clock.advance(10);
+      w.net.drop('alice', 'bob');
+      w.net.heal();
+      await w.clock.advance(10);
+      assert.deepEqual(remote.controls, []);
+      assert.equal(remote.closes.length, 1);
+      assert.equal(w.net.stats().retransmitted, 0);
       assert.equal(w.clock.pending(), 0);
     });
 

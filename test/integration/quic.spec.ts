@@ -193,7 +193,10 @@ describe('engines over QUIC (loopback)', function () {
       a.engine.openStream(mallory.peerId, 'echo/1'),
       (e: unknown) => e instanceof PeerlineError && e.code === 'PEER_IDENTITY_MISMATCH',
     );
-    assert.deepEqual(a.states(mallory.peerId), ['connecting', 'errored', 'closed']);
+    // Held by the dial backoff: a fresh request fails fast instead of dialling the impostor again.
+    assert.deepEqual(a.states(mallory.peerId), ['connecting', 'errored']);
+    await assert.rejects(a.engine.openStream(mallory.peerId, 'echo/1'), (e: unknown) => e instanceof PeerlineError && e.code === 'PEER_IDENTITY_MISMATCH');
+    assert.equal(a.engine.metrics().dials.started, 1);
     assert.deepEqual(a.errors, [`${mallory.peerId}: PEER_IDENTITY_MISMATCH`]);
     await sleep(50);
     assert.deepEqual(b.engine.snapshot().peers, [], 'bob never saw a connection');
@@ -215,7 +218,7 @@ describe('engines over QUIC (loopback)', function () {
       e instanceof PeerlineError && e.code === 'CONNECT_REFUSED' && e.closeCode === ConnectionErrorCode.AdmissionDenied;
     await assert.rejects(a.engine.openStream(b.engine.peerId, 'echo/1'), denied);
     const states = a.states(b.engine.peerId);
-    assert.equal(states.at(-1), 'closed');
+    assert.equal(states.at(-1), 'errored', 'held by the dial backoff');
     assert.ok(states.includes('errored') && !states.includes('ready'), states.join(' '));
     assert.equal(a.errors.length, 1);
     assert.match(a.errors[0]!, /: CONNECT_REFUSED$/);

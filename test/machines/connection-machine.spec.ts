@@ -16,6 +16,7 @@ import {
   inbound,
   leaseRequest,
   streamRequest,
+  waitingRequest,
   type Harness,
   type HarnessOptions,
 } from '../fixtures/machine-harness.js';
@@ -1649,6 +1650,273 @@ describe('connectionMachine', () => {
     });
   });
 
+  // ======================================================= errored: dial backoff
+
+  describe('errored: dial backoff and waitForReady', () => {
+    /** An unpinned peer with no retry left whose dial timed out. */
+    function failedDial(options: HarnessOptions = {}): Harness {
+      const h = harness({ limits: { dialBackoff: true }, ...options });
+      h.advance(DELAYS.connect);
+      assert.equal(h.state, 'errored');
+      return h;
+    }
+
+    it('no attempt left after a failed dial: stays errored for the dial backoff, then closes without dialling', async () => {
+      const h = failedDial();
+      expectStates(h, ['connecting', 'errored']);
+      rest(h);
+      assert.deepEqual(timerNames(h), ['retryBackoff']);
+      h.send(streamRequest('r1'));
+      assert.deepEqual(h.answers(), [['r1', 'CONNECT_TIMEOUT']], 'a fresh request fails fast with the failure');
+      h.advance(DELAYS.retryBackoff(1) - 1);
+      assert.equal(h.state, 'errored');
+      h.advance(1);
+      expectStates(h, ['connecting', 'errored', 'closed']);
+      assert.equal(h.slots.length, 1, 'no second dial');
+    });
+
+    it('a waitForReady request stays queued; at the end of the backoff the peer is dialled again for it', async () => {
+      const h = failedDial();
+      h.send(waitingRequest('w1'));
+      assert.deepEqual(h.answers(), []);
+      assert.equal(h.context.queue.length, 1);
+      h.advance(DELAYS.retryBackoff(1));
+      expectStates(h, ['connecting', 'errored', 'connecting']);
+      assert.equal(h.slots.length, 2);
+      // It fails again: the request stays for the next try, with a longer backoff.
+      await h.rejectDial({ code: 'CONNECT_REFUSED', message: 'refused' });
+      expectStates(h, ['connecting', 'errored', 'connecting', 'errored']);
+      assert.deepEqual(h.answers(), []);
+      assert.equal(h.context.attempts, 2);
+      assert.deepEqual(h.pendingTimers().map((t) => [t.name, t.delay]), [['retryBackoff', DELAYS.retryBackoff(2)]]);
+      h.advance(DELAYS.retryBackoff(2));
+      await h.toReady('c2');
+      assert.deepEqual(h.opened(), ['w1']);
+    });
+
+    it('waitForReady requests queued while connecting survive a failed dial; plain ones are answered', async () => {
+      const h = harness({ limits: { dialBackoff: true } });
+      h.send(waitingRequest('w1'));
+      h.send(streamRequest('r1'));
+      h.advance(DELAYS.connect);
+      assert.deepEqual(h.answers(), [['r1', 'CONNECT_TIMEOUT']]);
+      assert.deepEqual(h.context.queue.map((r) => r.id), ['w1']);
+    });
+
+    it('past maxQueued a waitForReady request is refused QUEUE_FULL', async () => {
+      const h = failedDial({ limits: { dialBackoff: true, maxQueued: 1 } });
+      h.send(waitingRequest('w1'));
+      h.send(waitingRequest('w2'));
+      assert.deepEqual(h.answers(), [['w2', 'QUEUE_FULL']]);
+    });
+
+    it('a cancelled waitForReady request leaves the queue; the backoff then closes the machine', async () => {
+      const h = failedDial();
+      h.send(waitingRequest('w1'));
+      h.send({ type: 'REQUEST.CANCEL', id: 'w1', error: ABORTED });
+      assert.deepEqual(h.answers(), [['w1', 'ABORTED']]);
+      h.advance(DELAYS.retryBackoff(1));
+      assert.equal(h.state, 'closed');
+    });
+
+    it('a connection that had been ready and is lost is not backed off: closed at once', async () => {
+      const h = await readyOutbound({ limits: { dialBackoff: true } });
+      h.send(closedEvent('c1', undefined, true, 'connection lost'));
+      expectStates(h, [...READY_OUT, 'errored', 'closed']);
+    });
+
+    it('an inbound connection that fails its handshake is not backed off (we dialled nothing)', async () => {
+      const h = harness({ direction: 'inbound', connectionId: 'in-1', limits: { dialBackoff: true } });
+      h.advance(DELAYS.handshake);
+      expectStates(h, ['handshaking', 'errored', 'closed']);
+    });
+
+    it('a peer with no address is not backed off (nothing was dialled)', async () => {
+      const h = harness({ limits: { dialBackoff: true } });
+      await h.rejectDial({ code: 'NO_ADDRESS', message: 'no address' });
+      expectStates(h, ['connecting', 'errored', 'closed']);
+    });
+
+    it('PRUNE closes a peer backing off with nobody waiting; one with a waiting request stays', async () => {
+      const h = failedDial();
+      h.send(waitingRequest('w1'));
+      h.send({ type: 'PRUNE' });
+      assert.equal(h.state, 'errored');
+      h.send({ type: 'REQUEST.CANCEL', id: 'w1', error: ABORTED });
+      h.send({ type: 'PRUNE' });
+      expectStates(h, ['connecting', 'errored', 'closed']);
+    });
+
+    it('a pinned peer is never pruned while backing off', async () => {
+      const h = harness({ pinned: true });
+      h.advance(DELAYS.connect);
+      h.send({ type: 'PRUNE' });
+      assert.equal(h.state, 'errored');
+    });
+  });
+
+  // ================================================= pinned: give-up and unpin
+
+  describe('pinned peers: give-up limit, restart intensity, PIN', () => {
+    it('pinnedMaxAttempts consecutive failed attempts -> gaveUp (final), answering what waits', async () => {
+      const h = harness({ pinned: true, limits: { pinnedMaxAttempts: 3 } });
+      h.send(waitingRequest('w1'));
+      h.advance(DELAYS.connect);
+      h.advance(DELAYS.retryBackoff(1));
+      h.advance(DELAYS.connect);
+      h.advance(DELAYS.retryBackoff(2));
+      assert.equal(h.context.attempts, 2);
+      assert.deepEqual(h.answers(), [], 'a waiting request waits through the retries');
+      h.advance(DELAYS.connect);
+      expectStates(h, ['connecting', 'errored', 'connecting', 'errored', 'connecting', 'errored', 'gaveUp']);
+      assert.equal(h.status, 'done');
+      assert.deepEqual(h.answers(), [['w1', 'CONNECT_TIMEOUT']]);
+      assert.deepEqual(h.clock.pendingTimes(), []);
+    });
+
+    it('a pinned peer that reaches ready starts counting its attempts again', async () => {
+      const h = harness({ pinned: true, limits: { pinnedMaxAttempts: 2 } });
+      h.advance(DELAYS.connect);
+      h.advance(DELAYS.retryBackoff(1));
+      await h.toReady('c1');
+      h.send(closedEvent('c1', undefined, true, 'lost'));
+      assert.equal(h.state, 'errored');
+      assert.equal(h.context.attempts, 1);
+    });
+
+    it('restart intensity: more than maxRestarts failures within the period -> gaveUp, however often it was ready', async () => {
+      const h = harness({ pinned: true, limits: { maxRestarts: 2 } });
+      await h.toReady('c1');
+      for (const [i, c] of ['c1', 'c2'].entries()) {
+        h.send(closedEvent(c, undefined, true, 'lost'));
+        assert.equal(h.context.restarts, i + 1);
+        h.advance(DELAYS.retryBackoff(1));
+        await h.toReady(i === 0 ? 'c2' : 'c3');
+      }
+      h.send(closedEvent('c3', undefined, true, 'lost'));
+      assert.equal(h.state, 'gaveUp');
+      assert.equal(h.context.lastError?.code, 'CONNECTION_LOST');
+    });
+
+    it('restart intensity: each failure leaves the window after restartPeriod (RESTART.DECAY)', async () => {
+      const h = harness({ pinned: true, limits: { maxRestarts: 1 } });
+      await h.toReady('c1');
+      h.send(closedEvent('c1', undefined, true, 'lost'));
+      assert.equal(h.context.restarts, 1);
+      assert.ok(h.pendingTimers().some((t) => t.name === 'RESTART.DECAY' && t.delay === DELAYS.restartPeriod));
+      h.advance(DELAYS.retryBackoff(1));
+      await h.toReady('c2');
+      h.advanceAnswering(DELAYS.restartPeriod);
+      assert.equal(h.context.restarts, 0);
+      h.send(closedEvent('c2', undefined, true, 'lost'));
+      assert.equal(h.state, 'errored', 'one failure per period is within the intensity');
+    });
+
+    it('without a restart limit no decay timer is kept', async () => {
+      const h = harness({ pinned: true });
+      h.advance(DELAYS.connect);
+      assert.equal(h.context.restarts, 0);
+      assert.ok(!h.pendingTimers().some((t) => t.name === 'RESTART.DECAY'));
+    });
+
+    it('PIN false while a pinned peer backs off: it stops retrying and closes at once', async () => {
+      const h = harness({ pinned: true });
+      h.advance(DELAYS.connect);
+      h.advance(DELAYS.retryBackoff(1));
+      h.advance(DELAYS.connect);
+      assert.equal(h.state, 'errored');
+      h.send({ type: 'PIN', pinned: false });
+      expectStates(h, ['connecting', 'errored', 'connecting', 'errored', 'closed']);
+    });
+
+    it('PIN false on a ready pinned peer lets it idle out; PIN true keeps it', async () => {
+      const h = await readyOutbound({ pinned: true });
+      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'busy' } });
+      h.send({ type: 'PIN', pinned: false });
+      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'idle' } });
+      h.send({ type: 'PIN', pinned: true });
+      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'busy' } });
+      h.send({ type: 'PIN', pinned: false });
+      h.advanceAnswering(DELAYS.idle);
+      expectStates(h, [...READY_OUT, 'draining', 'closed']);
+    });
+
+    it('PIN true gives a fresh retry budget: failures while unpinned do not count', async () => {
+      const h = harness({ limits: { maxAttempts: 5, pinnedMaxAttempts: 2 } });
+      h.advance(DELAYS.connect);
+      h.advance(DELAYS.retryBackoff(1));
+      h.advance(DELAYS.connect);
+      assert.equal(h.context.attempts, 2);
+      h.send({ type: 'PIN', pinned: true });
+      assert.equal(h.state, 'errored');
+      assert.equal(h.context.attempts, 0);
+    });
+  });
+
+  // ============================================================ ready: probe
+
+  describe('ready: PROBE (network change)', () => {
+    it('pings at once; a pong in time keeps it ready with the heartbeat cadence restarted', async () => {
+      const h = await readyOutbound();
+      h.advance(100);
+      h.send({ type: 'PROBE' });
+      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'probing', idle: 'idle' } });
+      assert.deepEqual(h.controls().at(-1), ['c1', { type: 'ping', seq: 1 }]);
+      pong(h, 1);
+      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'idle' } });
+      rest(h);
+    });
+
+    it('no pong within the heartbeat timeout: errored at once with HEARTBEAT_TIMEOUT, whatever the misses allow', async () => {
+      const h = await readyOutbound({ limits: { heartbeatMisses: 5 } });
+      h.send({ type: 'PROBE' });
+      h.advance(DELAYS.heartbeatTimeout - 1);
+      assert.equal(h.state, 'ready');
+      h.advance(1);
+      expectStates(h, [...READY_OUT, 'errored', 'closed']);
+      assert.equal(h.context.lastError?.code, 'HEARTBEAT_TIMEOUT');
+      assert.deepEqual(h.closes(), [['c1', C.HeartbeatTimeout]]);
+    });
+
+    it('a probe while a ping is out replaces it: the old pong no longer counts', async () => {
+      const h = await readyOutbound();
+      h.advance(DELAYS.heartbeatInterval);
+      h.send({ type: 'PROBE' });
+      pong(h, 1);
+      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'probing', idle: 'idle' } });
+      pong(h, 2);
+      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'idle' } });
+    });
+
+    it('PROBE outside ready is ignored', async () => {
+      const h = harness({ slot: 'hold' });
+      const mark = h.mark();
+      h.send({ type: 'PROBE' });
+      assert.deepEqual(h.since(mark), []);
+      assert.equal(h.state, 'connecting');
+    });
+  });
+
+  // ================================================== ready: per-protocol limits
+
+  describe('ready: per-protocol limits', () => {
+    it('an inbound stream a protocol limit refuses is NACKed by limitInbound and not counted', async () => {
+      const h = await readyOutbound({ handlers: ['echo/1', 'capped/1'], limited: ['capped/1'] });
+      h.send({ type: 'STREAM.INBOUND', connectionId: 'c1', streamId: 'i1', protocol: 'capped/1' });
+      h.send({ type: 'STREAM.INBOUND', connectionId: 'c1', streamId: 'i2', protocol: 'echo/1' });
+      assert.deepEqual(h.calls('limitInbound'), [{ streamId: 'i1', protocol: 'capped/1', connectionId: 'c1' }]);
+      assert.deepEqual(h.calls('acceptInbound'), [{ streamId: 'i2', connectionId: 'c1' }]);
+      assert.equal(h.context.inboundStreams, 1);
+    });
+
+    it('on another connection the usual rejection applies', async () => {
+      const h = await readyOutbound({ handlers: ['capped/1'], limited: ['capped/1'] });
+      h.send({ type: 'STREAM.INBOUND', connectionId: 'c-old', streamId: 'i1', protocol: 'capped/1' });
+      assert.deepEqual(h.calls('limitInbound'), []);
+      assert.deepEqual(h.calls('rejectInbound'), [{ streamId: 'i1', reason: 'connection is being replaced' }]);
+    });
+  });
+
   // ================================================================== closed
 
   describe('closed', () => {
@@ -1752,7 +2020,7 @@ describe('connectionMachine', () => {
           h.advance(DELAYS.connect);
           return h;
         },
-        extra: [DIAL_SLOT, QUEUE_FULL, PRUNE, RELEASE, { type: 'CONNECTION.CLOSED', connectionId: 'c1', code: 1, error: true, reason: 'x' }],
+        extra: [DIAL_SLOT, QUEUE_FULL, RELEASE, { type: 'CONNECTION.CLOSED', connectionId: 'c1', code: 1, error: true, reason: 'x' }],
       },
     ];
 

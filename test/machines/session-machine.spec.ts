@@ -28,13 +28,14 @@ function stateName(value: unknown): string {
   return `${top}.${stateName(sub)}`;
 }
 
-function run(role: 'opener' | 'acceptor'): Run {
+function run(role: 'opener' | 'acceptor', complete = false): Run {
   const clock = new SteppingClock();
   const effects: Run['effects'] = [];
   const record = (type: string) => (_: unknown, params?: unknown) => void effects.push({ type, params, at: clock.now() });
   const machine = sessionMachine.provide({
     delays: { resumeTtl: TTL, resumeTimeout: TIMEOUT, resumeRetry: ({ context }) => backoff(context.attempts) },
     actions: { attemptResume: record('attemptResume'), abandonAttempt: record('abandonAttempt'), release: record('release') },
+    guards: { isComplete: () => complete },
   });
   const actor = createActor(machine, { input: { sessionId: 's1', peerId: 'p1', role }, clock });
   const states: string[] = [];
@@ -161,6 +162,19 @@ describe('resumable session machine', () => {
     assert.equal(r.clock.now(), 10_000 + TTL);
     assert.deepEqual(released(r), [{ error: { code: 'RESUME_EXPIRED', message: 'the session was not resumed before its TTL' } }]);
     assert.deepEqual(r.clock.pendingTimes(), [], 'no timer left');
+  });
+
+  it('a session complete on this side (only the remote\'s last ACK was lost) ends closed at the TTL, not RESUME_EXPIRED', () => {
+    for (const role of ['opener', 'acceptor'] as const) {
+      const r = run(role, true);
+      if (role === 'opener') r.send({ type: 'OPENED' });
+      r.send(LOST);
+      r.clock.advance(TTL - 1);
+      assert.ok(r.state.startsWith('suspended'), role);
+      r.clock.advance(1);
+      assert.equal(r.state, 'closed', role);
+      assert.deepEqual(released(r), [{ error: null }]);
+    }
   });
 
   it('a resume resets the attempt count and the TTL', () => {

@@ -22,14 +22,15 @@ import { PROTOCOL_VERSION } from '../../machines/types.js';
 import { createEngine, Engine, seededRandom, type PeerlineError, type PeerStream } from '../../runtime/index.js';
 import {
   BLOCKERS,
+  CAPPED,
   KNOWN,
   LATENCY,
   LOCAL,
   NEWCOMER,
-  UNKNOWN,
   costOf,
   describeStimulus,
   engineOptions,
+  protocolOf,
   remoteOf,
   viewOf,
   type ModelConfig,
@@ -181,6 +182,7 @@ export class ModelDriver {
       ...engineOptions(config),
     });
     this.engine.handle(KNOWN, (stream) => void this.#handled.push(stream));
+    this.engine.handle(CAPPED, (stream) => void this.#handled.push(stream), { maxStreamsPerConnection: 1 });
   }
 
   async start(): Promise<void> {
@@ -203,13 +205,13 @@ export class ModelDriver {
     return connection;
   }
 
-  #request(kind: 'stream' | 'lease'): void {
+  #request(kind: 'stream' | 'lease', waitForReady = false): void {
     const id = (this.#nextReq++).toString(36);
     const controller = new AbortController();
     this.#controllers.set(id, controller);
     const failed = (error: unknown): void => void this.answers.set(id, outcomeOf(error));
     if (kind === 'stream') {
-      this.engine.openStream(this.remoteId, `/r/${id}`, { signal: controller.signal }).then((stream) => {
+      this.engine.openStream(this.remoteId, `/r/${id}`, { signal: controller.signal, waitForReady }).then((stream) => {
         this.answers.set(id, 'ok');
         this.#outStreams.set(id, stream);
       }, failed);
@@ -250,7 +252,13 @@ export class ModelDriver {
     const wait = async (ms: number): Promise<void> => this.clock.advance(Math.max(0, ms));
     switch (stimulus.type) {
       case 'REQ':
-        this.#request(stimulus.kind);
+        this.#request(stimulus.kind, stimulus.wait === true);
+        break;
+      case 'PROBE':
+        this.engine.networkChanged();
+        break;
+      case 'PIN':
+        this.engine.addPeer(remote, [net.address(remote)], { pinned: stimulus.pinned });
         break;
       case 'CANCEL':
         this.#controllers.get(stimulus.id)?.abort();
@@ -287,7 +295,7 @@ export class ModelDriver {
         if (stimulus.type === 'GOAWAY') connection.sendControl({ type: 'goaway' });
         if (stimulus.type === 'CLOSE_REMOTE') connection.close(stimulus.code, reasonFor(stimulus.code as ConnectionErrorCode));
         if (stimulus.type === 'STREAM_IN') {
-          connection.openStream(stimulus.known ? KNOWN : UNKNOWN, { signal: new AbortController().signal }).then(
+          connection.openStream(protocolOf(stimulus.proto), { signal: new AbortController().signal }).then(
             (stream) => void this.remote.streams.push(stream),
             () => {},
           );

@@ -17,7 +17,7 @@
  * only grows (ids, sequence numbers, absolute times), so the graph is finite.
  */
 import { createEmptyActor, type AnyEventObject, type AnyMachineSnapshot, type InspectionEvent } from 'xstate';
-import { connectionMachine } from '../../machines/connection-machine.js';
+import { canRetry, connectionMachine } from '../../machines/connection-machine.js';
 import { ConnectionErrorCode, reasonFor, type ErrorInfo } from '../../machines/codes.js';
 import { PROTOCOL_VERSION, type ConnectionContext, type ConnectionLimits, type ConnectionState } from '../../machines/types.js';
 import type { EngineInit } from '../../runtime/index.js';
@@ -34,6 +34,8 @@ export const BLOCKERS = ['z1', 'z2'] as const;
 /** The protocol the local engine handles; inbound streams of any other are refused. */
 export const KNOWN = '/known';
 export const UNKNOWN = '/unknown';
+/** A handled protocol with `maxStreamsPerConnection: 1`: a second inbound stream of it on one connection is refused. */
+export const CAPPED = '/capped';
 
 /** Distinct delays, so a timer firing in the wrong place shows. */
 export const TIMING = {
@@ -46,6 +48,13 @@ export const TIMING = {
   drainDeadlineMs: 700,
   forceCloseGraceMs: 100,
   pinnedBackoffMs: 250,
+  /** Dial backoff of an unpinned peer whose dial failed (no retry left). */
+  dialBackoffMs: 350,
+  /** A pinned peer gives up after this many consecutive failed attempts... */
+  pinnedMaxAttempts: 3,
+  /** ...or after more than this many failures within `restartPeriodMs`. */
+  maxRestarts: 2,
+  restartPeriodMs: 1200,
 } as const;
 
 /** Small limits, so every bound is reached within a few steps. */
@@ -54,8 +63,12 @@ export const LIMITS: ConnectionLimits = {
   maxStreams: 1,
   maxInboundStreams: 1,
   heartbeatMisses: TIMING.heartbeat.misses,
-  // Unpinned peers do not retry (policy `none`); pinned peers retry forever.
+  // Unpinned peers do not retry (policy `none`) but back off after a failed
+  // dial; pinned peers retry until their attempts or restart intensity run out.
   maxAttempts: 1,
+  pinnedMaxAttempts: TIMING.pinnedMaxAttempts,
+  maxRestarts: TIMING.maxRestarts,
+  dialBackoff: true,
 };
 
 /** The engine options that make the engine match the model. */
@@ -71,7 +84,9 @@ export function engineOptions(config: ModelConfig): EngineInit {
     drainDeadlineMs: TIMING.drainDeadlineMs,
     forceCloseGraceMs: TIMING.forceCloseGraceMs,
     retry: { strategy: 'none' },
-    pinnedRetry: { strategy: 'fixed', delayMs: TIMING.pinnedBackoffMs },
+    pinnedRetry: { strategy: 'fixed', delayMs: TIMING.pinnedBackoffMs, maxAttempts: TIMING.pinnedMaxAttempts },
+    pinnedRestartIntensity: { maxRestarts: TIMING.maxRestarts, periodMs: TIMING.restartPeriodMs },
+    dialBackoff: { strategy: 'fixed', delayMs: TIMING.dialBackoffMs },
     maxQueuedPerPeer: LIMITS.maxQueued,
     maxStreamsPerConnection: LIMITS.maxStreams,
     maxInboundStreamsPerConnection: LIMITS.maxInboundStreams,
@@ -80,9 +95,19 @@ export function engineOptions(config: ModelConfig): EngineInit {
   };
 }
 
-/** The machine as the model runs it: the engine's delays, and a handler for KNOWN only. */
+/** The environment the model's `protocolLimited` guard reads (set around each machine step). */
+let guardEnv: Env | undefined;
+
+/** The machine as the model runs it: the engine's delays, and handlers for KNOWN and CAPPED only. */
 export const modelMachine = connectionMachine.provide({
-  guards: { hasHandler: (_args, params: { protocol: string }) => params.protocol === KNOWN },
+  guards: {
+    hasHandler: (_args, params: { protocol: string }) => params.protocol === KNOWN || params.protocol === CAPPED,
+    // The engine's per-protocol limit: CAPPED allows one open inbound stream per connection.
+    protocolLimited: ({ event }) =>
+      event.type === 'STREAM.INBOUND' &&
+      event.protocol === CAPPED &&
+      (guardEnv?.streams.some((s) => s.kind === 'in' && s.conn === event.connectionId && s.protocol === CAPPED) ?? false),
+  },
   delays: {
     dialQueueTimeout: TIMING.dialQueueTimeoutMs,
     connectTimeout: TIMING.connectTimeoutMs,
@@ -94,7 +119,9 @@ export const modelMachine = connectionMachine.provide({
     idleTimeout: TIMING.idleTimeoutMs,
     drainDeadline: TIMING.drainDeadlineMs,
     forceCloseGrace: TIMING.forceCloseGraceMs,
-    retryBackoff: ({ context }: { context: ConnectionContext }) => (context.pinned ? TIMING.pinnedBackoffMs : 0),
+    retryBackoff: ({ context }: { context: ConnectionContext }) =>
+      !canRetry(context) ? TIMING.dialBackoffMs : context.pinned ? TIMING.pinnedBackoffMs : 0,
+    restartPeriod: TIMING.restartPeriodMs,
   },
 });
 
@@ -125,8 +152,8 @@ export const NEWCOMER = 'p';
 
 /** What a test step does. Serializable: it is the path's event. */
 export type Stimulus =
-  /** engine.openStream (stream) or engine.withConnection (lease). */
-  | { readonly type: 'REQ'; readonly kind: 'stream' | 'lease' }
+  /** engine.openStream (stream) or engine.withConnection (lease); `wait`: with waitForReady. */
+  | { readonly type: 'REQ'; readonly kind: 'stream' | 'lease'; readonly wait?: true }
   /** Aborts the signal of our request `id`. */
   | { readonly type: 'CANCEL'; readonly id: string }
   /** A request to a blocking peer, which takes (or waits for) the dial slot. */
@@ -150,8 +177,12 @@ export type Stimulus =
   /** The remote ACKs / NACKs the stream header of request `id`. */
   | { readonly type: 'ACK'; readonly id: string }
   | { readonly type: 'NACK'; readonly id: string }
-  /** The remote opens a stream of a known or unknown protocol. */
-  | { readonly type: 'STREAM_IN'; readonly known: boolean }
+  /** The remote opens a stream of a known, an unknown, or the capped protocol. */
+  | { readonly type: 'STREAM_IN'; readonly proto: 'known' | 'unknown' | 'capped' }
+  /** engine.networkChanged(): ready peers are probed. */
+  | { readonly type: 'PROBE' }
+  /** engine.addPeer(remote, [address], { pinned }): pins or unpins the live machine. */
+  | { readonly type: 'PIN'; readonly pinned: boolean }
   /** We abort an open stream (outbound: our request id; inbound: its stream id). */
   | { readonly type: 'CLOSE_STREAM'; readonly id: string }
   /** We end the oldest `withConnection` callback we hold. */
@@ -172,10 +203,16 @@ export type Stimulus =
   /** Let virtual time run to the next timer (and fire every timer due then). */
   | { readonly type: 'TIMER' };
 
+export function protocolOf(proto: 'known' | 'unknown' | 'capped'): string {
+  return proto === 'known' ? KNOWN : proto === 'capped' ? CAPPED : UNKNOWN;
+}
+
 export function describeStimulus(s: Stimulus): string {
   switch (s.type) {
     case 'REQ':
-      return `REQ ${s.kind}`;
+      return `REQ ${s.kind}${s.wait === true ? ' waitForReady' : ''}`;
+    case 'PIN':
+      return s.pinned ? 'PIN' : 'UNPIN';
     case 'CANCEL':
     case 'ACK':
     case 'NACK':
@@ -187,7 +224,7 @@ export function describeStimulus(s: Stimulus): string {
     case 'CLOSE_REMOTE':
       return `CLOSE_REMOTE ${ConnectionErrorCode[s.code] ?? s.code}`;
     case 'STREAM_IN':
-      return `STREAM_IN ${s.known ? KNOWN : UNKNOWN}`;
+      return `STREAM_IN ${protocolOf(s.proto)}`;
     case 'STOP':
       return `STOP${s.force ? ' force' : ''}`;
     default:
@@ -223,6 +260,8 @@ export interface StreamRecord {
   /** Request id (open, out) or inbound stream id (in). */
   readonly id: string;
   readonly conn: string;
+  /** Inbound streams: their protocol. */
+  readonly protocol?: string;
   /** When the header reaches the remote (open). */
   readonly arrives: number;
 }
@@ -237,6 +276,10 @@ export interface Env {
   nextIn: number;
   /** Machine generations: 0 before the first one. */
   life: number;
+  /** The address book pins the peer (the next machine is created pinned). */
+  pinned: boolean;
+  /** Protocols of the inbound streams the remote opened, by stream id. */
+  inProto: Record<string, string>;
   conns: ConnRecord[];
   streams: StreamRecord[];
   /** Leases granted and held by the test, with the machine generation that granted them. */
@@ -389,7 +432,9 @@ class Work {
     if (m === null || m.status !== 'active') return;
     executed.length = 0;
     tookSink.length = 0;
+    guardEnv = this.env;
     const next = modelMachine.transition(m as never, event as never, scope) as AnyMachineSnapshot;
+    guardEnv = undefined;
     const actions = executed.splice(0);
     this.took.push(...tookSink.splice(0));
     this.m = next;
@@ -406,7 +451,7 @@ class Work {
       peerId: this.remote,
       localPeerId: LOCAL,
       direction,
-      pinned: this.config.pinned,
+      pinned: this.env.pinned,
       limits: LIMITS,
       ...(connectionId === undefined ? {} : { connectionId }),
     };
@@ -496,10 +541,13 @@ class Work {
       case 'discardStream':
         this.env.streams = this.env.streams.filter((s) => !(s.id === p.id && s.kind === 'open'));
         return;
-      case 'acceptInbound':
-        this.env.accepted.push(String(p.streamId));
-        this.env.streams.push({ kind: 'in', id: String(p.streamId), conn: String(p.connectionId), arrives: this.env.now });
+      case 'acceptInbound': {
+        const streamId = String(p.streamId);
+        this.env.accepted.push(streamId);
+        const protocol = this.env.inProto[streamId] ?? KNOWN;
+        this.env.streams.push({ kind: 'in', id: streamId, conn: String(p.connectionId), arrives: this.env.now, protocol });
         return;
+      }
       case 'rejectConnection':
       case 'closeConnection':
         this.closeLocal(String(p.connectionId), p.code as ConnectionErrorCode, true);
@@ -607,6 +655,8 @@ export function initialState(config: ModelConfig): ModelState {
     nextConn: 0,
     nextIn: 0,
     life: 0,
+    pinned: config.pinned,
+    inProto: {},
     conns: [],
     streams: [],
     leases: [],
@@ -700,6 +750,8 @@ export function stimuli(state: ModelState, options: StimuliOptions = {}): Stimul
     const fresh = m === null && (env.life === 0 || options.rebirth === true);
     if (fresh || (alive && outstanding < 2 && env.leases.length + env.streams.length < 3)) {
       out.push({ type: 'REQ', kind: 'stream' }, { type: 'REQ', kind: 'lease' });
+      // Waiting for ready only differs from a plain request while the peer backs off.
+      if (inState(m, 'errored')) out.push({ type: 'REQ', kind: 'stream', wait: true });
     }
     if (m === null && env.life === 0 && !state.config.pinned && !state.config.crowded && env.blockers < BLOCKERS.length && env.waiting.length === 0) {
       out.push({ type: 'BLOCK' });
@@ -722,12 +774,17 @@ export function stimuli(state: ModelState, options: StimuliOptions = {}): Stimul
       out.push({ type: 'CLOSE_REMOTE', code: ConnectionErrorCode.Drain });
       if (inState(m, 'handshaking')) out.push({ type: 'CLOSE_REMOTE', code: ConnectionErrorCode.DuplicateConnection });
       if (env.streams.filter((s) => s.kind === 'in').length < 2) {
-        out.push({ type: 'STREAM_IN', known: true }, { type: 'STREAM_IN', known: false });
+        out.push({ type: 'STREAM_IN', proto: 'known' }, { type: 'STREAM_IN', proto: 'unknown' }, { type: 'STREAM_IN', proto: 'capped' });
       }
+      if (!env.stopped && inState(m, 'ready')) out.push({ type: 'PROBE' });
     }
     for (const s of env.streams) if (s.kind === 'open') out.push({ type: 'ACK', id: s.id }, { type: 'NACK', id: s.id });
     if (!env.loseClose && inState(m, 'ready', 'draining')) out.push({ type: 'LOSE_CLOSE' });
-    if (state.config.crowded && !state.config.pinned && !env.stopped && inState(m, 'ready.idle.idle')) out.push({ type: 'NEWCOMER' });
+    // At the limit the engine prunes an idle peer, or one backing off with nobody waiting.
+    const prunable = inState(m, 'ready.idle.idle') || (inState(m, 'errored') && c.queue.length === 0);
+    if (state.config.crowded && !c.pinned && !env.stopped && prunable) out.push({ type: 'NEWCOMER' });
+    // Pinning matters where the machine reads it: backing off, and idle in ready.
+    if (!env.stopped && inState(m, 'errored', 'ready')) out.push({ type: 'PIN', pinned: !c.pinned });
     out.push({ type: 'GHOST_OPENED' });
     if (!env.stopped) {
       out.push({ type: 'DRAIN' }, { type: 'FORCE_CLOSE' }, { type: 'STOP', force: false }, { type: 'STOP', force: true });
@@ -786,7 +843,8 @@ function step(state: ModelState, s: Stimulus): ModelState {
           break;
         }
       }
-      w.send({ type: 'REQUEST', request: { id, kind: s.kind, protocol: s.kind === 'stream' ? `/r/${id}` : '' } });
+      const protocol = s.kind === 'stream' ? `/r/${id}` : '';
+      w.send({ type: 'REQUEST', request: s.wait === true ? { id, kind: s.kind, protocol, waitForReady: true } : { id, kind: s.kind, protocol } });
       break;
     }
     case 'CANCEL': {
@@ -895,9 +953,18 @@ function step(state: ModelState, s: Stimulus): ModelState {
       const sym = currentSym();
       if (w.conn(sym)?.localOpen !== true) break;
       const streamId = `in${env.nextIn++}`;
-      w.send({ type: 'STREAM.INBOUND', connectionId: sym, streamId, protocol: s.known ? KNOWN : UNKNOWN });
+      const protocol = protocolOf(s.proto);
+      env.inProto[streamId] = protocol;
+      w.send({ type: 'STREAM.INBOUND', connectionId: sym, streamId, protocol });
       break;
     }
+    case 'PROBE':
+      w.send({ type: 'PROBE' });
+      break;
+    case 'PIN':
+      env.pinned = s.pinned;
+      w.send({ type: 'PIN', pinned: s.pinned });
+      break;
     case 'CLOSE_STREAM': {
       const rec = env.streams.find((x) => x.id === s.id && x.kind !== 'open');
       if (rec === undefined) break;
@@ -1001,6 +1068,7 @@ export function viewOf(state: ModelState): PeerView | null {
 
 function timerName(t: Timer): string {
   if (t.id.startsWith('open:')) return 'open';
+  if (t.id.startsWith('restart:')) return 'restart';
   const after = /^xstate\.after\.([^.]+)\./.exec(t.id);
   return after === null ? t.id : after[1]!;
 }
@@ -1025,12 +1093,15 @@ export function keyOf(state: ModelState): string {
         : [
             m.status,
             m.value,
-            c.queue.map((r) => r.kind),
+            c.queue.map((r) => (r.waitForReady === true ? 'wait' : r.kind)),
             c.opening.length,
             c.streams,
             c.inboundStreams,
             c.leases,
-            Math.min(c.attempts, 2),
+            Math.min(c.attempts, TIMING.pinnedMaxAttempts),
+            c.restarts,
+            c.pinned,
+            c.wasReady,
             c.misses,
             c.direction,
             c.connectionId === null,
@@ -1039,9 +1110,10 @@ export function keyOf(state: ModelState): string {
             env.ping !== null && env.ping.conn === c.connectionId && env.ping.seq === c.pingSeq,
           ],
     born: env.life > 0,
+    pinned: env.pinned,
     t: timers,
     conns: env.conns.filter((x) => x.localOpen).map((x) => [role(x.sym), x.dir, x.remoteFrom > env.now]),
-    streams: env.streams.map((s) => [s.kind, role(s.conn)]),
+    streams: env.streams.map((s) => [s.kind, role(s.conn), s.protocol === CAPPED]),
     leases: env.leases.map((l) => l.life === env.life),
     dial: env.dialAt === null ? null : env.dialAt === env.now,
     slot: [env.active, env.waiting, env.blockers],

@@ -26,6 +26,22 @@ describe('engine options', () => {
     assert.doesNotThrow(() => resolveOptions({ idleTimeoutMs: Infinity }));
   });
 
+  it('the lifecycle options: defaults, partial merge, and a RangeError naming the bad field', () => {
+    const o = resolveOptions();
+    assert.equal(o.dialStaggerMs, 250);
+    assert.equal(o.addressOrder, 'interleave');
+    assert.deepEqual(o.pinnedRestartIntensity, { maxRestarts: Infinity, periodMs: 60_000 });
+    assert.equal(o.dialBackoff.strategy, 'exponential');
+    assert.deepEqual(resolveOptions({ pinnedRestartIntensity: { maxRestarts: 3 } }).pinnedRestartIntensity, { maxRestarts: 3, periodMs: 60_000 });
+    assert.doesNotThrow(() => resolveOptions({ dialStaggerMs: 0, dialBackoff: { strategy: 'none' } }));
+    assert.throws(() => resolveOptions({ dialStaggerMs: -1 }), /dialStaggerMs/);
+    assert.throws(() => resolveOptions({ addressOrder: 'random' as never }), /addressOrder/);
+    assert.throws(() => resolveOptions({ pinnedRestartIntensity: { maxRestarts: 0 } }), /pinnedRestartIntensity\.maxRestarts/);
+    assert.throws(() => resolveOptions({ pinnedRestartIntensity: { periodMs: 0 } }), /pinnedRestartIntensity\.periodMs/);
+    assert.throws(() => resolveOptions({ dialBackoff: { strategy: 'sometimes' } as never }), /dialBackoff\.strategy/);
+    assert.throws(() => resolveOptions({ pinnedRetry: { strategy: 'fixed', maxAttempts: 0 } }), /pinnedRetry\.maxAttempts/);
+  });
+
   it('createEngine refuses a missing adapter and a pinned policy that never waits', () => {
     assert.throws(() => createEngine({} as never), /adapter/);
     const network = new MemoryNetwork({ clock: new VirtualClock() });

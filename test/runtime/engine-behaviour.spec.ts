@@ -131,6 +131,9 @@ describe('engine behaviour', () => {
     await s.advance(20);
     await t.all;
     assert.deepEqual(codes(t.outcomes), { PEER_IDENTITY_MISMATCH: 1 });
+    // The dial backoff holds the failure (a fresh request would fail fast), then the machine closes.
+    assert.deepEqual(s.states('a', 'b'), ['connecting', 'errored']);
+    await s.advance(2_000);
     assert.deepEqual(s.states('a', 'b'), ['connecting', 'errored', 'closed']);
   });
 

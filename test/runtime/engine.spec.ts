@@ -50,9 +50,18 @@ describe('engine over the memory network', () => {
     await t.all;
     assert.deepEqual(codes(t.outcomes), { CONNECT_TIMEOUT: 10 });
     assert.ok(t.outcomes.every((o) => !o.ok && o.error instanceof PeerlineError && o.error.peerId === 'z'));
+    // The default retry policy is `none` and the default dial backoff holds the
+    // failure for about a second (1 s +-20 %): a fresh request fails fast, without a dial.
+    assert.deepEqual(s.states('a', 'z'), ['connecting', 'errored']);
+    const fast = track([a.openStream('z', '/echo')]);
+    await s.advance(0);
+    await fast.all;
+    assert.deepEqual(codes(fast.outcomes), { CONNECT_TIMEOUT: 1 });
+    assert.equal(a.metrics().dials.started, 1);
+    await s.advance(1200);
     assert.deepEqual(a.snapshot().peers, [], 'registry entry left behind');
     assert.deepEqual(s.states('a', 'z'), ['connecting', 'errored', 'closed']);
-    // The default retry policy is `none`: the next request dials again at once.
+    // After the backoff the next request dials again at once.
     const next = track([a.openStream('z', '/echo')]);
     await s.advance(1);
     assert.equal(a.metrics().dials.started, 2);
@@ -199,7 +208,8 @@ describe('engine over the memory network', () => {
   it('7. retry delays follow the policy with the injected random source; max attempts end in closed', async () => {
     s = await swarm();
     const policy: RetryPolicy = { strategy: 'exponential', initialDelayMs: 1000, multiplier: 2, jitter: 0.2, maxAttempts: 4 };
-    const a = await s.add('a', { retry: policy, random: seededRandom(7) });
+    // No dial backoff: the machine closes right after the last failure.
+    const a = await s.add('a', { retry: policy, random: seededRandom(7), dialBackoff: { strategy: 'none' } });
     s.network.node('z');
     s.network.refuseDials('z');
     a.addPeer('z', [s.network.address('z')]);

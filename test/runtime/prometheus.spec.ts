@@ -133,12 +133,15 @@ describe('metrics as Prometheus text exposition', () => {
 function fakeMetrics(n: number): EngineMetrics {
   const h = { boundsMs: LATENCY_BUCKETS_MS, counts: new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0), count: 0, sumMs: 0 };
   return {
-    peers: { connecting: 0, handshaking: 0, ready: n, draining: 0, forceClosed: 0, errored: 0, closed: 0 },
+    peers: { connecting: 0, handshaking: 0, ready: n, draining: 0, forceClosed: 0, errored: 0, closed: 0, gaveUp: 0 },
     requests: { total: n, opened: n, leases: 0, failed: 0, aborted: 0, failedByCode: {} },
     dials: { started: n, failed: 0 },
     retries: 0,
+    gaveUp: 0,
+    pruned: 0,
+    probes: 0,
     transitions: 3 * n,
-    streams: { inboundAccepted: 0, inboundRejected: 0, handlerErrors: 0 },
+    streams: { inboundAccepted: 0, inboundRejected: 0, inboundLimited: 0, handlerErrors: 0 },
     heartbeat: { lastRttMs: undefined, avgRttMs: undefined, samples: 0 },
     internalErrors: 0,
     histograms: { heartbeatRttMs: h, streamOpenMs: h },

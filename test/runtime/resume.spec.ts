@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { PeerlineError, RESUME_PROTOCOL, type PeerStream, type SessionTransition } from '../../runtime/index.js';
+import { PeerlineError, RESUME_PROTOCOL, type PeerStream, type ResumableStream, type SessionTransition } from '../../runtime/index.js';
 import { encode, FrameReader, FrameType, type Frame } from '../../runtime/resume/frames.js';
 import { newSecret, newSessionId, proofFor, rotate } from '../../runtime/resume/session.js';
 import { swarm, type Swarm } from '../fixtures/swarm.js';
@@ -379,6 +379,67 @@ describe('resumable streams over the memory network', () => {
       assert.deepEqual(s.engine(peer).metrics().resume.failedByCode, { RESUME_EXPIRED: 1 });
     }
     s.network.heal();
+  });
+
+  describe('the last acknowledgement lost with the link', () => {
+    const HEARTBEAT = { intervalMs: 200, timeoutMs: 100, misses: 2 };
+
+    /** a sends 100 bytes and its end; b reads them, answers with their length and ends. */
+    async function exchange(): Promise<{ stream: ResumableStream; reply: Promise<string>; bSide: string[] }> {
+      await pair({ resume: { ttlMs: 3_000 }, heartbeat: HEARTBEAT });
+      const bSide: string[] = [];
+      s.engine('b').handle(PROTOCOL, async (stream) => {
+        try {
+          const bytes = await readAll(stream);
+          const writer = stream.writable.getWriter();
+          await writer.write(new TextEncoder().encode(String(bytes.length)));
+          await writer.close();
+          await stream.closed;
+          bSide.push(String((stream as unknown as { state: string }).state));
+        } catch (error) {
+          bSide.push(`error ${(error as PeerlineError).code}`);
+        }
+      });
+      const stream = await s.until(s.engine('a').openStream('b', PROTOCOL, { resumable: true }));
+      const writer = stream.writable.getWriter();
+      const reply = readAll(stream).then((bytes) => new TextDecoder().decode(bytes));
+      void writer.write(pattern(100)).catch(() => {});
+      void writer.close().catch(() => {});
+      return { stream, reply, bSide };
+    }
+
+    it('the opener read everything and its end was read: cut off before its last ACK arrives, it ends closed (the acceptor, which cannot know, expires)', async () => {
+      const { stream, reply, bSide } = await exchange();
+      assert.equal(await s.until(reply), '100');
+      // The reply's end was just read: the opener's last ACK is on its way. Cut it off for longer than the TTL.
+      s.network.partition(['a'], ['b']);
+      await s.advance(4_000);
+      s.network.heal();
+      await s.advance(100);
+      assert.equal(stream.state, 'closed');
+      await s.until(stream.closed);
+      assert.deepEqual(s.engine('a').metrics().resume.failedByCode, {});
+      assert.equal(s.engine('a').metrics().resume.closed, 1);
+      // b never learnt that its reply was read: RESUME_EXPIRED is the honest answer there.
+      assert.deepEqual(bSide, ['failed']);
+      assert.deepEqual(s.engine('b').metrics().resume.failedByCode, { RESUME_EXPIRED: 1 });
+    });
+
+    it('the acceptor finished, and only its goodbye is lost: both sides end closed', async () => {
+      const { stream, reply, bSide } = await exchange();
+      assert.equal(await s.until(reply), '100');
+      await waitFor(s, () => bSide.length > 0, 'b finished');
+      assert.deepEqual(bSide, ['closed']);
+      s.network.partition(['a'], ['b']);
+      await s.advance(4_000);
+      s.network.heal();
+      await s.advance(100);
+      assert.equal(stream.state, 'closed');
+      for (const peer of ['a', 'b']) {
+        assert.deepEqual(s.engine(peer).metrics().resume.failedByCode, {}, peer);
+        assert.equal(s.engine(peer).metrics().resume.closed, 1, peer);
+      }
+    });
   });
 
   it('abort and engine stop end the session on both sides with a code', async () => {

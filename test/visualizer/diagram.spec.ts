@@ -39,12 +39,21 @@ describe('visualizer: machine graph and static export', () => {
     assert.deepEqual(graph.states.map((s) => s.id), truth.states);
     assert.equal(graph.transitions.length, truth.edges);
     const tops = graph.states.filter((s) => s.path.length === 1).map((s) => s.key);
-    assert.deepEqual(tops, ['start', 'connecting', 'handshaking', 'ready', 'draining', 'forceClosed', 'errored', 'closed']);
+    assert.deepEqual(tops, ['start', 'connecting', 'handshaking', 'ready', 'draining', 'forceClosed', 'errored', 'closed', 'gaveUp']);
     const labels = (source: string, target: string): string[] =>
       graph.transitions.filter((t) => t.source === `peerConnection.${source}` && t.target === `peerConnection.${target}`).map((t) => t.label);
     assert.deepEqual(labels('connecting.dialing', 'errored'), ['error: dial', 'after connectTimeout']);
     assert.deepEqual(labels('connecting.dialing', 'handshaking'), ['CONNECTION.INBOUND', 'done: dial']);
-    assert.deepEqual(labels('errored', 'closed'), ['DRAIN', 'FORCE_CLOSE', 'SHUTDOWN', 'always [!canRetry]']);
+    assert.deepEqual(labels('errored', 'closed'), [
+      'PRUNE [!isPinned && !hasWaiting]',
+      'DRAIN',
+      'FORCE_CLOSE',
+      'SHUTDOWN',
+      'after retryBackoff',
+      'always [!canRetry && !holdsBackoff]',
+    ]);
+    assert.deepEqual(labels('errored', 'gaveUp'), ['always [gaveUpNow]']);
+    assert.deepEqual(labels('errored', 'connecting'), ['after retryBackoff [canRetry]', 'after retryBackoff [hasWaiting]']);
     assert.deepEqual(labels('draining', 'errored'), ['CONNECTION.CLOSED [isCurrent && pinnedRemoteDrain]', 'always [pinnedRemoteDrain && isSettled]']);
     assert.deepEqual(labels('handshaking', 'handshaking'), ['CONNECTION.INBOUND']);
     assert.equal(graph.states.find((s) => s.key === 'ready')!.kind, 'parallel');
@@ -97,7 +106,7 @@ describe('visualizer: machine graph and static export', () => {
     // The compact variant (for the live page) keeps every transition as a tooltip.
     const compact = renderSvg(await layoutMachine(graph, { labels: false }), { badges: true });
     for (const t of graph.transitions) assert.ok(compact.includes(escapeXml(t.label)), `no tooltip for ${t.id}`);
-    assert.equal((compact.match(/class="pl-badge"/g) ?? []).length, 8);
+    assert.equal((compact.match(/class="pl-badge"/g) ?? []).length, 9);
   });
 
   it('writeDiagram writes both files, and docs/ holds the current ones', async () => {
