@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { RESULT_PREFIX, flagArg, int, mib, msSince, say } from './common.js';
 import type { DialQueueRow } from './dial-queue.js';
 import type { MemoryRow } from './memory.js';
+import type { RequestPathReport } from './request-path.js';
 import type { ResumeReport } from './resume.js';
 import type { RoutingReport } from './routing.js';
 
@@ -31,6 +32,12 @@ const CHILDREN: readonly Child[] = [
     name: 'routing',
     script: here('./routing.ts'),
     args: quick ? ['--requests', '2000', '--rounds', '2'] : [],
+    timeoutMs: 180_000,
+  },
+  {
+    name: 'request-path',
+    script: here('./request-path.ts'),
+    args: quick ? ['--requests', '4000', '--sequential', '500', '--rounds', '2'] : [],
     timeoutMs: 180_000,
   },
   {
@@ -120,6 +127,19 @@ for (const child of CHILDREN) {
           `(goal <= ${r.goal}x: ${r.ratio <= r.goal ? 'MET' : 'NOT MET'} / ${r.ratioOpenStream <= r.goal ? 'MET' : 'NOT MET'}); ` +
           `by CPU time ${r.cpuRatio.toFixed(3)}x / ${r.cpuRatioOpenStream.toFixed(3)}x`,
       );
+      break;
+    }
+    case 'request-path': {
+      const r = o.result as unknown as RequestPathReport;
+      say(`request path on the memory network (${took}):`);
+      for (const m of r.modes) {
+        say(
+          `  ${m.mode}: engine ${int(m.engine.perSecond)} req/s (${int(m.engine.perCpuSecond)} by CPU time), ` +
+            `raw network ${int(m.raw.perSecond)} req/s (${int(m.raw.perCpuSecond)}); engine/raw ${m.ratio.toFixed(2)}x, CPU ${m.cpuRatio.toFixed(2)}x`,
+        );
+      }
+      const batch = r.modes[0]!.engine;
+      say(`  goal engine >= ${int(r.goal)} req/s: ${batch.perCpuSecond >= r.goal ? 'MET' : 'NOT MET'} by CPU time, ${batch.perSecond >= r.goal ? 'MET' : 'NOT MET'} by wall time`);
       break;
     }
     case 'memory': {
