@@ -67,8 +67,10 @@ interface World {
   readonly counts: Counts;
   /** Issues request number `k` (round robin over the peers). */
   issue(k: number): void;
-  /** True when the hub holds nothing for its requests any more. */
+  /** True when the hub's machines hold nothing for its requests any more. */
   settled(): boolean;
+  /** Requests the hub has not answered. */
+  pendingRequests(): number;
   stop(): Promise<void>;
 }
 
@@ -109,6 +111,7 @@ async function rawWorld(peerCount: number): Promise<World> {
     // The engine aborts an open through a controller of its own: the raw path makes one per open too.
     issue: (k) => void connections[k % peerCount]!.openStream(PROTOCOL, { signal: new AbortController().signal }).then(onStream, onError),
     settled: () => true,
+    pendingRequests: () => 0,
     stop: () => hub.close(),
   };
 }
@@ -147,13 +150,13 @@ async function engineWorld(peerCount: number): Promise<World> {
     issue: (k) =>
       void hub.openStream(peers[k % peerCount]!, PROTOCOL, { timeoutMs: 60_000, signal: new AbortController().signal }).then(onStream, onError),
     settled: () => {
-      if (hub.metrics().pendingRequests !== 0) return false;
       for (const actor of actors) {
         const context = actor.getSnapshot().context;
         if (context.streams + context.opening.length + context.queue.length !== 0) return false;
       }
       return true;
     },
+    pendingRequests: () => hub.metrics().pendingRequests,
     stop: async () => {
       const stops = [hub, ...remotes].map((e) => e.stop({ force: true }));
       let done = false;
@@ -233,6 +236,7 @@ async function runRound(mode: Mode, requests: number, batch: number, peerCount: 
     t.requests += size;
     if (w.counts.failed !== 0) throw new Error(`${path}: ${w.counts.failed} requests failed`);
   }
+  if (worlds.engine.pendingRequests() !== 0) throw new Error('engine: requests still pending after the round');
   for (const path of PATHS) {
     const c = worlds[path].counts;
     if (c.delivered !== requests || c.handled !== requests) throw new Error(`${path}: unequal work: ${JSON.stringify(c)}`);

@@ -109,8 +109,15 @@ export interface OpenStreamOptions {
 
 type LeaseValue = { readonly connection: LeasedConnection; readonly release: () => void };
 
-/** A request the engine owes an answer. Settled exactly once (see `#settle`). */
-interface Pending {
+/**
+ * A request the engine owes an answer. Settled exactly once (see `#settle`).
+ *
+ * It is also the listener on the caller's signal (`handleEvent`), one
+ * listener for the request's whole life: while pending, an abort cancels the
+ * request; once a stream is delivered, an abort aborts the stream, until the
+ * stream closes.
+ */
+class Pending {
   readonly id: string;
   readonly peerId: string;
   readonly protocol: string;
@@ -118,9 +125,57 @@ interface Pending {
   readonly signal: AbortSignal | undefined;
   readonly onStream: (answer: StreamAnswer) => void;
   readonly onLease: ((value: LeaseValue) => void) | undefined;
-  timer: unknown;
-  onAbort: (() => void) | undefined;
-  entry: Entry | undefined;
+  readonly #onAbort: (pending: Pending) => void;
+  timer: unknown = undefined;
+  /** True while the record listens on `signal`. */
+  listening = false;
+  entry: Entry | undefined = undefined;
+  /** The stream delivered for this request, until it closes. */
+  stream: Stream | undefined = undefined;
+
+  constructor(
+    id: string,
+    spec: Omit<RequestSpec, 'deadline'>,
+    onAbort: (pending: Pending) => void,
+  ) {
+    this.id = id;
+    this.peerId = spec.peerId;
+    this.protocol = spec.protocol;
+    this.kind = spec.kind;
+    this.signal = spec.signal;
+    this.onStream = spec.onStream;
+    this.onLease = spec.onLease;
+    this.#onAbort = onAbort;
+  }
+
+  handleEvent(): void {
+    const stream = this.stream;
+    if (stream !== undefined) stream.abort('aborted');
+    else this.#onAbort(this);
+  }
+
+  listen(): void {
+    if (this.signal === undefined || this.listening) return;
+    this.listening = true;
+    this.signal.addEventListener('abort', this, { once: true });
+  }
+
+  unlisten(): void {
+    if (!this.listening) return;
+    this.listening = false;
+    this.signal!.removeEventListener('abort', this);
+  }
+}
+
+/** What a request is, as `#submit` takes it. */
+interface RequestSpec {
+  readonly peerId: string;
+  readonly protocol: string;
+  readonly kind: 'stream' | 'lease';
+  readonly signal: AbortSignal | undefined;
+  readonly deadline: number | undefined;
+  readonly onStream: (answer: StreamAnswer) => void;
+  readonly onLease: ((value: LeaseValue) => void) | undefined;
 }
 
 function describe(error: unknown): string {
@@ -199,10 +254,30 @@ export class Engine {
   #onEmpty: (() => void) | undefined;
   /** The callbacks of every entry's connections, shared. */
   readonly #host: EntryHost = {
-    onControl: (entry, connection, message) => this.#guard('control', () => this.#onControl(entry, connection, message)),
-    onStream: (entry, connection, incoming) => this.#guard('inbound stream', () => this.#onStream(entry, connection, incoming)),
-    onClose: (entry, connection, close) => this.#guard('close', () => this.#onClose(entry, connection, close)),
+    onControl: (entry, connection, message) => {
+      try {
+        this.#onControl(entry, connection, message);
+      } catch (error) {
+        this.#failed('control', error);
+      }
+    },
+    onStream: (entry, connection, incoming) => {
+      try {
+        this.#onStream(entry, connection, incoming);
+      } catch (error) {
+        this.#failed('inbound stream', error);
+      }
+    },
+    onClose: (entry, connection, close) => {
+      try {
+        this.#onClose(entry, connection, close);
+      } catch (error) {
+        this.#failed('close', error);
+      }
+    },
   };
+  /** A pending request's caller aborted. One function for all of them. */
+  readonly #onRequestAbort = (pending: Pending): void => this.#cancel(pending, info('ABORTED', 'the request was aborted'));
   /** The actor system of every peer machine, created with the first one. */
   #actorSystem: SharedActorSystem<Entry> | undefined;
   #limits: ConnectionLimits | undefined;
@@ -354,14 +429,20 @@ export class Engine {
         this.#resume.open(peerId, protocol, link).then(resolve, reject);
         return;
       }
-      const request: StreamRequest = {
-        peerId,
-        protocol,
-        reply: (answer) => (answer.ok ? resolve(answer.stream) : reject(answer.error)),
-        ...(signal === undefined ? {} : { signal }),
-        ...(timeoutMs === undefined ? {} : { deadline: this.clock.now() + timeoutMs }),
-      };
-      this.requests.next(request);
+      // Straight to the routing step `requests.next` leads to, without the request object and the Subject.
+      try {
+        this.#submit({
+          peerId,
+          protocol,
+          kind: 'stream',
+          signal,
+          deadline: timeoutMs === undefined ? undefined : this.clock.now() + timeoutMs,
+          onStream: (answer) => (answer.ok ? resolve(answer.stream) : reject(answer.error)),
+          onLease: undefined,
+        });
+      } catch (error) {
+        this.#failed('route', error);
+      }
     });
   }
 
@@ -458,28 +539,9 @@ export class Engine {
     });
   }
 
-  #submit(spec: {
-    peerId: string;
-    protocol: string;
-    kind: 'stream' | 'lease';
-    signal: AbortSignal | undefined;
-    deadline: number | undefined;
-    onStream: (answer: StreamAnswer) => void;
-    onLease: ((value: LeaseValue) => void) | undefined;
-  }): void {
+  #submit(spec: RequestSpec): void {
     this.#metrics.total += 1;
-    const pending: Pending = {
-      id: (this.#nextRequest++).toString(36),
-      peerId: spec.peerId,
-      protocol: spec.protocol,
-      kind: spec.kind,
-      signal: spec.signal,
-      onStream: spec.onStream,
-      onLease: spec.onLease,
-      timer: undefined,
-      onAbort: undefined,
-      entry: undefined,
-    };
+    const pending = new Pending((this.#nextRequest++).toString(36), spec, this.#onRequestAbort);
     const invalid = this.#validate(spec);
     if (invalid !== undefined) return this.#reply(pending, { ok: false, error: toPeerlineError(invalid, spec.peerId) });
     if (this.#status !== 'running') {
@@ -497,10 +559,7 @@ export class Engine {
         wait,
       );
     }
-    if (spec.signal !== undefined) {
-      pending.onAbort = () => this.#cancel(pending, info('ABORTED', 'the request was aborted'));
-      spec.signal.addEventListener('abort', pending.onAbort, { once: true });
-    }
+    pending.listen();
     const entry = this.#entries.get(spec.peerId) ?? this.#createEntry(spec.peerId, 'outbound');
     if (entry === undefined) {
       return this.#answer(pending.id, info('CONNECTION_LIMIT', `${this.options.maxConnections} connections are open and none is idle`));
@@ -552,12 +611,17 @@ export class Engine {
     this.#reply(pending, { ok: false, error: toPeerlineError(error, pending.peerId) });
   }
 
-  /** Forgets a pending request: it is answered by the caller right after. */
-  #settle(pending: Pending): void {
+  /**
+   * Forgets a pending request: it is answered by the caller right after. The
+   * record keeps listening on the caller's signal only when a stream is
+   * delivered (`stream`): the signal owns the stream until it closes.
+   */
+  #settle(pending: Pending, stream?: Stream): void {
     this.#pending.delete(pending.id);
     pending.entry?.deleteRequest(pending.id);
     if (pending.timer !== undefined) this.clock.clearTimeout(pending.timer);
-    if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort);
+    if (stream === undefined) pending.unlisten();
+    else pending.stream = stream;
   }
 
   #reply(pending: Pending, answer: StreamAnswer): void {
@@ -872,14 +936,23 @@ export class Engine {
     const o = this.options;
     const effect =
       <P>(name: string, fn: (entry: Entry, params: P) => void) =>
-      ({ context }: { context: { peerId: string } }, params: P): void =>
-        this.#guard(name, () => {
+      ({ context }: { context: { peerId: string } }, params: P): void => {
+        try {
           const entry = this.#entryOf(context.peerId);
           if (entry !== undefined) fn(entry, params);
-        });
+        } catch (error) {
+          this.#failed(name, error);
+        }
+      };
     return connectionMachine.provide({
       actions: {
-        answer: (_args, { id, error }) => this.#guard('answer', () => this.#answer(id, error)),
+        answer: (_args, { id, error }) => {
+          try {
+            this.#answer(id, error);
+          } catch (failure) {
+            this.#failed('answer', failure);
+          }
+        },
         deliverStream: effect('deliverStream', (entry, { id }: { id: string }) => this.#deliver(entry, id)),
         grantLease: effect('grantLease', (entry, { id, connectionId }: { id: string; connectionId: string }) =>
           this.#grantLease(entry, id, connectionId),
@@ -953,21 +1026,27 @@ export class Engine {
       attempt = Promise.reject(error);
     }
     attempt.then(
-      (stream) =>
-        this.#guard('stream opened', () => {
+      (stream) => {
+        try {
           if (entry.open(params.id) !== record || controller.signal.aborted || entry.removed) {
             stream.abort('no longer wanted');
             return;
           }
           record.stream = stream;
           entry.actor.send({ type: 'STREAM.OPENED', id: params.id });
-        }),
-      (error: unknown) =>
-        this.#guard('stream failed', () => {
+        } catch (error) {
+          this.#failed('stream opened', error);
+        }
+      },
+      (error: unknown) => {
+        try {
           if (entry.open(params.id) !== record || entry.removed) return;
           entry.deleteOpen(params.id);
           entry.actor.send({ type: 'STREAM.OPEN_FAILED', id: params.id, error: transportErrorInfo(error, 'stream') });
-        }),
+        } catch (failure) {
+          this.#failed('stream failed', failure);
+        }
+      },
     );
   }
 
@@ -994,19 +1073,19 @@ export class Engine {
       }
       return;
     }
-    this.#settle(pending);
+    // After delivery the signal still owns the stream: aborting it aborts the stream (see `Pending`).
+    this.#settle(pending, stream);
     const peerStream = wrapStream(stream, entry.peerId, 'outbound');
     const connectionId = record!.connectionId;
-    // After delivery the signal still owns the stream: aborting it aborts the stream.
-    const signal = pending.signal;
-    const onAbort = (): void => stream.abort('aborted');
-    signal?.addEventListener('abort', onAbort, { once: true });
-    void stream.closed.then(() =>
-      this.#guard('stream closed', () => {
-        signal?.removeEventListener('abort', onAbort);
+    void stream.closed.then(() => {
+      try {
+        pending.stream = undefined;
+        pending.unlisten();
         if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
-      }),
-    );
+      } catch (error) {
+        this.#failed('stream closed', error);
+      }
+    });
     this.#reply(pending, { ok: true, stream: peerStream });
   }
 
@@ -1050,20 +1129,30 @@ export class Engine {
     }
     const stream = incoming.accept();
     this.#metrics.inboundAccepted += 1;
-    void stream.closed.then(() =>
-      this.#guard('stream closed', () => {
+    void stream.closed.then(() => {
+      try {
         if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
-      }),
-    );
+      } catch (error) {
+        this.#failed('stream closed', error);
+      }
+    });
     const peerStream = wrapStream(stream, entry.peerId, 'inbound');
-    // Run the handler outside the machine's step; its failure aborts the stream only.
-    void Promise.resolve()
-      .then(() => handler(peerStream))
-      .catch((error: unknown) => {
-        this.#metrics.handlerErrors += 1;
-        this.#logger.warn(`peerline: handler for ${incoming.protocol} failed`, error);
-        stream.abort('handler failed');
-      });
+    const failed = (error: unknown): void => {
+      this.#metrics.handlerErrors += 1;
+      this.#logger.warn(`peerline: handler for ${incoming.protocol} failed`, error);
+      stream.abort('handler failed');
+    };
+    // Run the handler outside the machine's step; its failure (thrown or rejected) aborts the stream only.
+    queueMicrotask(() => {
+      try {
+        const result = handler(peerStream);
+        if (result !== undefined && result !== null && typeof (result as Promise<void>).then === 'function') {
+          (result as Promise<void>).then(undefined, failed);
+        }
+      } catch (error) {
+        failed(error);
+      }
+    });
   }
 
   #closeConnection(entry: Entry, connectionId: string, code: ConnectionErrorCode): void {
@@ -1121,9 +1210,14 @@ export class Engine {
     try {
       fn();
     } catch (error) {
-      this.#metrics.internalErrors += 1;
-      this.#logger.warn(`peerline: internal error in ${what}`, error);
+      this.#failed(what, error);
     }
+  }
+
+  /** Counts and logs an internal error (hot paths catch inline rather than make a closure for `#guard`). */
+  #failed(what: string, error: unknown): void {
+    this.#metrics.internalErrors += 1;
+    this.#logger.warn(`peerline: internal error in ${what}`, error);
   }
 }
 
