@@ -134,12 +134,16 @@ for (const child of CHILDREN) {
       say(`request path on the memory network (${took}):`);
       for (const m of r.modes) {
         say(
-          `  ${m.mode}: engine ${int(m.engine.perSecond)} req/s (${int(m.engine.perCpuSecond)} by CPU time), ` +
+          `  ${m.mode}: engine ${int(m.engine.perSecond)} req/s (main-thread CPU ${int(m.engine.perMainCpuSecond)}, process CPU ${int(m.engine.perCpuSecond)}), ` +
             `raw network ${int(m.raw.perSecond)} req/s (${int(m.raw.perCpuSecond)}); engine/raw ${m.ratio.toFixed(2)}x, CPU ${m.cpuRatio.toFixed(2)}x`,
         );
       }
       const batch = r.modes[0]!.engine;
-      say(`  goal engine >= ${int(r.goal)} req/s: ${batch.perCpuSecond >= r.goal ? 'MET' : 'NOT MET'} by CPU time, ${batch.perSecond >= r.goal ? 'MET' : 'NOT MET'} by wall time`);
+      const met = (rate: number): string => (rate >= r.goal ? 'MET' : 'NOT MET');
+      say(
+        `  goal engine >= ${int(r.goal)} req/s (batch): ${met(batch.perSecond)} by wall time, ${met(batch.perMainCpuSecond)} by main-thread CPU, ` +
+          `${met(batch.perCpuSecond)} by process CPU`,
+      );
       break;
     }
     case 'memory': {

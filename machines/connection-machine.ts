@@ -227,9 +227,10 @@ const machineSetup = base.extend({
     }),
     streamClosed: base.assign(({ context, event }) => {
       const inbound = event.type === 'STREAM.CLOSED' && event.inbound;
+      const count = event.type === 'STREAM.CLOSED' ? (event.count ?? 1) : 1;
       return {
-        streams: Math.max(0, context.streams - 1),
-        inboundStreams: inbound ? Math.max(0, context.inboundStreams - 1) : context.inboundStreams,
+        streams: Math.max(0, context.streams - count),
+        inboundStreams: inbound ? Math.max(0, context.inboundStreams - count) : context.inboundStreams,
       };
     }),
     maybeAcceptInbound: base.enqueueActions(({ context, event, enqueue, check }) => {

@@ -1081,12 +1081,33 @@ export class Engine {
       try {
         pending.stream = undefined;
         pending.unlisten();
-        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
+        this.#streamClosed(entry, connectionId, false);
       } catch (error) {
         this.#failed('stream closed', error);
       }
     });
     this.#reply(pending, { ok: true, stream: peerStream });
+  }
+
+  /**
+   * A stream of `entry` closed. The machine hears of it once per turn: the
+   * closes of one turn (a burst of streams ending together) go in one
+   * STREAM.CLOSED event with their count, on the next microtask.
+   */
+  #streamClosed(entry: Entry, connectionId: string, inbound: boolean): void {
+    if (entry.removed) return;
+    if (entry.addClosed(connectionId, inbound)) queueMicrotask(() => this.#flushClosed(entry));
+  }
+
+  #flushClosed(entry: Entry): void {
+    try {
+      for (const closed of entry.takeClosed()) {
+        if (entry.removed) return;
+        entry.actor.send({ type: 'STREAM.CLOSED', connectionId: closed.connectionId, inbound: closed.inbound, count: closed.count });
+      }
+    } catch (error) {
+      this.#failed('stream closed', error);
+    }
   }
 
   #grantLease(entry: Entry, id: string, connectionId: string): void {
@@ -1131,7 +1152,7 @@ export class Engine {
     this.#metrics.inboundAccepted += 1;
     void stream.closed.then(() => {
       try {
-        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
+        this.#streamClosed(entry, connectionId, true);
       } catch (error) {
         this.#failed('stream closed', error);
       }
