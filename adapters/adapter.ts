@@ -100,7 +100,7 @@ export interface Connection {
   readonly remotePeerId: string;
   readonly direction: 'inbound' | 'outbound';
   /** The remote's transport address (QUIC: `quic://HOST:PORT`), when the transport has one. */
-  readonly remoteAddress?: string;
+  readonly remoteAddress?: string | undefined;
   /** Installs the handlers; events before this call are buffered. */
   setHandlers(handlers: ConnectionHandlers): void;
   sendControl(message: ControlMessage): void;

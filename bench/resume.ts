@@ -23,7 +23,7 @@
 import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
 import { createQuicAdapter, quicAddress, type QuicAdapter } from '../adapters/quic/index.js';
 import { createEngine, type Engine, type EngineInit, type PeerStream } from '../runtime/index.js';
-import { UdpProxy } from '../test/fixtures/udp-proxy.js';
+import { UdpProxy } from '../bin/udp-proxy.js';
 import { drive, median, numberArg, RESULT_PREFIX, say } from './common.js';
 import { benchIdentity, percentile, sortedCopy } from './quic/common.js';
 

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { RESULT_PREFIX, flagArg, int, mib, msSince, say } from './common.js';
 import type { DialQueueRow } from './dial-queue.js';
 import type { MemoryRow } from './memory.js';
+import type { ObservabilityReport } from './observability.js';
 import type { RequestPathReport } from './request-path.js';
 import type { ResumeReport } from './resume.js';
 import type { RoutingReport } from './routing.js';
@@ -52,6 +53,12 @@ const CHILDREN: readonly Child[] = [
     script: here('./dial-queue.ts'),
     args: quick ? ['--max', '25000'] : [],
     timeoutMs: 60_000,
+  },
+  {
+    name: 'observability',
+    script: here('./observability.ts'),
+    args: quick ? ['--requests', '2000', '--rounds', '2'] : [],
+    timeoutMs: 180_000,
   },
   {
     name: 'resume',
@@ -175,6 +182,15 @@ for (const child of CHILDREN) {
             `${int(last.nsPerWaiter)} ns/waiter at ${int(last.waiters)} (linear would stay flat)`,
         );
       }
+      break;
+    }
+    case 'observability': {
+      const r = o.result as unknown as ObservabilityReport;
+      say(
+        `observability (${took}): openStream with nothing watching ${int(r.perSecond.off)} req/s; time over that: ` +
+          `inspector attached then detached ${r.ratio.detached.toFixed(3)}x, every diagnostics channel subscribed ${r.ratio.channels.toFixed(3)}x, ` +
+          `an inspector attached ${r.ratio.inspector.toFixed(3)}x; prometheus() ${r.prometheusUs.toFixed(0)} us for ${r.peers} peers`,
+      );
       break;
     }
     case 'resume': {

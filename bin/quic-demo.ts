@@ -4,12 +4,12 @@
  * wall clock while a chaos schedule drains a connection, partitions two
  * agents (their traffic runs through UDP fault proxies that can go silent),
  * and stops and restarts an agent (a new engine and adapter, same identity).
- * The agents, proxies and request accounting are `test/fixtures/quic-swarm.ts`,
+ * The agents, proxies and request accounting are `quic-swarm.ts` here,
  * which the chaos soak (`soak/`) runs too.
  * The inspector page watches the whole swarm; a progress line shows it in the
  * terminal; a report closes the run.
  */
-import { LIVELY_TIMINGS, QuicSwarm, watchProcess } from '../test/fixtures/quic-swarm.js';
+import { LIVELY_TIMINGS, QuicSwarm, watchProcess } from './quic-swarm.js';
 import { seededRandom, type Random } from '../runtime/index.js';
 import { agentNames, createInspector, startVisualizer, type Visualizer } from '../visualizer/index.js';
 import { formatReport, type DemoReport } from './demo.js';

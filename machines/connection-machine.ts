@@ -835,7 +835,8 @@ function helloError(event: { type: string; version: number; peerId: string }, ex
   return info('PEER_IDENTITY_MISMATCH', `handshake names peer ${event.peerId}`, ConnectionErrorCode.IdentityMismatch);
 }
 
-function closedError(event: { code: number | undefined; reason: string; error: boolean }): ErrorInfo {
+/** The error a connection's close means for the machine (and for a dial whose connection closed as it came up). */
+export function closedError(event: { code: number | undefined; reason: string; error: boolean }): ErrorInfo {
   const detail = event.code === undefined ? event.reason : `${event.reason} (code ${event.code})`;
   if (event.code === ConnectionErrorCode.IdentityMismatch) {
     return info('PEER_IDENTITY_MISMATCH', `connection closed: ${detail}`, ConnectionErrorCode.IdentityMismatch);

@@ -26,13 +26,13 @@
  *   `sourceRef`, and its done and error events are not inspection events,
  *   exactly as for an actor created without a parent.
  *
- * It relies on the parts of XState's `Actor` (xstate 5.x) that use the
+ * It relies on the parts of XState's `Actor` (xstate 5.33) that use the
  * system: `parent.system`, `_bookId`, `_register`, `_unregister`, `_set`,
  * `_relay`, `_sendInspectionEvent`, `scheduler`, `_clock`, `_logger`.
  * `createRootActor` checks that the actor took this system and throws if an
  * XState release ever stops doing so.
  */
-import { createActor, type Actor, type ActorOptions, type AnyActorLogic, type AnyActorRef, type InspectionEvent } from 'xstate';
+import { createActor, type Actor, type ActorOptions, type ActorSystem, type AnyActorLogic, type AnyActorRef, type EventObject, type InspectionEvent } from 'xstate';
 import type { Clock } from '../adapters/adapter.js';
 
 /** What this system reads of XState's actors. */
@@ -42,7 +42,11 @@ interface ActorRefLike {
   _send(event: unknown): void;
 }
 
-type ScheduledSnapshot = { _scheduledEvents: Record<string, { source: unknown; target: unknown; event: unknown; delay: number; id: string }> };
+/** The systems XState's actors run in: what `SharedActorSystem` implements (checked by the compiler). */
+type XStateSystem = ActorSystem<{ actors: Record<string, AnyActorRef> }>;
+
+/** Pending delayed events, in the shape of XState's system snapshot. */
+type ScheduledSnapshot = ReturnType<XStateSystem['getSnapshot']>;
 
 interface ScheduledEvent {
   readonly source: ActorRefLike;
@@ -50,6 +54,8 @@ interface ScheduledEvent {
   readonly event: unknown;
   readonly delay: number;
   readonly id: string;
+  /** `clock.now()` when it was scheduled (XState's snapshot carries it). */
+  readonly startedAt: number;
   handle: unknown;
   /** The next timer of the same source actor. */
   next: ScheduledEvent | undefined;
@@ -88,7 +94,15 @@ export interface SharedActorSystemOptions<H extends ActorHost> {
 
 let nextSessionId = 0;
 
-export class SharedActorSystem<H extends ActorHost = ActorHost> {
+/**
+ * `implements` makes the compiler hold this system to XState's declared
+ * `ActorSystem` (scheduler, inspect, get/getAll, getSnapshot, start, _clock,
+ * _logger): an xstate release that changes those fails to compile here, which
+ * is why the package accepts only the xstate minor it was built against. The
+ * other internals listed above are not in XState's declarations;
+ * `createRootActor` checks at run time that they are still used.
+ */
+export class SharedActorSystem<H extends ActorHost = ActorHost> implements XStateSystem {
   /** XState's scheduler interface is the system itself (`schedule`, `cancel`, `cancelAll`). */
   readonly scheduler = this;
   readonly _clock: Clock;
@@ -179,13 +193,17 @@ export class SharedActorSystem<H extends ActorHost = ActorHost> {
 
   // ------------------------------------------------------------ scheduler
 
-  schedule(source: ActorRefLike, target: ActorRefLike, event: unknown, delay: number, id: string = Math.random().toString(36).slice(2)): void {
-    const scheduled: ScheduledEvent = { source, target, event, delay, id, handle: undefined, next: this.#timersOf(source) };
+  schedule(sourceRef: AnyActorRef, targetRef: AnyActorRef, event: EventObject, delay: number, id: string = Math.random().toString(36).slice(2)): void {
+    const source = sourceRef as unknown as ActorRefLike;
+    const target = targetRef as unknown as ActorRefLike;
+    const startedAt = this._clock.now();
+    const scheduled: ScheduledEvent = { source, target, event, delay, id, startedAt, handle: undefined, next: this.#timersOf(source) };
     this.#setTimersOf(source, scheduled);
     scheduled.handle = this._clock.setTimeout(() => this.#fire(scheduled), delay);
   }
 
-  cancel(source: ActorRefLike, id: string): void {
+  cancel(sourceRef: AnyActorRef, id: string): void {
+    const source = sourceRef as unknown as ActorRefLike;
     let previous: ScheduledEvent | undefined;
     for (let s = this.#timersOf(source); s !== undefined; previous = s, s = s.next) {
       if (s.id !== id) continue;
@@ -195,7 +213,8 @@ export class SharedActorSystem<H extends ActorHost = ActorHost> {
     }
   }
 
-  cancelAll(actorRef: ActorRefLike): void {
+  cancelAll(ref: AnyActorRef): void {
+    const actorRef = ref as unknown as ActorRefLike;
     let s = this.#timersOf(actorRef);
     if (s === undefined) return;
     this.#setTimersOf(actorRef, undefined);
@@ -216,7 +235,8 @@ export class SharedActorSystem<H extends ActorHost = ActorHost> {
     const all: ScheduledSnapshot['_scheduledEvents'] = {};
     const add = (first: ScheduledEvent | undefined): void => {
       for (let s = first; s !== undefined; s = s.next) {
-        all[`${s.source.sessionId}.${s.id}`] = { source: s.source, target: s.target, event: s.event, delay: s.delay, id: s.id };
+        const { source, target, event, delay, id, startedAt } = s;
+        all[`${source.sessionId}.${id}`] = { source: source as unknown as AnyActorRef, target: target as unknown as AnyActorRef, event: event as EventObject, delay, id, startedAt };
       }
     };
     for (const host of this.#options.hosts()) add(host._timers);

@@ -24,6 +24,7 @@ import type {
 import { RateLimiter } from '../adapters/rate-limit.js';
 import { ConnectionErrorCode, reasonFor } from '../machines/codes.js';
 import type { EngineOptions } from './defaults.js';
+import { diagnostics } from './diagnostics.js';
 
 /** Why admission control refused connections, by code name. */
 export type RefusalCode = 'ConnectionLimit' | 'HandshakeLimit' | 'RateLimited' | 'AdmissionDenied' | 'IdentityMismatch';
@@ -111,11 +112,18 @@ export class Admission {
   #handshaking = 0;
   #refused = 0;
   readonly #refusedByCode: Partial<Record<RefusalCode, number>> = {};
+  readonly #engine: { readonly localPeerId: string; readonly debug: ((line: string) => void) | undefined };
 
-  constructor(options: EngineOptions, clock: Clock, warn: (line: string, error?: unknown) => void) {
+  constructor(
+    options: EngineOptions,
+    clock: Clock,
+    warn: (line: string, error?: unknown) => void,
+    engine: { readonly localPeerId: string; readonly debug: ((line: string) => void) | undefined } = { localPeerId: '', debug: undefined },
+  ) {
     this.#options = options;
     this.#clock = clock;
     this.#warn = warn;
+    this.#engine = engine;
     this.#rate = new RateLimiter(options.inboundRateLimit, () => clock.now());
     const held = { inbound: 0, handshaking: 0 };
     this.policy = Object.freeze({
@@ -128,7 +136,7 @@ export class Admission {
         held.handshaking = this.#handshaking;
         return held;
       },
-      refused: (code: number) => this.count(code),
+      refused: (code: number, remoteAddress: string | undefined) => this.count(code, undefined, remoteAddress),
     });
   }
 
@@ -141,11 +149,16 @@ export class Admission {
     };
   }
 
-  /** Counts a refusal (by the engine, or reported by the adapter). */
-  count(code: number): void {
+  /** Counts a refusal (by the engine, or reported by the adapter), logs it at debug level and publishes it. */
+  count(code: number, peerId?: string, remoteAddress?: string): void {
     this.#refused += 1;
     const name = ConnectionErrorCode[code] as RefusalCode | undefined;
     if (name !== undefined) this.#refusedByCode[name] = (this.#refusedByCode[name] ?? 0) + 1;
+    const { localPeerId } = this.#engine;
+    this.#engine.debug?.(`peerline ${localPeerId}: refused ${peerId ?? 'a connection'} from ${remoteAddress ?? 'an unknown address'}: ${name ?? code}`);
+    if (diagnostics.admissionRefused.hasSubscribers) {
+      diagnostics.admissionRefused.publish({ localPeerId, code: name ?? String(code), peerId, remoteAddress, at: this.#clock.now() });
+    }
   }
 
   /**
@@ -188,7 +201,7 @@ export class Admission {
 
   /** Closes `connection` with `code` and counts it. */
   refuse(connection: Connection, code: ConnectionErrorCode): void {
-    this.count(code);
+    this.count(code, connection.remotePeerId, connection.remoteAddress);
     try {
       connection.close(code, reasonFor(code));
     } catch (error) {

@@ -1,3 +1,4 @@
+import { checkFunction, checkNumber, invalidType } from '../adapters/arguments.js';
 import type { Clock } from '../adapters/adapter.js';
 
 /** Largest delay Node's setTimeout honours; longer ones would fire at once. */
@@ -11,6 +12,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export const systemClock: Clock = {
   now: () => performance.now(),
   setTimeout(fn: () => void, ms: number): unknown {
+    // As the host's setTimeout: a bad callback throws, a bad delay (NaN, negative) means now.
+    checkFunction('fn', fn);
+    if (typeof ms !== 'number') throw invalidType('ms', 'a number', ms);
     if (ms === Infinity) return undefined;
     const delay = Number.isFinite(ms) && ms > 0 ? ms : 0;
     if (delay <= MAX_TIMER_MS) {
@@ -44,6 +48,7 @@ export type Random = () => number;
 
 /** A small seeded generator (mulberry32): the same seed gives the same sequence. */
 export function seededRandom(seed: number): Random {
+  checkNumber('seed', seed);
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;

@@ -1,6 +1,10 @@
 import type { InboundGate } from '../adapters/adapter.js';
 import type { RateLimit } from '../adapters/rate-limit.js';
+import { checkNumber, checkObject, checkOptionalFunction, COUNT, invalidValue, outOfRange, POSITIVE } from '../adapters/arguments.js';
 import { maxAttempts, validateRetryPolicy, type RetryPolicy } from './retry.js';
+
+const POSITIVE_OR_INFINITY = Object.freeze({ ...POSITIVE, infinity: true });
+const COUNT_OR_INFINITY = Object.freeze({ ...COUNT, infinity: true });
 import type { ResumeOptions } from './resume/manager.js';
 
 /**
@@ -127,18 +131,12 @@ export type EngineInit = Partial<Omit<EngineOptions, 'heartbeat' | 'resume' | 'i
   inboundRateLimit?: Partial<RateLimit>;
 };
 
-function positive(name: string, value: number, allowInfinity = false): void {
-  const ok = typeof value === 'number' && value > 0 && (Number.isFinite(value) || (allowInfinity && value === Infinity));
-  if (!ok) throw new RangeError(`${name} must be a ${allowInfinity ? '' : 'finite '}number > 0, got ${String(value)}`);
-}
-
-function count(name: string, value: number, allowInfinity = false): void {
-  const ok = typeof value === 'number' && value >= 1 && (Number.isInteger(value) || (allowInfinity && value === Infinity));
-  if (!ok) throw new RangeError(`${name} must be an integer >= 1, got ${String(value)}`);
-}
-
-/** Merges `init` over the defaults and checks every field; throws a RangeError naming the bad one. */
-export function resolveOptions(init: EngineInit = {}): EngineOptions {
+/** Merges `init` over the defaults and checks every field; throws a TypeError or RangeError naming the bad one (`${name}.field`). */
+export function resolveOptions(init: EngineInit = {}, name = 'options'): EngineOptions {
+  checkObject(name, init);
+  for (const nested of ['heartbeat', 'resume', 'inboundRateLimit'] as const) {
+    if (init[nested] !== undefined) checkObject(`${name}.${nested}`, init[nested]);
+  }
   const options: EngineOptions = {
     ...DEFAULTS,
     ...init,
@@ -146,6 +144,8 @@ export function resolveOptions(init: EngineInit = {}): EngineOptions {
     resume: { ...DEFAULTS.resume, ...init.resume },
     inboundRateLimit: { ...DEFAULTS.inboundRateLimit, ...init.inboundRateLimit },
   };
+  const positive = (field: string, value: unknown, infinity = false): void => checkNumber(`${name}.${field}`, value, infinity ? POSITIVE_OR_INFINITY : POSITIVE);
+  const count = (field: string, value: unknown, infinity = false): void => checkNumber(`${name}.${field}`, value, infinity ? COUNT_OR_INFINITY : COUNT);
   positive('connectTimeoutMs', options.connectTimeoutMs);
   positive('dialQueueTimeoutMs', options.dialQueueTimeoutMs);
   positive('handshakeTimeoutMs', options.handshakeTimeoutMs);
@@ -153,16 +153,14 @@ export function resolveOptions(init: EngineInit = {}): EngineOptions {
   positive('heartbeat.intervalMs', options.heartbeat.intervalMs);
   positive('heartbeat.timeoutMs', options.heartbeat.timeoutMs);
   if (options.heartbeat.timeoutMs >= options.heartbeat.intervalMs) {
-    throw new RangeError(
-      `heartbeat.timeoutMs (${options.heartbeat.timeoutMs}) must be below heartbeat.intervalMs (${options.heartbeat.intervalMs})`,
-    );
+    throw outOfRange(`${name}.heartbeat.timeoutMs`, `below heartbeat.intervalMs (${options.heartbeat.intervalMs})`, options.heartbeat.timeoutMs);
   }
   count('heartbeat.misses', options.heartbeat.misses);
   positive('idleTimeoutMs', options.idleTimeoutMs, true);
   positive('drainDeadlineMs', options.drainDeadlineMs);
   positive('forceCloseGraceMs', options.forceCloseGraceMs);
-  validateRetryPolicy(options.retry, 'retry');
-  validateRetryPolicy(options.pinnedRetry, 'pinnedRetry');
+  validateRetryPolicy(options.retry, `${name}.retry`);
+  validateRetryPolicy(options.pinnedRetry, `${name}.pinnedRetry`);
   count('maxQueuedPerPeer', options.maxQueuedPerPeer);
   count('maxStreamsPerConnection', options.maxStreamsPerConnection);
   count('maxInboundStreamsPerConnection', options.maxInboundStreamsPerConnection);
@@ -176,16 +174,14 @@ export function resolveOptions(init: EngineInit = {}): EngineOptions {
   positive('resume.timeoutMs', options.resume.timeoutMs);
   positive('resume.ackDelayMs', options.resume.ackDelayMs);
   if (options.resume.retry !== undefined) {
-    validateRetryPolicy(options.resume.retry, 'resume.retry');
-    if (options.resume.retry.strategy === 'none') throw new RangeError('resume.retry needs a backoff strategy');
+    validateRetryPolicy(options.resume.retry, `${name}.resume.retry`);
+    if (options.resume.retry.strategy === 'none') throw invalidValue(`${name}.resume.retry.strategy`, 'a backoff strategy (not "none")', 'none');
   }
   count('maxInboundConnections', options.maxInboundConnections, true);
   count('maxHandshakingConnections', options.maxHandshakingConnections, true);
   count('inboundRateLimit.connections', options.inboundRateLimit.connections, true);
   positive('inboundRateLimit.windowMs', options.inboundRateLimit.windowMs);
-  if (options.allowInbound !== undefined && typeof options.allowInbound !== 'function') {
-    throw new TypeError(`allowInbound must be a function (peerId, remoteAddress) => boolean | Promise<boolean>, got ${typeof options.allowInbound}`);
-  }
+  checkOptionalFunction(`${name}.allowInbound`, options.allowInbound);
   return options;
 }
 

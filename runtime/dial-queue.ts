@@ -1,3 +1,5 @@
+import { checkFunction, checkNumber, COUNT } from '../adapters/arguments.js';
+
 /**
  * Dial concurrency: at most `concurrency` dials at once, the rest wait in a
  * bounded FIFO (Zebra dials up to 50 at once; libp2p runs 100 in parallel
@@ -24,6 +26,8 @@ export class DialQueue {
   #closed = false;
 
   constructor(concurrency: number, limit: number) {
+    checkNumber('concurrency', concurrency, COUNT);
+    checkNumber('limit', limit, { min: 0, integer: true, infinity: true });
     this.concurrency = concurrency;
     this.limit = limit;
   }
@@ -47,6 +51,8 @@ export class DialQueue {
    * slot, or leaves the queue if the slot was not granted yet.
    */
   acquire(granted: () => void, refused: () => void): () => void {
+    checkFunction('granted', granted);
+    checkFunction('refused', refused);
     const waiter: Waiter = { state: 'waiting', grant: granted };
     if (this.#closed) {
       this.#queue.push(waiter);

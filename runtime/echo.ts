@@ -1,10 +1,19 @@
+import { checkObject, invalidType } from '../adapters/arguments.js';
 import type { PeerStream } from './streams.js';
+
+function checkStream(name: string, stream: PeerStream): void {
+  checkObject(name, stream);
+  if (!(stream.readable instanceof ReadableStream) || !(stream.writable instanceof WritableStream)) {
+    throw invalidType(name, 'a stream { readable, writable } (a PeerStream)', stream);
+  }
+}
 
 /**
  * A stream handler that writes back every chunk it reads, then closes its
  * side. Handy for demos, health checks and tests: `engine.handle('/echo/1', echo)`.
  */
 export async function echo(stream: PeerStream): Promise<void> {
+  checkStream('stream', stream);
   const reader = stream.readable.getReader();
   const writer = stream.writable.getWriter();
   try {
@@ -24,6 +33,8 @@ export async function echo(stream: PeerStream): Promise<void> {
  * returns everything the remote sends back until it closes.
  */
 export async function sendAndReceive(stream: PeerStream, text: string): Promise<string> {
+  checkStream('stream', stream);
+  if (typeof text !== 'string') throw invalidType('text', 'a string', text);
   const writer = stream.writable.getWriter();
   const reader = stream.readable.getReader();
   await writer.write(new TextEncoder().encode(text));

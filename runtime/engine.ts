@@ -1,5 +1,7 @@
+import './dispose.js';
 import { Subject, type Observable, type Observer } from 'rxjs';
-import { fromCallback, fromPromise, type Actor, type InspectionEvent } from 'xstate';
+import { fromCallback, fromPromise, type Actor, type AnyActorRef, type InspectionEvent, type Subscription } from 'xstate';
+import { checkBoolean, checkFunction, checkOptionalString, checkString, invalidType, invalidValue, optionsObject } from '../adapters/arguments.js';
 import {
   TransportError,
   type Adapter,
@@ -10,16 +12,29 @@ import {
   type IncomingStream,
   type Stream,
 } from '../adapters/adapter.js';
-import { connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
+import { closedError, connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
 import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
 import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { Admission, type AdmissionSnapshot } from './admission.js';
+import { diagnostics } from './diagnostics.js';
+import { envFlag, levelled, stderrLogger, type LevelledLogger, type Logger, type LogLevel } from './logger.js';
 import { systemClock, type Random } from './clock.js';
 import { SharedActorSystem, createRootActor, stopRootActor } from './actor-system.js';
 import { DialQueue } from './dial-queue.js';
 import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
 import { PeerlineError, toPeerlineError } from './errors.js';
+import {
+  checkEngineConfig,
+  checkPeerId,
+  checkProtocol,
+  checkRequestOptions,
+  checkStartOptions,
+  checkStopOptions,
+  inspectionCallback,
+  type InspectionObserver,
+  type RequestOptions,
+} from './validate.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import { backoffDelay } from './retry.js';
 import { RESUME_PROTOCOL } from './resume/frames.js';
@@ -34,15 +49,8 @@ import {
   type StreamRequest,
 } from './streams.js';
 
-export interface Logger {
-  trace(line: string): void;
-  warn(line: string, error?: unknown): void;
-}
-
-const stderrLogger: Logger = {
-  trace: (line) => process.stderr.write(`${line}\n`),
-  warn: (line, error) => process.stderr.write(`${line}${error === undefined ? '' : `: ${describe(error)}`}\n`),
-};
+export type { Logger, LogLevel } from './logger.js';
+export type { InspectionObserver } from './validate.js';
 
 export interface EngineConfig extends EngineInit {
   /** The transport. Its `localPeerId` is this engine's identity. */
@@ -51,12 +59,54 @@ export interface EngineConfig extends EngineInit {
   clock?: Clock;
   /** Every jitter draws from it. @default Math.random */
   random?: Random;
+  /** Where log lines go (see `Logger` for what each level carries). `console` works. @default stderr */
   logger?: Logger;
-  /** Receives every XState inspection event of every peer machine (for inspectors). */
-  inspect?: (event: InspectionEvent) => void;
-  /** Writes one line per transition. @default process.env.PEERLINE_TRACE is set */
+  /** Lines below this level are neither written nor built. @default 'warn' ('trace' when `trace` is on) */
+  logLevel?: LogLevel;
+  /**
+   * Receives every XState inspection event of every peer machine: a
+   * function, or an XState observer such as `@statelyai/inspect`'s
+   * `inspector.inspect`. More can be attached later with `engine.inspect()`.
+   */
+  inspect?: InspectionObserver;
+  /**
+   * One trace line per transition: sets `logLevel` to 'trace'.
+   * @default true when the environment variable PEERLINE_TRACE is 1, true, yes or on
+   */
   trace?: boolean;
 }
+
+export interface StartOptions {
+  /** Aborting it before the engine listens rejects start() with ABORTED, leaving nothing listening. */
+  readonly signal?: AbortSignal;
+}
+
+export interface StopOptions {
+  /** Skip draining: every connection is force closed at once. @default false */
+  readonly force?: boolean;
+  /** Aborting it turns a graceful stop (draining) into a forced one. */
+  readonly signal?: AbortSignal;
+}
+
+/** What `engine.inspect()` returns: detaches the inspector (also with `using`). */
+export interface InspectionSubscription extends Subscription {
+  [Symbol.dispose](): void;
+}
+
+/** `engine.metrics()`. */
+export type EngineMetrics = MetricsSnapshot & {
+  readonly pendingRequests: number;
+  readonly dialQueue: { readonly active: number; readonly waiting: number };
+  readonly resume: ResumeStats;
+  readonly admission: AdmissionSnapshot;
+};
+
+/**
+ * The snapshot event a machine that was already running gets when an
+ * inspector is attached, after its `@xstate.actor` event, so the inspector
+ * knows it and its current state.
+ */
+export const INSPECT_ATTACHED_EVENT = Object.freeze({ type: 'peerline.inspect.attached' });
 
 export interface Transition {
   readonly peerId: string;
@@ -125,6 +175,8 @@ class Pending {
   readonly signal: AbortSignal | undefined;
   readonly onStream: (answer: StreamAnswer) => void;
   readonly onLease: ((value: LeaseValue) => void) | undefined;
+  /** When it arrived, on the engine's clock: stream-open latency and the diagnostics' durations. */
+  readonly startedAt: number;
   readonly #onAbort: (pending: Pending) => void;
   timer: unknown = undefined;
   /** True while the record listens on `signal`. */
@@ -137,6 +189,7 @@ class Pending {
     id: string,
     spec: Omit<RequestSpec, 'deadline'>,
     onAbort: (pending: Pending) => void,
+    startedAt: number,
   ) {
     this.id = id;
     this.peerId = spec.peerId;
@@ -146,6 +199,7 @@ class Pending {
     this.onStream = spec.onStream;
     this.onLease = spec.onLease;
     this.#onAbort = onAbort;
+    this.startedAt = startedAt;
   }
 
   handleEvent(): void {
@@ -188,7 +242,9 @@ function info(code: ErrorCode, message: string, closeCode?: ConnectionErrorCode)
 
 function topState(value: unknown): ConnectionState | 'start' {
   if (typeof value === 'string') return value as ConnectionState;
-  return Object.keys(value as object)[0] as ConnectionState;
+  // The first key, without the array Object.keys makes: this runs on every microstep.
+  for (const key in value as object) return key as ConnectionState;
+  return 'start';
 }
 
 /** Maps a transport failure to the error a request or a machine ends with. */
@@ -233,9 +289,9 @@ export class Engine {
 
   readonly #adapter: Adapter;
   readonly #random: Random;
-  readonly #logger: Logger;
-  readonly #trace: boolean;
-  readonly #userInspect: ((event: InspectionEvent) => void) | undefined;
+  readonly #log: LevelledLogger;
+  /** Attached inspection callbacks (guarded), with their subscription to the actor system once it exists. */
+  readonly #inspectors = new Map<(event: InspectionEvent) => void, Subscription | undefined>();
   readonly #metrics = new Metrics();
   readonly #machine: ConnectionMachine;
   readonly #dialQueue: DialQueue;
@@ -252,6 +308,10 @@ export class Engine {
   #stopping: Promise<void> | undefined;
   #starting: Promise<void> | undefined;
   #onEmpty: (() => void) | undefined;
+  /** stop() was told to force (by `force`, or its signal): read when SHUTDOWN is sent. */
+  #forced = false;
+  /** While stop() waits for the machines to drain: makes that a forced close. */
+  #escalate: (() => void) | undefined;
   /** The callbacks of every entry's connections, shared. */
   readonly #host: EntryHost = {
     onControl: (entry, connection, message) => {
@@ -283,23 +343,24 @@ export class Engine {
   #limits: ConnectionLimits | undefined;
 
   constructor(config: EngineConfig) {
-    if (config === null || typeof config !== 'object' || config.adapter === undefined) {
-      throw new TypeError('createEngine needs { adapter }');
-    }
-    const { adapter, clock, random, logger, inspect, trace, ...init } = config;
-    this.options = resolveOptions(init);
+    checkEngineConfig(config);
+    const { adapter, clock, random, logger, logLevel, inspect, trace, ...init } = config;
+    this.options = resolveOptions(init, 'config');
     if (this.options.pinnedRetry.strategy === 'none') {
-      throw new RangeError('pinnedRetry needs a backoff strategy: pinned peers retry forever');
+      throw invalidValue('config.pinnedRetry.strategy', 'a backoff strategy: pinned peers retry forever', 'none');
     }
     this.#adapter = adapter;
     this.peerId = adapter.localPeerId;
     this.clock = clock ?? systemClock;
     this.#random = random ?? Math.random;
-    this.#logger = logger ?? stderrLogger;
-    this.#trace = trace ?? Boolean(process.env.PEERLINE_TRACE);
-    this.#userInspect = inspect;
+    const tracing = trace ?? envFlag(process.env.PEERLINE_TRACE);
+    this.#log = levelled(logger ?? stderrLogger, tracing ? 'trace' : (logLevel ?? 'warn'));
+    if (inspect !== undefined) this.#attachInspector(inspect, 'config.inspect');
     this.#dialQueue = new DialQueue(this.options.dialConcurrency, this.options.dialQueueLimit);
-    this.#admission = new Admission(this.options, this.clock, (line, error) => this.#logger.warn(line, error));
+    this.#admission = new Admission(this.options, this.clock, (line, error) => this.#log.warn(line, error), {
+      localPeerId: this.peerId,
+      debug: this.#log.enabled('debug') ? (line) => this.#log.debug(line) : undefined,
+    });
     this.#machine = this.#provide();
     // Routing: one subscription; the registry is the grouping by peer.
     this.#incoming.subscribe((request) => this.#route(request));
@@ -318,10 +379,10 @@ export class Engine {
       handler: (protocol) => (protocol === RESUME_PROTOCOL ? undefined : this.#handlers.get(protocol)),
       handlerFailed: (protocol, error) => {
         this.#metrics.handlerErrors += 1;
-        this.#logger.warn(`peerline: handler for ${protocol} failed`, error);
+        this.#log.warn(`peerline: handler for ${protocol} failed`, error);
       },
-      warn: (line, error) => this.#logger.warn(line, error),
-      trace: this.#trace ? (line) => this.#logger.trace(`peerline ${this.peerId} ${line}`) : undefined,
+      warn: (line, error) => this.#log.warn(line, error),
+      trace: this.#log.tracing ? (line) => this.#log.trace(`peerline ${this.peerId} ${line}`) : undefined,
     });
     this.sessionTransitions$ = this.#resume.transitions$;
     this.#handlers.set(RESUME_PROTOCOL, (stream) => this.#resume.accept(stream));
@@ -339,17 +400,32 @@ export class Engine {
     return this.#status;
   }
 
-  /** Starts listening and connects pinned peers. */
-  start(): Promise<void> {
-    if (this.#starting !== undefined) return this.#starting;
-    if (this.#status !== 'idle') {
+  /**
+   * Starts listening and connects pinned peers. Aborting `signal` before the
+   * adapter listens rejects with ABORTED and leaves the engine stopped,
+   * nothing listening (a listen in progress is finished, then closed).
+   */
+  start(options?: StartOptions): Promise<void> {
+    let signal: AbortSignal | undefined;
+    try {
+      ({ signal } = checkStartOptions(options));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (this.#status === 'stopping' || this.#status === 'stopped') {
       return Promise.reject(new PeerlineError('ENGINE_STOPPED', 'an engine cannot be started again after stop()'));
     }
-    this.#starting = this.#start();
+    if (this.#starting !== undefined) return this.#starting;
+    this.#starting = this.#start(signal);
     return this.#starting;
   }
 
-  async #start(): Promise<void> {
+  async #start(signal: AbortSignal | undefined): Promise<void> {
+    const aborted = (): PeerlineError => toPeerlineError(info('ABORTED', 'start() was aborted'), undefined, signal?.reason);
+    if (signal?.aborted) {
+      this.#stopped();
+      throw aborted();
+    }
     const o = this.options;
     this.#adapter.configure?.({
       connectTimeoutMs: o.connectTimeoutMs,
@@ -362,7 +438,14 @@ export class Engine {
       admission: this.#admission.policy,
     });
     await this.#adapter.listen((connection) => this.#guard('inbound connection', () => this.#onConnection(connection)));
+    if (signal?.aborted) {
+      // Listening already: undo it before answering, as stop() would.
+      await this.#closeAdapter();
+      this.#stopped();
+      throw aborted();
+    }
     this.#status = 'running';
+    this.#log.info(`peerline ${this.peerId}: listening`);
     for (const [peerId, book] of this.#book) if (book.pinned) this.#ensurePinned(peerId);
   }
 
@@ -370,20 +453,58 @@ export class Engine {
    * Stops every machine and the adapter. Always returns, within the drain
    * deadline plus the force-close grace: ready peers drain, the rest close,
    * and every pending request is answered (ENGINE_STOPPED if nothing else).
+   * `force`, or aborting `signal` (even after the stop began, or on a later
+   * call), skips what is left of the draining.
    */
-  stop(options: { force?: boolean } = {}): Promise<void> {
-    if (this.#stopping !== undefined) return this.#stopping;
-    this.#stopping = this.#stop(options.force === true);
+  stop(options?: StopOptions): Promise<void> {
+    let parsed: { force: boolean; signal: AbortSignal | undefined };
+    try {
+      parsed = checkStopOptions(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const { force, signal } = parsed;
+    if (force || signal?.aborted === true) this.#force();
+    else if (signal !== undefined && this.#status !== 'stopped') {
+      const onAbort = (): void => this.#force();
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#stopping ??= this.#stop();
+      void this.#stopping.then(() => signal.removeEventListener('abort', onAbort));
+      return this.#stopping;
+    }
+    this.#stopping ??= this.#stop();
     return this.#stopping;
+  }
+
+  /** `await using engine = createEngine(...)`: stop() at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+
+  /**
+   * Attaches an inspector: `observer` receives every XState inspection event
+   * of every peer machine from now on (a function, or an XState observer such
+   * as `@statelyai/inspect`'s `inspector.inspect`). Machines already running
+   * are announced to it at once: an `@xstate.actor` event, then an
+   * `@xstate.snapshot` of their current state (event `INSPECT_ATTACHED_EVENT`),
+   * then an `@xstate.actor` event per child actor. Only `next` is called.
+   * Unsubscribing detaches it; with none attached, no inspection event is built.
+   */
+  inspect(observer: InspectionObserver): InspectionSubscription {
+    const callback = this.#attachInspector(observer, 'observer');
+    this.#announce(callback);
+    const unsubscribe = (): void => {
+      this.#inspectors.get(callback)?.unsubscribe();
+      this.#inspectors.delete(callback);
+    };
+    return { unsubscribe, [Symbol.dispose]: unsubscribe };
   }
 
   /** Registers the handler for inbound streams of `protocol`. Returns the unregister function. */
   handle(protocol: string, handler: StreamHandler): () => void {
-    if (typeof protocol !== 'string' || protocol.length === 0 || Buffer.byteLength(protocol) > this.options.maxProtocolLength) {
-      throw new TypeError(`protocol must be a non-empty string of at most ${this.options.maxProtocolLength} bytes`);
-    }
-    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
-    if (protocol === RESUME_PROTOCOL) throw new Error(`${RESUME_PROTOCOL} is reserved for resumable streams`);
+    checkProtocol('protocol', protocol, this.options.maxProtocolLength);
+    checkFunction('handler', handler);
+    if (protocol === RESUME_PROTOCOL) throw invalidValue('protocol', 'a protocol other than the one reserved for resumable streams', protocol);
     if (this.#handlers.has(protocol)) throw new Error(`a handler for ${protocol} is already registered`);
     this.#handlers.set(protocol, handler);
     return () => {
@@ -392,37 +513,45 @@ export class Engine {
   }
 
   /** Adds (or replaces) a peer's addresses. A pinned peer is kept connected, reconnecting by backoff. */
-  addPeer(peerId: string, addresses: readonly string[], options: { pinned?: boolean } = {}): void {
-    if (typeof peerId !== 'string' || peerId.length === 0) throw new TypeError('peerId must be a non-empty string');
-    if (!Array.isArray(addresses) || addresses.some((a) => typeof a !== 'string' || a.length === 0)) {
-      throw new TypeError('addresses must be an array of non-empty strings');
-    }
-    if (peerId === this.peerId) throw new TypeError('a peer cannot be its own peer');
-    const pinned = options.pinned === true;
+  addPeer(peerId: string, addresses: readonly string[], options?: { pinned?: boolean }): void {
+    checkPeerId('peerId', peerId, this.peerId);
+    if (!Array.isArray(addresses)) throw invalidType('addresses', 'an array of non-empty strings', addresses);
+    addresses.forEach((address, i) => checkString(`addresses[${i}]`, address));
+    const { pinned: pinnedOption } = optionsObject('options', options);
+    checkBoolean('options.pinned', pinnedOption);
+    const pinned = pinnedOption === true;
     this.#book.set(peerId, { addresses: [...addresses], pinned });
     if (pinned && this.#status === 'running') this.#ensurePinned(peerId);
   }
 
   /** Forgets a peer's addresses (its live connection, if any, is not touched). */
   removePeer(peerId: string): void {
+    checkString('peerId', peerId);
     this.#book.delete(peerId);
   }
 
-  /** Opens a stream to `peerId` speaking `protocol`. Rejects only with a PeerlineError. */
+  /**
+   * Opens a stream to `peerId` speaking `protocol`. Every failure rejects
+   * with a PeerlineError; a bad argument rejects with a TypeError or
+   * RangeError naming it (and is no request).
+   */
   openStream(peerId: string, protocol: string, options: OpenStreamOptions & { resumable: true }): Promise<ResumableStream>;
   openStream(peerId: string, protocol: string, options?: OpenStreamOptions): Promise<PeerStream>;
-  openStream(peerId: string, protocol: string, options: OpenStreamOptions = {}): Promise<PeerStream> {
-    return new Promise<PeerStream>((resolve, reject) => {
-      const { signal, timeoutMs, resumable } = options;
-      if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs > 0)) {
-        reject(new PeerlineError('INVALID_REQUEST', `timeoutMs must be a number > 0, got ${String(timeoutMs)}`, { peerId }));
-        return;
+  openStream(peerId: string, protocol: string, options?: OpenStreamOptions): Promise<PeerStream> {
+    let checked: RequestOptions;
+    try {
+      checkPeerId('peerId', peerId, this.peerId);
+      checkProtocol('protocol', protocol, this.options.maxProtocolLength);
+      checked = checkRequestOptions('options', options);
+      if (checked.resumable && protocol === RESUME_PROTOCOL) {
+        throw invalidValue('protocol', 'a protocol other than the one reserved for resumable streams', protocol);
       }
-      if (resumable === true) {
-        if (typeof protocol !== 'string' || protocol.length === 0 || protocol === RESUME_PROTOCOL) {
-          reject(new PeerlineError('INVALID_REQUEST', 'protocol must be a non-empty string other than the resume protocol', { peerId }));
-          return;
-        }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return new Promise<PeerStream>((resolve, reject) => {
+      const { signal, timeoutMs, resumable } = checked;
+      if (resumable) {
         const link: { signal?: AbortSignal; timeoutMs?: number } = {};
         if (signal !== undefined) link.signal = signal;
         if (timeoutMs !== undefined) link.timeoutMs = timeoutMs;
@@ -452,14 +581,21 @@ export class Engine {
    * still fail at any moment; streams opened through it then fail with a
    * typed error.
    */
-  async withConnection<T>(peerId: string, fn: (connection: LeasedConnection) => Promise<T> | T, options: OpenStreamOptions = {}): Promise<T> {
+  async withConnection<T>(
+    peerId: string,
+    fn: (connection: LeasedConnection) => Promise<T> | T,
+    options?: OpenStreamOptions,
+  ): Promise<T> {
+    checkPeerId('peerId', peerId, this.peerId);
+    checkFunction('fn', fn);
+    const { signal, timeoutMs } = checkRequestOptions('options', options);
     const lease = await new Promise<LeaseValue>((resolve, reject) => {
       this.#submit({
         peerId,
         protocol: '',
         kind: 'lease',
-        signal: options.signal,
-        deadline: options.timeoutMs === undefined ? undefined : this.clock.now() + options.timeoutMs,
+        signal,
+        deadline: timeoutMs === undefined ? undefined : this.clock.now() + timeoutMs,
         onStream: (answer) => {
           if (!answer.ok) reject(answer.error);
         },
@@ -475,11 +611,22 @@ export class Engine {
 
   /** Drains the peer's connection; resolves when its machine has closed. */
   drain(peerId: string): Promise<void> {
+    try {
+      checkString('peerId', peerId);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#signal(peerId, { type: 'DRAIN' });
   }
 
   /** Force closes the peer's connection with ConnectionErrorCode.ForceClose; resolves when closed. */
   forceClose(peerId: string, reason?: string): Promise<void> {
+    try {
+      checkString('peerId', peerId);
+      checkOptionalString('reason', reason);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#signal(peerId, reason === undefined ? { type: 'FORCE_CLOSE' } : { type: 'FORCE_CLOSE', reason });
   }
 
@@ -503,12 +650,8 @@ export class Engine {
     return { status: this.#status, peers, sessions: this.#resume.sessions() };
   }
 
-  metrics(): MetricsSnapshot & {
-    readonly pendingRequests: number;
-    readonly dialQueue: { active: number; waiting: number };
-    readonly resume: ResumeStats;
-    readonly admission: AdmissionSnapshot;
-  } {
+  /** Counters, gauges and histograms; `prometheus(engine)` gives them as Prometheus text. */
+  metrics(): EngineMetrics {
     return {
       ...this.#metrics.snapshot(),
       resume: this.#resume.stats(),
@@ -524,7 +667,7 @@ export class Engine {
     this.#guard('route', () => {
       if (request === null || typeof request !== 'object' || typeof request.reply !== 'function') {
         this.#metrics.internalErrors += 1;
-        this.#logger.warn('peerline: dropped a stream request without a reply function');
+        this.#log.warn('peerline: dropped a stream request without a reply function');
         return;
       }
       this.#submit({
@@ -541,7 +684,7 @@ export class Engine {
 
   #submit(spec: RequestSpec): void {
     this.#metrics.total += 1;
-    const pending = new Pending((this.#nextRequest++).toString(36), spec, this.#onRequestAbort);
+    const pending = new Pending((this.#nextRequest++).toString(36), spec, this.#onRequestAbort, this.clock.now());
     const invalid = this.#validate(spec);
     if (invalid !== undefined) return this.#reply(pending, { ok: false, error: toPeerlineError(invalid, spec.peerId) });
     if (this.#status !== 'running') {
@@ -625,13 +768,35 @@ export class Engine {
   }
 
   #reply(pending: Pending, answer: StreamAnswer): void {
-    if (answer.ok) this.#metrics.opened += 1;
-    else this.#metrics.failure(answer.error.code);
+    const now = this.clock.now();
+    const durationMs = now - pending.startedAt;
+    if (answer.ok) {
+      this.#metrics.opened += 1;
+      this.#metrics.openHistogram.observe(durationMs);
+    } else {
+      this.#metrics.failure(answer.error.code);
+    }
+    if (diagnostics.streamOpen.hasSubscribers || diagnostics.requestError.hasSubscribers) this.#publishAnswer(pending, answer, durationMs, now);
     try {
       pending.onStream(answer);
     } catch (error) {
       this.#metrics.internalErrors += 1;
-      this.#logger.warn(`peerline: a reply callback for peer ${pending.peerId} threw`, error);
+      this.#log.warn(`peerline: a reply callback for peer ${pending.peerId} threw`, error);
+    }
+  }
+
+  #publishAnswer(pending: Pending, answer: StreamAnswer, durationMs: number, at: number): void {
+    const { peerId, protocol, kind } = pending;
+    const localPeerId = this.peerId;
+    if (kind === 'stream' && diagnostics.streamOpen.hasSubscribers) {
+      diagnostics.streamOpen.publish(
+        answer.ok
+          ? { localPeerId, peerId, protocol, ok: true, durationMs, at }
+          : { localPeerId, peerId, protocol, ok: false, code: answer.error.code, error: answer.error, durationMs, at },
+      );
+    }
+    if (!answer.ok && diagnostics.requestError.hasSubscribers) {
+      diagnostics.requestError.publish({ localPeerId, peerId, protocol, kind, code: answer.error.code, error: answer.error, durationMs, at });
     }
   }
 
@@ -715,8 +880,7 @@ export class Engine {
   }
 
   #newActorSystem(): SharedActorSystem<Entry> {
-    const userInspect = this.#userInspect;
-    return new SharedActorSystem<Entry>({
+    const system = new SharedActorSystem<Entry>({
       clock: this.clock,
       hosts: () => this.#entries.values(),
       microstep: (entry, actorRef, snapshot, eventType) => {
@@ -726,14 +890,38 @@ export class Engine {
       hostEvent: (entry, event) => {
         if (event.type.startsWith('xstate.error.actor')) {
           this.#metrics.internalErrors += 1;
-          this.#logger.warn(`peerline: machine for peer ${entry.peerId} failed`, event.error);
+          this.#log.error(`peerline: machine for peer ${entry.peerId} failed`, event.error);
         } else if (!event.type.startsWith('xstate.done.actor')) {
           return;
         }
         this.#remove(entry);
       },
-      inspect: userInspect === undefined ? undefined : (event) => this.#guard('inspect', () => userInspect(event)),
     });
+    for (const callback of this.#inspectors.keys()) this.#inspectors.set(callback, system.inspect(callback));
+    return system;
+  }
+
+  /** Checks `observer` and registers it (with the actor system, now or when it is made); returns its guarded callback. */
+  #attachInspector(observer: InspectionObserver, name: string): (event: InspectionEvent) => void {
+    const next = inspectionCallback(name, observer);
+    const callback = (event: InspectionEvent): void => this.#guard('inspect', () => next(event));
+    this.#inspectors.set(callback, this.#actorSystem?.inspect(callback));
+    return callback;
+  }
+
+  /** Tells a newly attached inspector about every machine already running, as XState would have at their start. */
+  #announce(callback: (event: InspectionEvent) => void): void {
+    for (const entry of this.#entries.values()) {
+      const actor = entry.actor as AnyActorRef | undefined;
+      if (entry.removed || actor === undefined) continue;
+      const rootId = actor.sessionId;
+      const snapshot = actor.getSnapshot() as { children?: Record<string, AnyActorRef | undefined> };
+      callback({ type: '@xstate.actor', actorRef: actor, rootId });
+      callback({ type: '@xstate.snapshot', actorRef: actor, rootId, snapshot: snapshot as never, event: INSPECT_ATTACHED_EVENT });
+      for (const child of Object.values(snapshot.children ?? {})) {
+        if (child !== undefined) callback({ type: '@xstate.actor', actorRef: child, rootId });
+      }
+    }
   }
 
   #observe(entry: Entry, value: unknown, eventType: string): void {
@@ -753,11 +941,12 @@ export class Engine {
       event: from === 'start' ? 'xstate.init' : eventType,
       at: this.clock.now(),
     };
-    if (this.#trace) {
-      this.#logger.trace(`peerline ${this.peerId} peer ${entry.peerId}: ${transition.from ?? "new"} -> ${to} (${transition.event})`);
+    if (this.#log.tracing) {
+      this.#log.trace(`peerline ${this.peerId} peer ${entry.peerId}: ${transition.from ?? "new"} -> ${to} (${transition.event})`);
     }
     if (to === 'ready') this.#resume.peerReady(entry.peerId);
     if (this.#transitions.observed) this.#transitions.next(transition);
+    if (diagnostics.transition.hasSubscribers) diagnostics.transition.publish({ localPeerId: this.peerId, ...transition });
   }
 
   // ------------------------------------------------------------- transport
@@ -783,16 +972,22 @@ export class Engine {
     const peerId = connection.remotePeerId;
     const entry = this.#entries.get(peerId);
     if (entry !== undefined) {
-      this.#attach(entry, connection);
-      entry.actor.send({ type: 'CONNECTION.INBOUND', connectionId: connection.id });
+      // A connection that closed before it got here is not offered to the machine.
+      if (this.#attach(entry, connection).closed === undefined) entry.actor.send({ type: 'CONNECTION.INBOUND', connectionId: connection.id });
       return;
     }
     if (this.#createEntry(peerId, 'inbound', connection) === undefined) this.#admission.refuse(connection, ConnectionErrorCode.ConnectionLimit);
   }
 
-  #attach(entry: Entry, connection: Connection): void {
+  /**
+   * Hands the connection's events to `entry`. Events that came before are
+   * delivered now, a close among them: the link says so (`closed`).
+   */
+  #attach(entry: Entry, connection: Connection): Link {
     entry.addConnection(connection);
-    connection.setHandlers(new Link(entry, connection));
+    const link = new Link(entry, connection);
+    connection.setHandlers(link);
+    return link;
   }
 
   #onClose(entry: Entry, connection: Connection, close: CloseInfo): void {
@@ -826,8 +1021,11 @@ export class Engine {
       case 'pong':
         if (typeof m.seq !== 'number') break;
         if (m.type === 'pong' && entry.pingSentAt !== undefined) {
-          this.#metrics.rtt(this.clock.now() - entry.pingSentAt);
+          const at = this.clock.now();
+          const rttMs = at - entry.pingSentAt;
+          this.#metrics.rtt(rttMs);
           entry.pingSentAt = undefined;
+          if (diagnostics.heartbeat.hasSubscribers) diagnostics.heartbeat.publish({ localPeerId: this.peerId, peerId: entry.peerId, rttMs, at });
         }
         entry.actor.send({ type: m.type === 'ping' ? 'CONTROL.PING' : 'CONTROL.PONG', connectionId, seq: m.seq });
         return;
@@ -856,20 +1054,43 @@ export class Engine {
     const addresses = this.#book.get(peerId)?.addresses ?? [];
     if (addresses.length === 0) throw info('NO_ADDRESS', `no address known for peer ${peerId}`);
     this.#metrics.dialsStarted += 1;
+    const startedAt = this.clock.now();
     let connection: Connection;
     try {
       connection = await this.#race(peerId, addresses, signal);
     } catch (error) {
       this.#metrics.dialsFailed += 1;
-      throw transportErrorInfo(error, 'dial');
+      throw this.#dialFailed(peerId, addresses, startedAt, transportErrorInfo(error, 'dial'));
     }
     if (signal.aborted || entry.removed) {
       // The machine stopped waiting (timeout, shutdown): nobody will adopt it.
       connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned));
-      throw info('CONNECT_TIMEOUT', 'dial finished after it was abandoned');
+      throw this.#dialFailed(peerId, addresses, startedAt, info('CONNECT_TIMEOUT', 'dial finished after it was abandoned'));
     }
-    this.#attach(entry, connection);
+    const closed = this.#attach(entry, connection).closed;
+    if (closed !== undefined) {
+      // It closed as it came up (the remote refused it at once, say): the close reached the machine
+      // before the connection did, so the dial fails with the close's reason.
+      this.#metrics.dialsFailed += 1;
+      throw this.#dialFailed(peerId, addresses, startedAt, closedError(closed));
+    }
+    if (diagnostics.dial.hasSubscribers) {
+      const at = this.clock.now();
+      const connectionId = connection.id;
+      diagnostics.dial.publish({ localPeerId: this.peerId, peerId, addresses, ok: true, connectionId, durationMs: at - startedAt, at });
+    }
     return { connectionId: connection.id };
+  }
+
+  /** Logs and publishes a failed dial; returns its error for the machine. */
+  #dialFailed(peerId: string, addresses: readonly string[], startedAt: number, error: ErrorInfo): ErrorInfo {
+    if (this.#log.enabled('debug')) this.#log.debug(`peerline ${this.peerId}: dial to ${peerId} failed: ${error.code} ${error.message}`);
+    if (diagnostics.dial.hasSubscribers) {
+      const at = this.clock.now();
+      const { code, message } = error;
+      diagnostics.dial.publish({ localPeerId: this.peerId, peerId, addresses, ok: false, code, message, durationMs: at - startedAt, at });
+    }
+    return error;
   }
 
   /** Dials every address at once; the first connection wins, the rest are aborted or closed. */
@@ -1133,7 +1354,7 @@ export class Engine {
       pending.onLease({ connection, release });
     } catch (error) {
       this.#metrics.internalErrors += 1;
-      this.#logger.warn('peerline: a lease callback threw', error);
+      this.#log.warn('peerline: a lease callback threw', error);
       release();
     }
   }
@@ -1160,7 +1381,7 @@ export class Engine {
     const peerStream = wrapStream(stream, entry.peerId, 'inbound');
     const failed = (error: unknown): void => {
       this.#metrics.handlerErrors += 1;
-      this.#logger.warn(`peerline: handler for ${incoming.protocol} failed`, error);
+      this.#log.warn(`peerline: handler for ${incoming.protocol} failed`, error);
       stream.abort('handler failed');
     };
     // Run the handler outside the machine's step; its failure (thrown or rejected) aborts the stream only.
@@ -1184,11 +1405,12 @@ export class Engine {
 
   // ------------------------------------------------------------- shutdown
 
-  async #stop(force: boolean): Promise<void> {
+  async #stop(): Promise<void> {
     // A start in progress finishes first, so stop() never races it.
     if (this.#starting !== undefined) await this.#starting.catch(() => {});
-    if (this.#status === 'idle') {
-      this.#status = 'stopped';
+    // Never started, or a start that was aborted: nothing is listening.
+    if (this.#status === 'idle' || this.#status === 'stopped') {
+      this.#stopped();
       return;
     }
     this.#status = 'stopping';
@@ -1196,34 +1418,61 @@ export class Engine {
     this.#guard('stop resumable streams', () => this.#resume.stop());
     // No dial slot is granted from now on: a peer waiting for one closes instead.
     this.#dialQueue.close();
-    for (const entry of [...this.#entries.values()]) {
-      this.#guard('shutdown', () => entry.actor.send({ type: 'SHUTDOWN', force }));
-    }
+    const shutdown = (force: boolean): void => {
+      for (const entry of [...this.#entries.values()]) {
+        this.#guard('shutdown', () => entry.actor.send({ type: 'SHUTDOWN', force }));
+      }
+    };
+    shutdown(this.#forced);
     if (this.#entries.size > 0) {
       // Bounded: ready peers drain until the deadline, then force close and
       // wait the grace; every other state closes at once.
       let timer: unknown;
       await new Promise<void>((resolve) => {
         this.#onEmpty = resolve;
-        const bound = (force ? 0 : this.options.drainDeadlineMs) + this.options.forceCloseGraceMs + 1;
-        timer = this.clock.setTimeout(resolve, bound);
+        const grace = this.options.forceCloseGraceMs + 1;
+        timer = this.clock.setTimeout(resolve, (this.#forced ? 0 : this.options.drainDeadlineMs) + grace);
+        // Forced while draining: close what is left now, and wait only the grace.
+        this.#escalate = () => {
+          shutdown(true);
+          this.clock.clearTimeout(timer);
+          if (this.#onEmpty !== undefined) timer = this.clock.setTimeout(resolve, grace);
+        };
       });
       this.clock.clearTimeout(timer);
       this.#onEmpty = undefined;
+      this.#escalate = undefined;
     }
     for (const entry of [...this.#entries.values()]) this.#remove(entry, info('ENGINE_STOPPED', 'the engine stopped'));
     for (const id of [...this.#pending.keys()]) this.#answer(id, info('ENGINE_STOPPED', 'the engine stopped'));
+    await this.#closeAdapter();
+    this.#stopped();
+    this.#log.info(`peerline ${this.peerId}: stopped`);
+  }
+
+  /** Closes the adapter, waiting for it at most the force-close grace. */
+  async #closeAdapter(): Promise<void> {
     let timer: unknown;
     await Promise.race([
-      this.#adapter.close().catch((error: unknown) => this.#logger.warn('peerline: adapter close failed', error)),
+      this.#adapter.close().catch((error: unknown) => this.#log.warn('peerline: adapter close failed', error)),
       new Promise<void>((resolve) => {
         timer = this.clock.setTimeout(resolve, this.options.forceCloseGraceMs);
       }),
     ]);
     this.clock.clearTimeout(timer);
+  }
+
+  #stopped(): void {
     this.#status = 'stopped';
     // `requests` stays open: a request after stop() is answered ENGINE_STOPPED.
     this.#transitions.complete();
+  }
+
+  /** stop() is to force close: now if it is waiting for the machines, else when it sends them SHUTDOWN. */
+  #force(): void {
+    if (this.#forced) return;
+    this.#forced = true;
+    this.#escalate?.();
   }
 
   /** Runs `fn`; anything it throws is counted and logged, never propagated. */
@@ -1238,7 +1487,7 @@ export class Engine {
   /** Counts and logs an internal error (hot paths catch inline rather than make a closure for `#guard`). */
   #failed(what: string, error: unknown): void {
     this.#metrics.internalErrors += 1;
-    this.#logger.warn(`peerline: internal error in ${what}`, error);
+    this.#log.error(`peerline: internal error in ${what}`, error);
   }
 }
 

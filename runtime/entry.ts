@@ -38,6 +38,8 @@ export class Link implements ConnectionHandlers {
   readonly onControl = linkControl;
   readonly onStream = linkStream;
   readonly onClose = linkClose;
+  /** How the connection closed, once it has. */
+  closed: CloseInfo | undefined = undefined;
 
   constructor(entry: Entry, connection: Connection) {
     this.entry = entry;
@@ -54,6 +56,7 @@ function linkStream(this: Link, incoming: IncomingStream): void {
 }
 
 function linkClose(this: Link, close: CloseInfo): void {
+  this.closed = close;
   this.entry.host.onClose(this.entry, this.connection, close);
 }
 

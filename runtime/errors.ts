@@ -1,4 +1,5 @@
 import type { ConnectionErrorCode, ErrorCode, ErrorInfo } from '../machines/codes.js';
+import { checkObject, invalidValue } from '../adapters/arguments.js';
 
 /**
  * Every error peerline hands to its users is a `PeerlineError` with a stable
@@ -67,6 +68,8 @@ const classes: Record<ErrorCode, typeof PeerlineError> = {
 
 /** Builds the typed error for a machine's `ErrorInfo`. */
 export function toPeerlineError(info: ErrorInfo, peerId?: string, cause?: unknown): PeerlineError {
+  checkObject('info', info);
+  if (!Object.hasOwn(classes, info.code)) throw invalidValue('info.code', 'an ErrorCode (see ErrorCodes)', info.code);
   const Class = classes[info.code];
   const options: { peerId?: string; closeCode?: ConnectionErrorCode; cause?: unknown } = { cause };
   if (peerId !== undefined) options.peerId = peerId;

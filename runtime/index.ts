@@ -2,15 +2,32 @@
 export {
   createEngine,
   Engine,
+  INSPECT_ATTACHED_EVENT,
   transportErrorInfo,
   type EngineConfig,
+  type EngineMetrics,
   type EngineSnapshot,
   type EngineStatus,
-  type Logger,
+  type InspectionObserver,
+  type InspectionSubscription,
   type OpenStreamOptions,
   type PeerSnapshot,
+  type StartOptions,
+  type StopOptions,
   type Transition,
 } from './engine.js';
+export { LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
+export {
+  CHANNELS,
+  type AdmissionRefusedMessage,
+  type DialMessage,
+  type HeartbeatMessage,
+  type RequestErrorMessage,
+  type StreamOpenMessage,
+  type TransitionMessage,
+} from './diagnostics.js';
+export { prometheus, PROMETHEUS_CONTENT_TYPE, type MetricsSource, type PrometheusOptions } from './prometheus.js';
+export { isArgumentError, type ArgumentError, type ArgumentErrorCode } from '../adapters/arguments.js';
 export * from './errors.js';
 export { DEFAULTS, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
 export type { AdmissionSnapshot, RefusalCode } from './admission.js';
@@ -19,7 +36,7 @@ export type { RateLimit } from '../adapters/rate-limit.js';
 export { backoffDelay, maxAttempts, RETRY_DEFAULTS, type RetryPolicy } from './retry.js';
 export { systemClock, seededRandom, type Random } from './clock.js';
 export { DialQueue } from './dial-queue.js';
-export type { MetricsSnapshot } from './metrics.js';
+export { LATENCY_BUCKETS_MS, type HistogramSnapshot, type MetricsSnapshot } from './metrics.js';
 export type { LeasedConnection, PeerStream, StreamAnswer, StreamHandler, StreamRequest } from './streams.js';
 export { echo, sendAndReceive } from './echo.js';
 export { RESUME_PROTOCOL } from './resume/frames.js';

@@ -19,6 +19,60 @@ export interface MetricsSnapshot {
   readonly heartbeat: { readonly lastRttMs: number | undefined; readonly avgRttMs: number | undefined; readonly samples: number };
   /** Errors caught inside effects and adapters' callbacks: each is a bug report, not a crash. */
   readonly internalErrors: number;
+  /** Distributions, in fixed buckets (`LATENCY_BUCKETS_MS`). */
+  readonly histograms: {
+    /** Heartbeat round trips: ping sent to pong received. */
+    readonly heartbeatRttMs: HistogramSnapshot;
+    /** Stream requests answered with a stream: arrival of the request to delivery (queueing, dial, handshake, open, ACK). */
+    readonly streamOpenMs: HistogramSnapshot;
+  };
+}
+
+/**
+ * A histogram with explicit bounds, as OpenTelemetry represents one:
+ * `counts[i]` samples fell in (boundsMs[i-1], boundsMs[i]], and the last
+ * count is above the last bound. Prometheus' cumulative `le` buckets are
+ * running sums of `counts`.
+ */
+export interface HistogramSnapshot {
+  readonly boundsMs: readonly number[];
+  /** One more than `boundsMs`. */
+  readonly counts: readonly number[];
+  readonly count: number;
+  readonly sumMs: number;
+}
+
+/**
+ * Bucket upper bounds (ms) of both histograms: from 250 us (a loopback round
+ * trip) to 10 s (the default connect, handshake and open timeouts), about
+ * x2-x2.5 apart.
+ */
+export const LATENCY_BUCKETS_MS: readonly number[] = Object.freeze([0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000]);
+
+/** Counts in fixed buckets; one short scan per sample, no allocation. */
+export class Histogram {
+  readonly #bounds: readonly number[];
+  readonly #counts: number[];
+  #count = 0;
+  #sum = 0;
+
+  constructor(bounds: readonly number[] = LATENCY_BUCKETS_MS) {
+    this.#bounds = bounds;
+    this.#counts = new Array<number>(bounds.length + 1).fill(0);
+  }
+
+  observe(ms: number): void {
+    const bounds = this.#bounds;
+    let i = 0;
+    while (i < bounds.length && ms > bounds[i]!) i += 1;
+    this.#counts[i]! += 1;
+    this.#count += 1;
+    this.#sum += ms;
+  }
+
+  snapshot(): HistogramSnapshot {
+    return { boundsMs: this.#bounds, counts: [...this.#counts], count: this.#count, sumMs: this.#sum };
+  }
 }
 
 /** Counters and gauges; plain numbers, cheap to bump on the hot path. */
@@ -41,6 +95,8 @@ export class Metrics {
   #rttLast: number | undefined;
   #rttAvg: number | undefined;
   #rttSamples = 0;
+  readonly rttHistogram = new Histogram();
+  readonly openHistogram = new Histogram();
 
   constructor() {
     this.peers = Object.fromEntries(ConnectionStates.map((s) => [s, 0])) as Record<ConnectionState, number>;
@@ -57,6 +113,7 @@ export class Metrics {
     this.#rttSamples += 1;
     // Exponentially weighted, so a long run does not need a sample buffer.
     this.#rttAvg = this.#rttAvg === undefined ? ms : this.#rttAvg * 0.9 + ms * 0.1;
+    this.rttHistogram.observe(ms);
   }
 
   snapshot(): MetricsSnapshot {
@@ -80,6 +137,7 @@ export class Metrics {
       },
       heartbeat: { lastRttMs: this.#rttLast, avgRttMs: this.#rttAvg, samples: this.#rttSamples },
       internalErrors: this.internalErrors,
+      histograms: { heartbeatRttMs: this.rttHistogram.snapshot(), streamOpenMs: this.openHistogram.snapshot() },
     };
   }
 }

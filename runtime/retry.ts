@@ -1,3 +1,4 @@
+import { checkFunction, checkNumber, checkObject, checkOneOf, checkOptionalNumber, NON_NEGATIVE } from '../adapters/arguments.js';
 import type { Random } from './clock.js';
 
 /**
@@ -37,12 +38,16 @@ export const RETRY_DEFAULTS = {
 
 /** Total dial attempts the policy allows, the first one included. */
 export function maxAttempts(policy: RetryPolicy): number {
+  checkObject('policy', policy);
   if (policy.strategy === 'none') return 1;
   return policy.maxAttempts ?? RETRY_DEFAULTS.maxAttempts;
 }
 
 /** The delay before the next attempt, after `failures` consecutive failures (1 or more). */
 export function backoffDelay(policy: RetryPolicy, failures: number, random: Random): number {
+  checkObject('policy', policy);
+  checkNumber('failures', failures, NON_NEGATIVE);
+  checkFunction('random', random);
   const n = Math.max(1, Math.floor(failures));
   let base: number;
   let jitter: number;
@@ -78,28 +83,13 @@ export function backoffDelay(policy: RetryPolicy, failures: number, random: Rand
   return Math.max(0, Math.round(base * spread));
 }
 
-/** Throws a RangeError naming the bad field. */
+/** Throws a TypeError or RangeError naming the bad field. */
 export function validateRetryPolicy(policy: RetryPolicy, name: string): void {
+  checkObject(name, policy);
+  checkOneOf(`${name}.strategy`, policy.strategy, ['none', 'fixed', 'exponential', 'fibonacci']);
   const fields = policy as Record<string, unknown>;
-  if (!['none', 'fixed', 'exponential', 'fibonacci'].includes(policy.strategy)) {
-    throw new RangeError(`${name}.strategy must be none, fixed, exponential or fibonacci, got ${String(policy.strategy)}`);
-  }
-  for (const key of ['delayMs', 'initialDelayMs', 'maxDelayMs']) {
-    const v = fields[key];
-    if (v !== undefined && !(typeof v === 'number' && v >= 0 && Number.isFinite(v))) {
-      throw new RangeError(`${name}.${key} must be a finite number >= 0, got ${String(v)}`);
-    }
-  }
-  const m = fields.multiplier;
-  if (m !== undefined && !(typeof m === 'number' && m >= 1 && Number.isFinite(m))) {
-    throw new RangeError(`${name}.multiplier must be a finite number >= 1, got ${String(m)}`);
-  }
-  const j = fields.jitter;
-  if (j !== undefined && !(typeof j === 'number' && j >= 0 && j <= 1)) {
-    throw new RangeError(`${name}.jitter must be between 0 and 1, got ${String(j)}`);
-  }
-  const a = fields.maxAttempts;
-  if (a !== undefined && !(typeof a === 'number' && a >= 1 && (Number.isInteger(a) || a === Infinity))) {
-    throw new RangeError(`${name}.maxAttempts must be an integer >= 1 or Infinity, got ${String(a)}`);
-  }
+  for (const key of ['delayMs', 'initialDelayMs', 'maxDelayMs']) checkOptionalNumber(`${name}.${key}`, fields[key], NON_NEGATIVE);
+  checkOptionalNumber(`${name}.multiplier`, fields.multiplier, { min: 1 });
+  checkOptionalNumber(`${name}.jitter`, fields.jitter, { min: 0, max: 1 });
+  checkOptionalNumber(`${name}.maxAttempts`, fields.maxAttempts, { min: 1, integer: true, infinity: true });
 }

@@ -11,8 +11,8 @@
  * happened: requests by outcome, what escaped to the process, open handles
  * and heap before and after. `verdict()` lists what makes a run fail.
  */
-import { LIVELY_TIMINGS, QuicSwarm, watchProcess, type RequestTally } from '../test/fixtures/quic-swarm.js';
-import type { UdpProxy } from '../test/fixtures/udp-proxy.js';
+import { LIVELY_TIMINGS, QuicSwarm, watchProcess, type RequestTally } from '../bin/quic-swarm.js';
+import type { UdpProxy } from '../bin/udp-proxy.js';
 import { seededRandom, type EngineInit, type Random } from '../runtime/index.js';
 import { countByKind, describeFault, generateSchedule, scheduleHash, type Fault, type FaultKind } from './schedule.js';
 

@@ -8,6 +8,8 @@ import { machineGraph } from './graph.js';
 import { layoutMachine } from './layout.js';
 import { toMermaid } from './mermaid.js';
 import { renderSvg } from './svg.js';
+import { checkOptionalString } from '../adapters/arguments.js';
+import { checkMachine } from './checks.js';
 
 export const DIAGRAM_TITLE = 'peerline: the peer connection machine';
 
@@ -18,6 +20,8 @@ export interface DiagramSources {
 
 /** The SVG and Mermaid texts of `machine` (peerline's connection machine by default). */
 export async function diagramSources(machine: AnyStateMachine = connectionMachine, title = DIAGRAM_TITLE): Promise<DiagramSources> {
+  checkMachine('machine', machine);
+  checkOptionalString('title', title);
   const graph = machineGraph(machine);
   const layout = await layoutMachine(graph);
   return { svg: renderSvg(layout, { title }), mermaid: toMermaid(graph, { title }) };

@@ -5,6 +5,8 @@
  * so a change to the machine changes the drawings.
  */
 import { and, not, or, type AnyStateMachine } from 'xstate';
+import { checkString } from '../adapters/arguments.js';
+import { checkMachine } from './checks.js';
 
 // The combinators' check functions identify `and([...])`, `or([...])` and `not(...)` guards.
 const checkOf = (guard: unknown): unknown => (guard as { check?: unknown }).check;
@@ -131,6 +133,7 @@ const graphs = new WeakMap<AnyStateMachine, MachineGraph>();
 
 /** Every state and every targeted transition of `machine`, in definition order (computed once per machine). */
 export function machineGraph(machine: AnyStateMachine): MachineGraph {
+  checkMachine('machine', machine);
   let graph = graphs.get(machine);
   if (graph === undefined) {
     graph = readGraph(machine);
@@ -196,6 +199,7 @@ function readGraph(machine: AnyStateMachine): MachineGraph {
 
 /** Ids of the state nodes a snapshot value is in, e.g. `{ ready: { heartbeat: 'waiting' } }`. */
 export function activeStateIds(machineId: string, value: unknown): string[] {
+  checkString('machineId', machineId);
   const ids: string[] = [machineId];
   const visit = (prefix: string, v: unknown): void => {
     if (typeof v === 'string') {

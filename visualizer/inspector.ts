@@ -20,6 +20,17 @@
  */
 import { Subject, type Observable } from 'rxjs';
 import type { InspectionEvent } from 'xstate';
+import {
+  checkBoolean,
+  checkFunction,
+  checkNumber,
+  checkObject,
+  checkOptionalFunction,
+  checkOptionalNumber,
+  checkOptionalString,
+  checkString,
+  COUNT,
+} from '../adapters/arguments.js';
 import { topLevelState } from './graph.js';
 import { RingBuffer } from './ring.js';
 import { toJson, type Json } from './serialize.js';
@@ -244,10 +255,14 @@ export class Inspector {
   #evictedMachines = 0;
 
   constructor(options: InspectorOptions = {}) {
+    checkObject('options', options);
     const historyLimit = options.historyLimit ?? 100;
     const maxFinished = options.maxFinished ?? 200;
-    if (!Number.isInteger(historyLimit) || historyLimit < 1) throw new RangeError('historyLimit must be an integer >= 1');
-    if (!Number.isInteger(maxFinished) || maxFinished < 0) throw new RangeError('maxFinished must be an integer >= 0');
+    checkNumber('options.historyLimit', historyLimit, COUNT);
+    checkNumber('options.maxFinished', maxFinished, { min: 0, integer: true });
+    checkOptionalFunction('options.now', options.now);
+    checkOptionalNumber('options.serializationDepth', options.serializationDepth, { min: 0, integer: true });
+    checkBoolean('options.definitions', options.definitions);
     this.#options = {
       historyLimit,
       maxFinished,
@@ -261,6 +276,7 @@ export class Inspector {
 
   /** An `inspect` function whose machines are labelled with `engineId` (instead of their context's `localPeerId`). */
   inspectFor(engineId: string): (event: InspectionEvent) => void {
+    checkString('engineId', engineId);
     return (event) => this.#safely(() => this.#onXState(event, engineId));
   }
 
@@ -270,6 +286,7 @@ export class Inspector {
    * ids of different senders apart (they are only unique per process).
    */
   ingest(event: unknown, origin?: string): boolean {
+    checkOptionalString('origin', origin);
     let ok = false;
     this.#safely(() => {
       ok = this.#onStately(event, origin);
@@ -279,12 +296,14 @@ export class Inspector {
 
   /** Calls `listener` with every entry; returns the unsubscribe function. */
   subscribe(listener: (entry: InspectorEntry) => void): () => void {
+    checkFunction('listener', listener);
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }
 
   /** Called when a machine is forgotten (to stay under `maxFinished`, or by `clear()`). */
   onRemoved(listener: (key: string, sessionId: string) => void): () => void {
+    checkFunction('listener', listener);
     this.#removedListeners.add(listener);
     return () => this.#removedListeners.delete(listener);
   }
@@ -300,6 +319,7 @@ export class Inspector {
   }
 
   peer(key: string): PeerView | undefined {
+    checkString('key', key);
     const sessionId = this.#byKey.get(key);
     const record = sessionId === undefined ? undefined : this.#machines.get(sessionId);
     return record === undefined ? undefined : this.#view(record);
@@ -312,12 +332,14 @@ export class Inspector {
 
   /** The serialized events kept for a peer's newest machine (`engine/peer` key) or a machine's session id, oldest first. */
   history(keyOrSession: string): StatelyInspectionEvent[] {
+    checkString('keyOrSession', keyOrSession);
     const record = this.#record(keyOrSession);
     return record === undefined ? [] : record.events.toArray();
   }
 
   /** The peer machine's steps, oldest first, from its kept history. */
   timeline(keyOrSession: string): TimelineEntry[] {
+    checkString('keyOrSession', keyOrSession);
     const record = this.#record(keyOrSession);
     if (record === undefined) return [];
     const out: TimelineEntry[] = [];
@@ -658,6 +680,10 @@ export class Inspector {
 
 /** A snapshot event as a timeline line. `previous`: the JSON of the state value before it. */
 export function toTimelineEntry(event: StatelySnapshotEvent, previous: string | undefined): TimelineEntry {
+  checkObject('event', event);
+  checkObject('event.snapshot', event.snapshot);
+  checkObject('event.event', event.event);
+  checkOptionalString('previous', previous);
   const value = event.snapshot.value ?? null;
   return {
     at: Number(event.createdAt),

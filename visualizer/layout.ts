@@ -10,6 +10,8 @@
 import ElkBundle from 'elkjs/lib/elk.bundled.js';
 import type { ELK as ElkApi, ELKConstructorArguments, ElkExtendedEdge, ElkLabel, ElkNode } from 'elkjs/lib/elk-api.js';
 import type { GraphState, GraphTransition, MachineGraph, StateKind } from './graph.js';
+import { checkBoolean, checkObject } from '../adapters/arguments.js';
+import { checkGraph } from './checks.js';
 
 export interface LaidOutState {
   readonly id: string;
@@ -114,6 +116,14 @@ const cache = new WeakMap<MachineGraph, Map<string, Promise<MachineLayout>>>();
 
 /** Lays `graph` out. The same graph with the same options gets the same, cached, layout. */
 export function layoutMachine(graph: MachineGraph, options: LayoutOptions = {}): Promise<MachineLayout> {
+  try {
+    checkGraph('graph', graph);
+    checkObject('options', options);
+    checkBoolean('options.labels', options.labels);
+    if (options.elk !== undefined) checkObject('options.elk', options.elk);
+  } catch (error) {
+    return Promise.reject(error);
+  }
   const labels = options.labels ?? true;
   const elkOptions = options.elk ?? {};
   const key = JSON.stringify([labels, elkOptions]);

@@ -10,7 +10,18 @@
  * base32 characters), so the page shows what a real swarm looks like.
  */
 import { createEngine, echo, seededRandom, sendAndReceive, type Adapter, type Engine, type EngineInit, type Random } from '../runtime/index.js';
-import { createInspector, type Inspector } from './inspector.js';
+import '../runtime/dispose.js';
+import {
+  checkFunction,
+  checkNumber,
+  checkObject,
+  checkOptionalNumber,
+  checkString,
+  invalidType,
+  NON_NEGATIVE,
+  PORT,
+} from '../adapters/arguments.js';
+import { createInspector, Inspector } from './inspector.js';
 import { startVisualizer, type Visualizer } from './server.js';
 
 /** What the swarm needs of a network; `MemoryNetwork` has it all. */
@@ -58,6 +69,27 @@ export interface LiveSwarm {
   outcomes(): Readonly<Record<string, number>>;
   /** Stops the traffic and every engine (forced: bounded by the force-close grace). */
   stop(): Promise<void>;
+  /** `await using swarm = await startLiveSwarm(...)`: stop() at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+function checkSwarmOptions(options: LiveSwarmOptions): void {
+  checkObject('options', options);
+  checkObject('options.network', options.network);
+  checkFunction('options.network.node', options.network.node);
+  checkFunction('options.network.address', options.network.address);
+  checkOptionalNumber('options.agents', options.agents, { min: 2, integer: true });
+  if (options.inspector !== undefined && !(options.inspector instanceof Inspector)) {
+    throw invalidType('options.inspector', 'an Inspector (createInspector())', options.inspector);
+  }
+  checkOptionalNumber('options.requestIntervalMs', options.requestIntervalMs, NON_NEGATIVE);
+  checkOptionalNumber('options.chaosIntervalMs', options.chaosIntervalMs, NON_NEGATIVE);
+  checkOptionalNumber('options.seed', options.seed, { integer: true });
+  if (options.engine !== undefined) checkObject('options.engine', options.engine);
+  if (options.quiet !== undefined) {
+    if (!Array.isArray(options.quiet)) throw invalidType('options.quiet', 'an array of "from/to" pairs', options.quiet);
+    options.quiet.forEach((pair, i) => checkString(`options.quiet[${i}]`, pair));
+  }
 }
 
 const PROTOCOL = '/inspect-demo/echo/1';
@@ -66,6 +98,7 @@ const NAMES = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi
 
 /** Names for `count` agents: alice, bob, carol, ... then `agent-21`, `agent-22`, .... */
 export function agentNames(count: number): string[] {
+  checkNumber('count', count, { min: 0, integer: true });
   return Array.from({ length: count }, (_, i) => NAMES[i] ?? `agent-${i + 1}`);
 }
 
@@ -83,8 +116,8 @@ function pick<T>(items: readonly T[], random: Random): T {
 }
 
 export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwarm> {
+  checkSwarmOptions(options);
   const count = options.agents ?? 8;
-  if (!Number.isInteger(count) || count < 2) throw new RangeError(`agents must be an integer >= 2, got ${String(count)}`);
   const inspector = options.inspector ?? createInspector();
   const random = seededRandom(options.seed ?? 7);
   const network = options.network;
@@ -168,18 +201,20 @@ export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwa
   });
 
   let stopping: Promise<void> | undefined;
-  return {
+  const swarm: LiveSwarm = {
     network,
     engines: [...engines.values()],
     inspector,
     names,
     displayNames: Object.fromEntries(names.map((name) => [id(name), name])),
     peerId(name) {
+      checkString('name', name);
       const peerId = ids.get(name);
       if (peerId === undefined) throw new RangeError(`no agent named ${name}`);
       return peerId;
     },
     engine(agent) {
+      checkString('agent', agent);
       const engine = engines.get(agent) ?? [...engines.values()].find((e) => e.peerId === agent);
       if (engine === undefined) throw new RangeError(`no agent ${agent}`);
       return engine;
@@ -193,7 +228,9 @@ export async function startLiveSwarm(options: LiveSwarmOptions): Promise<LiveSwa
       })();
       return stopping;
     },
+    [Symbol.asyncDispose]: () => swarm.stop(),
   };
+  return swarm;
 }
 
 export interface InspectDemoOptions extends LiveSwarmOptions {
@@ -210,6 +247,10 @@ export interface InspectDemoOptions extends LiveSwarmOptions {
  * console.log(`inspector at ${demo.url}`);
  */
 export async function runInspectDemo(options: InspectDemoOptions): Promise<{ url: string; swarm: LiveSwarm; visualizer: Visualizer; close(): Promise<void> }> {
+  // Checked before any agent starts: a bad port must not leave a swarm running.
+  checkSwarmOptions(options);
+  if (options.port !== undefined) checkNumber('options.port', options.port, PORT);
+  if (options.host !== undefined) checkString('options.host', options.host);
   const inspector = options.inspector ?? createInspector();
   const swarm = await startLiveSwarm({ ...options, inspector });
   let visualizer: Visualizer;

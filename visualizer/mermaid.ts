@@ -7,9 +7,13 @@
  */
 import type { GraphState, GraphTransition, MachineGraph } from './graph.js';
 import { colorOf } from './theme.js';
+import { checkObject, checkOptionalString, invalidType } from '../adapters/arguments.js';
+import { checkGraph } from './checks.js';
 
 /** A Mermaid-safe id for a state: its path joined with `_`. */
 export function mermaidId(state: Pick<GraphState, 'path'>): string {
+  checkObject('state', state);
+  if (!Array.isArray(state.path)) throw invalidType('state.path', 'an array of state keys', state.path);
   return state.path.map((k) => k.replace(/[^A-Za-z0-9]/g, '_')).join('_');
 }
 
@@ -19,6 +23,9 @@ function safeLabel(text: string): string {
 }
 
 export function toMermaid(graph: MachineGraph, options: { title?: string } = {}): string {
+  checkGraph('graph', graph);
+  checkObject('options', options);
+  checkOptionalString('options.title', options.title);
   const byId = new Map(graph.states.map((s) => [s.id, s]));
   const root = byId.get(graph.machineId)!;
   const lines: string[] = [];

@@ -1,3 +1,5 @@
+import { checkNumber, COUNT } from '../adapters/arguments.js';
+
 /** A fixed-capacity buffer that keeps the newest items: memory stays bounded however long it runs. */
 export class RingBuffer<T> {
   readonly capacity: number;
@@ -7,7 +9,7 @@ export class RingBuffer<T> {
   #dropped = 0;
 
   constructor(capacity: number) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be an integer >= 1, got ${String(capacity)}`);
+    checkNumber('capacity', capacity, COUNT);
     this.capacity = capacity;
     this.#items = new Array<T | undefined>(capacity);
   }

@@ -5,6 +5,8 @@
  * `@statelyai/inspect` sends (`JSON.parse(safeStringify(x))`), without its
  * dependencies.
  */
+import { checkObject, checkOneOf, checkOptionalNumber, COUNT } from '../adapters/arguments.js';
+
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 export interface SerializeOptions {
@@ -33,6 +35,10 @@ function isStateNode(value: object): value is { id: string } {
 }
 
 export function toJson(value: unknown, options: SerializeOptions = {}): Json {
+  checkObject('options', options);
+  checkOptionalNumber('options.depth', options.depth, { min: 0, integer: true });
+  if (options.functions !== undefined) checkOneOf('options.functions', options.functions, ['drop', 'name']);
+  checkOptionalNumber('options.maxString', options.maxString, COUNT);
   const depthLimit = options.depth ?? 10;
   const names = options.functions === 'name';
   const maxString = options.maxString ?? 10_000;

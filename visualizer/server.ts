@@ -18,10 +18,24 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import '../runtime/dispose.js';
+import {
+  checkBoolean,
+  checkNumber,
+  checkObject,
+  checkOptionalNumber,
+  checkOptionalString,
+  checkString,
+  invalidType,
+  invalidValue,
+  PORT,
+  POSITIVE,
+} from '../adapters/arguments.js';
+import { checkEngine, checkMachine } from './checks.js';
 import type { AnyStateMachine } from 'xstate';
 import { connectionMachine } from '../machines/connection-machine.js';
 import { machineGraph } from './graph.js';
-import { createInspector, type Inspector, type PeerView, type TimelineEntry, toTimelineEntry } from './inspector.js';
+import { createInspector, Inspector, type PeerView, type TimelineEntry, toTimelineEntry } from './inspector.js';
 import { layoutMachine } from './layout.js';
 import { renderSvg } from './svg.js';
 import { STATE_COLORS } from './theme.js';
@@ -95,6 +109,8 @@ export interface Visualizer {
   stats(): VisualizerStats;
   /** Closes every socket and the server; resolves when nothing is left open. */
   close(): Promise<void>;
+  /** `await using visualizer = await startVisualizer(...)`: close() at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 interface PageClient {
@@ -160,7 +176,8 @@ function isLoopback(host: string): boolean {
 }
 
 function checkName(name: unknown, what: string): string {
-  if (typeof name !== 'string' || name.trim() === '') throw new TypeError(`${what} must be a non-empty string, got ${typeof name === 'string' ? '""' : typeof name}`);
+  checkString(what, name);
+  if (name.trim() === '') throw invalidValue(what, 'a name that is not blank', name);
   return name;
 }
 
@@ -172,19 +189,17 @@ function send(ws: WebSocket, text: string): boolean {
 
 /** Starts the server; resolves once it listens. */
 export async function startVisualizer(options: VisualizerOptions = {}): Promise<Visualizer> {
+  checkVisualizerOptions(options);
   const host = options.host ?? '127.0.0.1';
-  if (!isLoopback(host)) throw new RangeError(`the visualizer listens on a loopback address only, not ${host}`);
   const port = options.port ?? 0;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`port must be an integer in 0..65535, got ${String(port)}`);
   const flushIntervalMs = options.flushIntervalMs ?? 100;
   const metricsIntervalMs = options.metricsIntervalMs ?? 1000;
   const inspector = options.inspector ?? createInspector();
   const machine = options.machine ?? connectionMachine;
   const title = options.title ?? 'peerline inspector';
   const engines = new Set<InspectableEngine>(options.engines ?? []);
-  if (options.names !== undefined && (options.names === null || typeof options.names !== 'object')) throw new TypeError('names must be an object of peer id -> name');
   const names: Record<string, string> = {};
-  for (const [peerId, name] of Object.entries(options.names ?? {})) names[peerId] = checkName(name, `names[${JSON.stringify(peerId)}]`);
+  for (const [peerId, name] of Object.entries(options.names ?? {})) names[peerId] = checkName(name, `options.names[${JSON.stringify(peerId)}]`);
 
   const graph = machineGraph(machine);
   // The page shows the compact graph (labels as tooltips) and, on demand, the labelled one.
@@ -530,17 +545,48 @@ export async function startVisualizer(options: VisualizerOptions = {}): Promise<
     port: actualPort,
     inspector,
     addEngine: (engine, name) => {
+      checkEngine('engine', engine);
       if (name !== undefined && names[engine.peerId] !== checkName(name, 'name')) {
         names[engine.peerId] = name;
         for (const client of pages.values()) sendTo(client, { type: 'names', names: { ...names } });
       }
       engines.add(engine);
     },
-    removeEngine: (engine) => void engines.delete(engine),
+    removeEngine: (engine) => {
+      checkEngine('engine', engine);
+      engines.delete(engine);
+    },
     stats: () => ({ pages: pages.size, inspectors: inspectors.size, messagesSent, flushes }),
     close: () => {
       closing ??= close();
       return closing;
     },
+    [Symbol.asyncDispose]: () => {
+      closing ??= close();
+      return closing;
+    },
   };
+}
+
+function checkVisualizerOptions(options: VisualizerOptions): void {
+  checkObject('options', options);
+  if (options.host !== undefined) {
+    if (typeof options.host !== 'string') throw invalidType('options.host', 'a loopback address', options.host);
+    // The page shows internals and has no authentication.
+    if (!isLoopback(options.host)) throw invalidValue('options.host', 'a loopback address (127.0.0.1, ::1, localhost)', options.host);
+  }
+  checkOptionalNumber('options.port', options.port, PORT);
+  if (options.names !== undefined) checkObject('options.names', options.names);
+  if (options.engines !== undefined) {
+    if (!Array.isArray(options.engines)) throw invalidType('options.engines', 'an array of engines', options.engines);
+    options.engines.forEach((engine, i) => checkEngine(`options.engines[${i}]`, engine));
+  }
+  if (options.inspector !== undefined && !(options.inspector instanceof Inspector)) {
+    throw invalidType('options.inspector', 'an Inspector (createInspector())', options.inspector);
+  }
+  if (options.machine !== undefined) checkMachine('options.machine', options.machine);
+  checkOptionalString('options.title', options.title);
+  if (options.flushIntervalMs !== undefined) checkNumber('options.flushIntervalMs', options.flushIntervalMs, POSITIVE);
+  if (options.metricsIntervalMs !== undefined) checkNumber('options.metricsIntervalMs', options.metricsIntervalMs, POSITIVE);
+  checkBoolean('options.acceptInspectors', options.acceptInspectors);
 }

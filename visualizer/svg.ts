@@ -6,6 +6,8 @@
 import type { LaidOutEdge, LaidOutState, MachineLayout, Point } from './layout.js';
 import { TEXT } from './layout.js';
 import { colorOf } from './theme.js';
+import { checkBoolean, checkObject, checkOptionalString, invalidType } from '../adapters/arguments.js';
+import { checkLayout } from './checks.js';
 
 export interface SvgOptions {
   /** A title drawn above the graph (and the document's <title>). */
@@ -17,6 +19,7 @@ export interface SvgOptions {
 }
 
 export function escapeXml(text: string): string {
+  if (typeof text !== 'string') throw invalidType('text', 'a string', text);
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);
 }
 
@@ -151,6 +154,11 @@ function edgeAttributes(e: LaidOutEdge, machineId: string, events: readonly stri
 
 /** The machine as an SVG document (a string). */
 export function renderSvg(layout: MachineLayout, options: SvgOptions = {}): string {
+  checkLayout('layout', layout);
+  checkObject('options', options);
+  checkOptionalString('options.title', options.title);
+  checkBoolean('options.background', options.background);
+  checkBoolean('options.badges', options.badges);
   const background = options.background ?? true;
   const badges = options.badges ?? false;
   const titleHeight = options.title === undefined ? 0 : 30;

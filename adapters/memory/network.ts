@@ -27,6 +27,20 @@ import {
   type Connection,
   type DialOptions,
 } from '../adapter.js';
+import {
+  checkBoolean,
+  checkFunction,
+  checkNumber,
+  checkObject,
+  checkOptionalFunction,
+  checkOptionalNumber,
+  checkSignal,
+  checkString,
+  COUNT,
+  invalidType,
+  NON_NEGATIVE,
+  optionsObject,
+} from '../arguments.js';
 import { ConnectionPair, type ConnectionOwner, type MemoryConnection } from './connection.js';
 import { Lane, type AckFault, type DeliveryKind, type Fabric, type MemoryNetworkStats } from './fabric.js';
 import type { StreamPair } from './stream.js';
@@ -70,10 +84,13 @@ function parseAddress(address: string): string | undefined {
 }
 
 function checkMs(ms: number, what: string): number {
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
-    throw new RangeError(`${what} must be a finite number >= 0, got ${String(ms)}`);
-  }
+  checkNumber(what, ms, NON_NEGATIVE);
   return ms;
+}
+
+function checkPeerList(name: string, value: unknown): void {
+  if (!Array.isArray(value)) throw invalidType(name, 'an array of peer ids', value);
+  value.forEach((peerId, i) => checkString(`${name}[${i}]`, peerId));
 }
 
 /** A dial in progress. */
@@ -235,6 +252,7 @@ export class MemoryAdapter implements Adapter {
    * Rejects with kind `closed` once the adapter is closed or its node killed.
    */
   listen(onConnection: (connection: Connection) => void): Promise<void> {
+    if (typeof onConnection !== 'function') return Promise.reject(invalidType('onConnection', 'a function', onConnection));
     if (this.#state !== 'open') return Promise.reject(new TransportError('closed', `adapter ${this.localPeerId} is closed`));
     this.#onConnection = onConnection;
     return Promise.resolve();
@@ -249,6 +267,14 @@ export class MemoryAdapter implements Adapter {
    * a connection already made for the dial is closed on both sides.
    */
   dial(peerId: string, address: string, options: DialOptions): Promise<Connection> {
+    try {
+      checkString('peerId', peerId);
+      checkString('address', address);
+      checkObject('options', options);
+      checkSignal('options.signal', options.signal);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#host.dial(this, peerId, address, options.signal);
   }
 
@@ -316,16 +342,21 @@ export class MemoryNetwork {
   #nextId = 1;
 
   constructor(options: MemoryNetworkOptions) {
+    checkObject('options', options);
+    checkObject('options.clock', options.clock);
+    for (const method of ['now', 'setTimeout', 'clearTimeout'] as const) checkFunction(`options.clock.${method}`, options.clock[method]);
     this.clock = options.clock;
-    this.#latencyMs = checkMs(options.latencyMs ?? 1, 'latencyMs');
+    this.#latencyMs = checkMs(options.latencyMs ?? 1, 'options.latencyMs');
+    checkOptionalNumber('options.seed', options.seed, { integer: true });
     this.seed = options.seed ?? 1;
+    checkOptionalFunction('options.onError', options.onError);
     this.#onError = options.onError;
     const windowBytes = options.streamWindowBytes ?? 64 * 1024;
     const maxStreams = options.maxStreamsPerConnection ?? 256;
     const maxBufferedEvents = options.maxBufferedEvents ?? 1024;
-    if (!(windowBytes >= 1) || !(maxStreams >= 1) || !(maxBufferedEvents >= 1)) {
-      throw new RangeError('streamWindowBytes, maxStreamsPerConnection and maxBufferedEvents must be >= 1');
-    }
+    checkNumber('options.streamWindowBytes', windowBytes, COUNT);
+    checkNumber('options.maxStreamsPerConnection', maxStreams, COUNT);
+    checkNumber('options.maxBufferedEvents', maxBufferedEvents, COUNT);
     const counters = this.#counters;
     this.#fabric = {
       clock: this.clock,
@@ -361,7 +392,7 @@ export class MemoryNetwork {
    * dead adapter is returned until `revive()`, which makes a fresh one.
    */
   node(peerId: string): MemoryAdapter {
-    if (typeof peerId !== 'string' || peerId.length === 0) throw new TypeError('peerId must be a non-empty string');
+    checkString('peerId', peerId);
     const record = this.#nodes.get(peerId);
     if (record === undefined) {
       const adapter = this.#newAdapter(peerId);
@@ -374,23 +405,28 @@ export class MemoryNetwork {
 
   /** The address of node `peerId`: `memory://<peerId>`. */
   address(peerId: string): string {
+    checkString('peerId', peerId);
     return `${SCHEME}${peerId}`;
   }
 
   /** Sets the one-way latency of every link without its own (ms). In-flight messages keep their time. */
   setLatency(ms: number): void {
-    this.#latencyMs = checkMs(ms, 'latency');
+    this.#latencyMs = checkMs(ms, 'ms');
   }
 
   /** Sets the one-way latency between `a` and `b`, both ways; `null` returns to the network latency. */
   setLinkLatency(a: string, b: string, ms: number | null): void {
+    checkString('a', a);
+    checkString('b', b);
     const key = MemoryNetwork.#linkKey(a, b);
     if (ms === null) this.#linkLatency.delete(key);
-    else this.#linkLatency.set(key, checkMs(ms, 'link latency'));
+    else this.#linkLatency.set(key, checkMs(ms, 'ms'));
   }
 
   /** Dials to `peerId` are refused (kind `refused`, after the round trip) while on. */
   refuseDials(peerId: string, on = true): void {
+    checkString('peerId', peerId);
+    checkBoolean('on', on);
     if (on) this.#refused.add(peerId);
     else this.#refused.delete(peerId);
   }
@@ -400,6 +436,8 @@ export class MemoryNetwork {
    * dialer waits until its signal aborts. Decided when the packet arrives.
    */
   stallDials(peerId: string, on = true): void {
+    checkString('peerId', peerId);
+    checkBoolean('on', on);
     if (on) this.#stalledDials.add(peerId);
     else this.#stalledDials.delete(peerId);
   }
@@ -410,6 +448,8 @@ export class MemoryNetwork {
    * heartbeats) time out. Streams and close notices are not affected.
    */
   stallHandshake(peerId: string, on = true): void {
+    checkString('peerId', peerId);
+    checkBoolean('on', on);
     if (on) this.#stalledHandshakes.add(peerId);
     else this.#stalledHandshakes.delete(peerId);
   }
@@ -421,6 +461,8 @@ export class MemoryNetwork {
    * flight on them arrives, and their streams end with an error.
    */
   drop(a: string, b?: string): void {
+    checkString('a', a);
+    if (b !== undefined) checkString('b', b);
     for (const pair of [...this.#liveConnections]) {
       if (pair.joins(a, b)) pair.fail('connection lost');
     }
@@ -434,6 +476,8 @@ export class MemoryNetwork {
    * stay up, like under packet loss. Several partitions add up.
    */
   partition(sideA: readonly string[], sideB: readonly string[]): void {
+    checkPeerList('sideA', sideA);
+    checkPeerList('sideB', sideB);
     this.#partitions.push([new Set(sideA), new Set(sideB)]);
   }
 
@@ -448,12 +492,15 @@ export class MemoryNetwork {
    * Data the acceptor writes waits behind a delayed ACK. `null` clears it.
    */
   ackFault(peerId: string, fault: MemoryAckFault | null): void {
+    checkString('peerId', peerId);
     if (fault === null) {
       this.#ackFaults.delete(peerId);
       return;
     }
+    checkObject('fault', fault as unknown);
+    checkBoolean('fault.lose', fault.lose);
     this.#ackFaults.set(peerId, {
-      delayMs: checkMs(fault.delayMs ?? 0, 'ackFault delayMs'),
+      delayMs: checkMs(fault.delayMs ?? 0, 'fault.delayMs'),
       lose: fault.lose === true,
     });
   }
@@ -467,7 +514,10 @@ export class MemoryNetwork {
    * dead node vanish and dials to it stall. `node(peerId)` keeps returning the
    * dead adapter until `revive(peerId)`.
    */
-  kill(peerId: string, options: { silent?: boolean } = {}): void {
+  kill(peerId: string, options?: { silent?: boolean }): void {
+    checkString('peerId', peerId);
+    const { silent } = optionsObject('options', options);
+    checkBoolean('options.silent', silent);
     let record = this.#nodes.get(peerId);
     if (record === undefined) {
       record = { adapter: this.#newAdapter(peerId), dead: false };
@@ -475,7 +525,7 @@ export class MemoryNetwork {
     }
     if (record.dead) return;
     record.dead = true;
-    internals.kill(record.adapter, options.silent === true);
+    internals.kill(record.adapter, silent === true);
   }
 
   /**
@@ -484,6 +534,7 @@ export class MemoryNetwork {
    * closed. On a live node this is `node(peerId)`.
    */
   revive(peerId: string): MemoryAdapter {
+    checkString('peerId', peerId);
     const record = this.#nodes.get(peerId);
     if (record === undefined || !record.dead) return this.node(peerId);
     record.dead = false;
@@ -493,6 +544,7 @@ export class MemoryNetwork {
 
   /** True when `peerId` was killed and not revived. */
   isDead(peerId: string): boolean {
+    checkString('peerId', peerId);
     return this.#nodes.get(peerId)?.dead === true;
   }
 

@@ -85,7 +85,8 @@ export class StreamEnd implements Stream {
 
   // Write direction.
   #writable: WritableStream<Uint8Array> | undefined;
-  #wc: WritableStreamDefaultController | undefined;
+  /** Node's controller has `signal` (WHATWG streams); @types/node does not declare it. */
+  #wc: (WritableStreamDefaultController & { readonly signal: AbortSignal }) | undefined;
   #writeDone = false;
   /** Why the write direction failed; undefined when it ended by FIN (or has not ended). */
   #writeFailure: Failure | TransportError | undefined;
@@ -147,7 +148,7 @@ export class StreamEnd implements Stream {
       this.#writable = new WritableStream<Uint8Array>(
         {
           start: (controller) => {
-            this.#wc = controller;
+            this.#wc = controller as WritableStreamDefaultController & { readonly signal: AbortSignal };
             if (finished && this.#writeFailure !== undefined) controller.error(this.#writeError());
           },
           write: (chunk) => this.#write(chunk),

@@ -1,4 +1,5 @@
 import type { Clock } from '../adapter.js';
+import { checkFunction, checkNumber, invalidType, NON_NEGATIVE } from '../arguments.js';
 
 /** A timer, and its handle. `fn` is dropped once it fired or was cleared, freeing what it holds at once. */
 class Timer {
@@ -38,6 +39,7 @@ export class VirtualClock implements Clock {
   #live = 0;
 
   constructor(startAt = 0) {
+    checkNumber('startAt', startAt);
     this.#now = startAt;
   }
 
@@ -46,6 +48,9 @@ export class VirtualClock implements Clock {
   }
 
   setTimeout(fn: () => void, ms: number): unknown {
+    // As the host's setTimeout: a bad callback throws, a bad delay (NaN, negative) means now.
+    checkFunction('fn', fn);
+    if (typeof ms !== 'number') throw invalidType('ms', 'a number', ms);
     // An infinite delay never fires (a disabled timer); NaN and negatives fire now.
     if (ms === Infinity) return 0;
     const delay = Number.isFinite(ms) && ms > 0 ? ms : 0;
@@ -86,7 +91,7 @@ export class VirtualClock implements Clock {
    * the window.
    */
   async advance(ms: number): Promise<void> {
-    if (!(ms >= 0)) throw new RangeError(`advance(ms) needs ms >= 0, got ${ms}`);
+    checkNumber('ms', ms, NON_NEGATIVE);
     const target = this.#now + ms;
     await flushMicrotasks();
     for (;;) {
@@ -131,6 +136,7 @@ export class VirtualClock implements Clock {
    * Bounded by design: periodic timers (heartbeats) never run dry.
    */
   async runAll(limitMs: number): Promise<void> {
+    checkNumber('limitMs', limitMs, NON_NEGATIVE);
     const end = this.#now + limitMs;
     for (;;) {
       const at = this.nextAt();

@@ -68,6 +68,7 @@ import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
 import { parseQuicAddress, quicAddress } from './address.js';
 import { CryptoError, QUIC_CONNECTION_REFUSED, QuicConnection, refusalCode, remoteAddressOf, type ConnectionHost } from './connection.js';
 import { checkIdentity, peerIdFromCertificate, type QuicIdentity } from './identity.js';
+import { validateQuicAdapterOptions, validateTransportPolicy } from './options.js';
 import { codeToReason, reasonToCode } from './stream.js';
 import { tuneConnection, untangleClient, untangleServerConnection } from './tuning.js';
 
@@ -156,6 +157,7 @@ export const ALPN = 'peerline/1';
  * expires, and NAT bindings stay open).
  */
 export function quicTimings(policy: TransportPolicy): { maxIdleTimeout: number; keepAliveIntervalTime: number } {
+  validateTransportPolicy(policy);
   const silence = policy.heartbeatIntervalMs * policy.heartbeatMisses + policy.heartbeatTimeoutMs;
   const maxIdleTimeout = Math.ceil(silence + Math.max(1_000, silence / 4));
   const keepAliveIntervalTime = Math.max(25, Math.floor(maxIdleTimeout / 3));
@@ -980,5 +982,6 @@ export class QuicAdapter implements Adapter {
 
 /** Creates a QUIC adapter: `createQuicAdapter({ identity, host?, port?, logger?, allowInbound? })`. */
 export function createQuicAdapter(options: QuicAdapterOptions): QuicAdapter {
+  validateQuicAdapterOptions(options);
   return new QuicAdapter(options);
 }

@@ -3,6 +3,7 @@
  * literals (no name resolution: an address book should not depend on DNS).
  */
 import { isIP } from 'node:net';
+import { checkNumber, invalidType, invalidValue } from '../arguments.js';
 
 export const QUIC_SCHEME = 'quic://';
 
@@ -13,14 +14,16 @@ export interface QuicTarget {
 
 /** The address of a QUIC adapter bound to `port` on `host` (default the IPv4 loopback). */
 export function quicAddress(port: number, host = '127.0.0.1'): string {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`port must be 1..65535, got ${String(port)}`);
-  if (isIP(host) === 0) throw new TypeError(`host must be an IP address, got ${String(host)}`);
+  checkNumber('port', port, { min: 1, max: 65_535, integer: true });
+  if (typeof host !== 'string') throw invalidType('host', 'an IP address string', host);
+  if (isIP(host) === 0) throw invalidValue('host', 'an IP address (no host names)', host);
   return isIP(host) === 6 ? `${QUIC_SCHEME}[${host}]:${port}` : `${QUIC_SCHEME}${host}:${port}`;
 }
 
 /** Parses `quic://HOST:PORT`; undefined when `address` is not one. */
 export function parseQuicAddress(address: string): QuicTarget | undefined {
-  if (typeof address !== 'string' || !address.startsWith(QUIC_SCHEME)) return undefined;
+  if (typeof address !== 'string') throw invalidType('address', 'a string', address);
+  if (!address.startsWith(QUIC_SCHEME)) return undefined;
   const rest = address.slice(QUIC_SCHEME.length);
   let host: string;
   let portText: string;

@@ -17,8 +17,9 @@ import * as x509 from '@peculiar/x509';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { checkObject, checkString, invalidType, outOfRange } from '../arguments.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+x509.cryptoProvider.set(webcrypto as unknown as ReturnType<typeof x509.cryptoProvider.get>);
 
 export interface QuicIdentity {
   /** base32 (RFC 4648, lower case, unpadded) of the raw 32-byte Ed25519 public key. */
@@ -85,15 +86,15 @@ function unbase32(text: string): Uint8Array | undefined {
 
 /** The peer id of a raw 32-byte Ed25519 public key. */
 export function peerIdFromPublicKey(publicKey: Uint8Array): string {
-  if (!(publicKey instanceof Uint8Array) || publicKey.length !== 32) {
-    throw new IdentityError('an Ed25519 public key is 32 bytes');
-  }
+  if (!(publicKey instanceof Uint8Array)) throw invalidType('publicKey', 'a Uint8Array', publicKey);
+  if (publicKey.length !== 32) throw outOfRange('publicKey.length', '32 (an Ed25519 public key)', publicKey.length);
   return base32(publicKey);
 }
 
 /** The raw public key a peer id names, or undefined when `peerId` is not a valid peer id. */
 export function publicKeyFromPeerId(peerId: string): Uint8Array | undefined {
-  if (typeof peerId !== 'string' || peerId.length !== PEER_ID_LENGTH) return undefined;
+  if (typeof peerId !== 'string') throw invalidType('peerId', 'a string', peerId);
+  if (peerId.length !== PEER_ID_LENGTH) return undefined;
   const key = unbase32(peerId);
   return key?.length === 32 ? key : undefined;
 }
@@ -124,6 +125,7 @@ const CHECKED_LIMIT = 4096;
  * about 0.3 ms); the validity window is checked again on every call.
  */
 export function peerIdFromCertificate(der: Uint8Array, now: number = Date.now()): string {
+  if (!(der instanceof Uint8Array)) throw invalidType('der', 'a Uint8Array (a DER certificate)', der);
   const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64');
   let entry = checked.get(key);
   if (entry === undefined) {
@@ -155,7 +157,7 @@ async function issueCertificate(privateKey: KeyObject, peerId: string): Promise<
   const keys = {
     privateKey: await subtle.importKey('pkcs8', pkcs8, { name: 'Ed25519' }, false, ['sign']),
     publicKey: await subtle.importKey('spki', spki, { name: 'Ed25519' }, true, ['verify']),
-  } as unknown as CryptoKeyPair;
+  } as unknown as webcrypto.CryptoKeyPair;
   const serial = randomBytes(16);
   serial[0] = serial[0]! & 0x7f; // a positive serial number
   const now = Date.now();
@@ -197,6 +199,7 @@ export async function generateIdentity(): Promise<QuicIdentity> {
  * Returns the identity with its certificate re-issued if it has expired.
  */
 export async function validateIdentity(identity: QuicIdentity): Promise<QuicIdentity> {
+  checkObject('identity', identity);
   let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey(identity.privateKeyPem);
@@ -240,6 +243,7 @@ async function writeAtomically(path: string, data: string, mode: number): Promis
  * `identity.key` with mode 0600 and `identity.crt` with mode 0644.
  */
 export async function saveIdentity(dir: string, identity: QuicIdentity): Promise<{ keyPath: string; certPath: string }> {
+  checkString('dir', dir);
   const checked = await validateIdentity(identity);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const keyPath = join(dir, KEY_FILE);
@@ -254,6 +258,7 @@ export async function saveIdentity(dir: string, identity: QuicIdentity): Promise
  * Refuses a private key file that group or others may read or write.
  */
 export async function loadIdentity(dir: string): Promise<QuicIdentity> {
+  checkString('dir', dir);
   const keyPath = join(dir, KEY_FILE);
   const certPath = join(dir, CERT_FILE);
   const keyStat = await stat(keyPath);
@@ -279,7 +284,7 @@ export async function loadIdentity(dir: string): Promise<QuicIdentity> {
  * Throws an IdentityError otherwise.
  */
 export function checkIdentity(identity: QuicIdentity): string {
-  if (identity === null || typeof identity !== 'object') throw new IdentityError('an identity is { peerId, privateKeyPem, certificatePem }');
+  if (identity === null || typeof identity !== 'object') throw invalidType('identity', 'an identity { peerId, privateKeyPem, certificatePem }', identity);
   let privateKey: KeyObject;
   let certificate: X509Certificate;
   try {

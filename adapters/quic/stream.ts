@@ -299,7 +299,7 @@ export class QuicStreamEnd implements Stream {
   async #pull(): Promise<void> {
     // Loops until it handed out some bytes: a chunk may hold only a frame header.
     while (!this.#readDone && !this.#quicReadTaken) {
-      let result: ReadableStreamReadResult<Uint8Array>;
+      let result: import('node:stream/web').ReadableStreamReadResult<Uint8Array>;
       try {
         result = await this.#reader.read();
       } catch (error) {

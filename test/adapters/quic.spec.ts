@@ -29,7 +29,7 @@ import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
 import { adapterCompliance } from './compliance.js';
 import { escapedErrors } from '../fixtures/hooks.js';
 import { blackhole, identity, recordingLogger, sleep } from '../fixtures/identity.js';
-import { UdpProxy } from '../fixtures/udp-proxy.js';
+import { UdpProxy } from '../../bin/udp-proxy.js';
 
 adapterCompliance('quic', async () => {
   const logger = recordingLogger();

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { quicAddress } from '../../adapters/quic/index.js';
 import type { EngineInit, PeerStream, SessionTransition } from '../../runtime/index.js';
 import { useCluster, type Cluster } from '../fixtures/quic-cluster.js';
-import { UdpProxy } from '../fixtures/udp-proxy.js';
+import { UdpProxy } from '../../bin/udp-proxy.js';
 
 const MB = 1024 * 1024;
 const TOTAL = 50 * MB;

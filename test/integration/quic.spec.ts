@@ -9,7 +9,7 @@ import { ConnectionErrorCode, PeerlineError, type PeerStream } from '../../runti
 import { useCluster, waitFor, type Cluster, type Node } from '../fixtures/quic-cluster.js';
 import { identity, sleep } from '../fixtures/identity.js';
 import { codes, echo, holder, track } from '../fixtures/swarm.js';
-import { UdpProxy } from '../fixtures/udp-proxy.js';
+import { UdpProxy } from '../../bin/udp-proxy.js';
 
 /** Writes `text`, half-closes, reads the echo. */
 async function echoOnce(stream: PeerStream, text: string): Promise<string> {

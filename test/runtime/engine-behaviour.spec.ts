@@ -36,18 +36,37 @@ describe('engine behaviour', () => {
     for (const x of answers) if (x.ok) x.stream.close();
   });
 
-  it('refuses bad input with INVALID_REQUEST, and a reply callback that throws does not break routing', async () => {
+  it('rejects bad openStream arguments with a coded TypeError/RangeError, answers bad pushed requests INVALID_REQUEST, and a reply callback that throws does not break routing', async () => {
     s = await swarm();
     const a = await s.add('a');
-    const bad = track([
-      a.openStream('', '/x'),
-      a.openStream('b', ''),
-      a.openStream('b', 'x'.repeat(300)),
-      a.openStream('a', '/x'),
-      a.openStream('b', '/x', { timeoutMs: -1 }),
+    // A bad argument is a programmer error: the promise rejects with it, no PeerlineError.
+    const bad = await Promise.all(
+      [
+        a.openStream('', '/x'),
+        a.openStream('b', ''),
+        a.openStream('b', 'x'.repeat(300)),
+        a.openStream('a', '/x'),
+        a.openStream('b', '/x', { timeoutMs: -1 }),
+        a.openStream('b', '/x', { timeoutMs: '5' as never }),
+      ].map((p) => p.then(() => 'resolved', (e: unknown) => `${(e as Error).name} ${(e as { code?: string }).code}`)),
+    );
+    assert.deepEqual(bad, [
+      'TypeError ERR_INVALID_ARG_VALUE',
+      'TypeError ERR_INVALID_ARG_VALUE',
+      'RangeError ERR_OUT_OF_RANGE',
+      'TypeError ERR_INVALID_ARG_VALUE',
+      'RangeError ERR_OUT_OF_RANGE',
+      'TypeError ERR_INVALID_ARG_TYPE',
     ]);
-    await bad.all;
-    assert.deepEqual(codes(bad.outcomes), { INVALID_REQUEST: 5 });
+    assert.equal(a.metrics().requests.total, 0, 'a rejected argument is not a request');
+    // Requests pushed into engine.requests have no caller to throw to: they are answered INVALID_REQUEST.
+    const answers: StreamAnswer[] = [];
+    const reply = (x: StreamAnswer): void => void answers.push(x);
+    for (const [peerId, protocol] of [['', '/x'], ['b', ''], ['b', 'x'.repeat(300)], ['a', '/x']] as const) {
+      a.requests.next({ peerId, protocol, reply });
+    }
+    await s.advance(1);
+    assert.deepEqual(answers.map((x) => (x.ok ? 'ok' : x.error.code)), ['INVALID_REQUEST', 'INVALID_REQUEST', 'INVALID_REQUEST', 'INVALID_REQUEST']);
     const warn = sinon.spy();
     a.requests.next({
       peerId: 'nobody',

@@ -92,7 +92,7 @@ describe('visualizer: server', () => {
     });
     foreign.terminate();
     assert.equal(refused, '403');
-    await assert.rejects(startVisualizer({ host: '0.0.0.0' }), RangeError);
+    await assert.rejects(startVisualizer({ host: '0.0.0.0' }), (e: unknown) => e instanceof TypeError && (e as { code?: string }).code === 'ERR_INVALID_ARG_VALUE' && /options.host/.test(e.message));
     await assert.rejects(startVisualizer({ port: viz.port }), /EADDRINUSE/);
   });
 
@@ -112,8 +112,8 @@ describe('visualizer: server', () => {
     const sent = viz.stats().messagesSent;
     viz.addEngine(list[1]!, 'bob');
     assert.equal(viz.stats().messagesSent, sent);
-    assert.throws(() => viz!.addEngine(list[1]!, ''), { name: 'TypeError', message: /^name must be a non-empty string/ });
-    await assert.rejects(startVisualizer({ names: { a: 7 as unknown as string } }), { name: 'TypeError', message: /^names\["a"\] must be a non-empty string/ });
+    assert.throws(() => viz!.addEngine(list[1]!, ''), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: /^name must be a non-empty string/ });
+    await assert.rejects(startVisualizer({ names: { a: 7 as unknown as string } }), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: /^options\.names\["a"\] must be a non-empty string/ });
   });
 
   it('sends a snapshot of the peers and their states, then live updates, the selected timeline and metrics', async () => {
