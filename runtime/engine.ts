@@ -1289,9 +1289,7 @@ export class Engine {
       if (pending !== undefined) this.#answer(id, info('CONNECTION_LOST', 'stream vanished before delivery'));
       this.#metrics.internalErrors += 1;
       // The machine counted the stream open when it asked for delivery: give the credit back.
-      if (record !== undefined && !entry.removed) {
-        entry.actor.send({ type: 'STREAM.CLOSED', connectionId: record.connectionId, inbound: false });
-      }
+      if (record !== undefined) this.#streamClosed(entry, record.connectionId, false);
       return;
     }
     // After delivery the signal still owns the stream: aborting it aborts the stream (see `Pending`).
