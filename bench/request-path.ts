@@ -40,8 +40,8 @@ import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Connection, ConnectionHandlers, IncomingStream, Stream } from '../adapters/adapter.js';
 import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
-import { createEngine, Engine, type EngineInit, type PeerStream } from '../runtime/index.js';
-import { RESULT_PREFIX, drive, gc, int, median, numberArg, say } from './common.js';
+import { Engine, type EngineInit, type PeerStream } from '../runtime/index.js';
+import { RESULT_PREFIX, drive, gc, hubWithPeers, int, median, numberArg, say } from './common.js';
 
 const PROTOCOL = '/bench/1';
 /** Requests per second the engine path must reach. */
@@ -133,28 +133,15 @@ async function rawWorld(peerCount: number): Promise<World> {
 }
 
 async function engineWorld(peerCount: number): Promise<World> {
-  const clock = new VirtualClock();
-  const network = new MemoryNetwork({ clock, latencyMs: 0 });
   const counts: Counts = { delivered: 0, failed: 0, handled: 0 };
-  const hub = createEngine({ adapter: network.node('hub'), clock, trace: false, ...HUB });
-  await hub.start();
-  const peers: string[] = [];
-  const remotes: Engine[] = [];
-  for (let i = 0; i < peerCount; i++) {
-    const peerId = `peer-${i}`;
-    peers.push(peerId);
-    const remote = createEngine({ adapter: network.node(peerId), clock, trace: false, idleTimeoutMs: Infinity });
-    remote.handle(PROTOCOL, (stream) => {
+  const { clock, network, hub, remotes, peers } = await hubWithPeers(peerCount, {
+    hub: HUB,
+    protocol: PROTOCOL,
+    handler: (stream) => {
       counts.handled += 1;
       stream.close();
-    });
-    await remote.start();
-    remotes.push(remote);
-    hub.addPeer(peerId, [network.address(peerId)]);
-  }
-  let connected = 0;
-  for (const peerId of peers) void hub.withConnection(peerId, () => void (connected += 1));
-  await drive(clock, () => connected === peerCount, 'engine: connecting');
+    },
+  });
   const actors = peers.map((peerId) => Engine.actorOf(hub, peerId)!);
   const onStream = (_stream: PeerStream): void => void (counts.delivered += 1);
   const onError = (): void => void (counts.failed += 1);
