@@ -108,10 +108,10 @@ export class VirtualClock implements Clock {
   /** Fires the live timers due at `at` that exist now, in (at, id) order. */
   #fireRound(at: number): void {
     this.#now = at;
-    const heap = this.#heap;
     const end = this.#nextId;
     for (;;) {
-      const next = heap[0];
+      // Read the heap anew each time: a callback that sets a timer may compact it into a new array.
+      const next = this.#heap[0];
       if (next === undefined || next.at !== at || next.id >= end) break;
       this.#pop();
       const fn = next.fn;

@@ -60,6 +60,23 @@ describe('VirtualClock', () => {
     assert.equal(clock.pending(), 0);
   });
 
+  it('a timer set during a round that compacts the heap leaves the rest of the round intact', async () => {
+    const clock = new VirtualClock();
+    const fired: string[] = [];
+    clock.setTimeout(() => {
+      fired.push('a');
+      // The heap holds far more cleared timers than live ones: this one rebuilds it.
+      clock.setTimeout(() => fired.push('x'), 0);
+    }, 10);
+    clock.setTimeout(() => fired.push('b'), 10);
+    clock.setTimeout(() => fired.push('c'), 10);
+    const dead = Array.from({ length: 2000 }, () => clock.setTimeout(() => fired.push('dead'), 100));
+    for (const handle of dead) clock.clearTimeout(handle);
+    await clock.advance(10);
+    assert.deepEqual(fired, ['a', 'b', 'c', 'x']);
+    assert.equal(clock.pending(), 0);
+  });
+
   it('cleared and infinite timers never fire', async () => {
     const clock = new VirtualClock();
     let fired = 0;
