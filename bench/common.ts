@@ -2,7 +2,8 @@
  * Small helpers shared by the benchmarks: argument parsing, medians, number
  * formatting, and a driver that moves a virtual clock until a condition holds.
  */
-import type { VirtualClock } from '../adapters/memory/index.js';
+import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
+import { createEngine, type Engine, type EngineInit, type StreamHandler } from '../runtime/index.js';
 
 /** Reads `--name value` (or `--name=value`) from argv as a number. */
 export function numberArg(name: string, fallback: number, argv: readonly string[] = process.argv.slice(2)): number {
@@ -83,3 +84,42 @@ export function say(line = ''): void {
 
 /** Marker of the machine-readable line a child benchmark prints for `bench/run.ts`. */
 export const RESULT_PREFIX = 'BENCH_RESULT ';
+
+/** A hub engine `ready` with its remote engines, see `hubWithPeers`. */
+export interface HubWorld {
+  readonly clock: VirtualClock;
+  readonly network: MemoryNetwork;
+  readonly hub: Engine;
+  readonly remotes: Engine[];
+  /** The remotes' peer ids: `peer-0`, `peer-1`, ... */
+  readonly peers: readonly string[];
+}
+
+/**
+ * A hub engine and `peerCount` remote engines on one memory network with
+ * latency 0 and a fresh virtual clock, every remote serving `protocol` with
+ * `handler`; resolves once the hub is `ready` with every remote. Engines trace
+ * nothing; the remotes never idle out.
+ */
+export async function hubWithPeers(
+  peerCount: number,
+  options: { readonly hub: EngineInit; readonly protocol: string; readonly handler: StreamHandler },
+): Promise<HubWorld> {
+  const clock = new VirtualClock();
+  const network = new MemoryNetwork({ clock, latencyMs: 0 });
+  const hub = createEngine({ adapter: network.node('hub'), clock, trace: false, ...options.hub });
+  await hub.start();
+  const peers = Array.from({ length: peerCount }, (_, i) => `peer-${i}`);
+  const remotes: Engine[] = [];
+  for (const peerId of peers) {
+    const remote = createEngine({ adapter: network.node(peerId), clock, trace: false, idleTimeoutMs: Infinity });
+    remote.handle(options.protocol, options.handler);
+    await remote.start();
+    remotes.push(remote);
+    hub.addPeer(peerId, [network.address(peerId)]);
+  }
+  let connected = 0;
+  for (const peerId of peers) void hub.withConnection(peerId, () => void (connected += 1));
+  await drive(clock, () => connected === peerCount, 'connecting the hub to its peers');
+  return { clock, network, hub, remotes, peers };
+}

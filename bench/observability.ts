@@ -21,9 +21,9 @@
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { fileURLToPath } from 'node:url';
-import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
-import { CHANNELS, createEngine, prometheus, type Engine } from '../runtime/index.js';
-import { RESULT_PREFIX, drive, gc, int, median, numberArg, say } from './common.js';
+import type { VirtualClock } from '../adapters/memory/index.js';
+import { CHANNELS, prometheus, type Engine } from '../runtime/index.js';
+import { RESULT_PREFIX, drive, gc, hubWithPeers, int, median, numberArg, say } from './common.js';
 
 const PROTOCOL = '/bench/1';
 
@@ -51,24 +51,11 @@ interface World {
 }
 
 async function world(peerCount: number): Promise<World> {
-  const clock = new VirtualClock();
-  const network = new MemoryNetwork({ clock, latencyMs: 0 });
-  const quiet = { clock, trace: false, idleTimeoutMs: Infinity } as const;
-  const hub = createEngine({ adapter: network.node('hub'), ...quiet, maxConnections: Infinity, streamOpenTimeoutMs: 60_000 });
-  await hub.start();
-  const peers = Array.from({ length: peerCount }, (_, i) => `peer-${i}`);
-  const remotes: Engine[] = [];
-  for (const peerId of peers) {
-    const remote = createEngine({ adapter: network.node(peerId), ...quiet });
-    remote.handle(PROTOCOL, (stream) => stream.close());
-    await remote.start();
-    remotes.push(remote);
-    hub.addPeer(peerId, [network.address(peerId)]);
-  }
-  let connected = 0;
-  for (const peerId of peers) void hub.withConnection(peerId, () => void (connected += 1));
-  await drive(clock, () => connected === peerCount, 'connecting the hub to its peers');
-  return { clock, hub, remotes, peers };
+  return hubWithPeers(peerCount, {
+    hub: { idleTimeoutMs: Infinity, maxConnections: Infinity, streamOpenTimeoutMs: 60_000 },
+    protocol: PROTOCOL,
+    handler: (stream) => stream.close(),
+  });
 }
 
 async function teardown(w: World): Promise<void> {

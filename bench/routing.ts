@@ -50,9 +50,9 @@
  *   (--requests is per path and per round)
  */
 import { fileURLToPath } from 'node:url';
-import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
-import { createEngine, Engine, type EngineInit, type StreamAnswer } from '../runtime/index.js';
-import { RESULT_PREFIX, drive, gc, int, median, numberArg, say } from './common.js';
+import type { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
+import { Engine, type EngineInit, type StreamAnswer } from '../runtime/index.js';
+import { RESULT_PREFIX, drive, gc, hubWithPeers, int, median, numberArg, say } from './common.js';
 
 const PROTOCOL = '/bench/1';
 const GOAL = 1.25;
@@ -130,26 +130,17 @@ interface World {
 }
 
 async function world(peerCount: number): Promise<World> {
-  const clock = new VirtualClock();
-  const network = new MemoryNetwork({ clock, latencyMs: 0 });
-  const hub = createEngine({ adapter: network.node('hub'), clock, trace: false, ...HUB });
-  await hub.start();
-  const peers = Array.from({ length: peerCount }, (_, i) => `peer-${i}`);
-  const w: World = { clock, network, hub, peers, remotes: [], remoteOpened: 0 };
-  for (const peerId of peers) {
-    const remote = createEngine({ adapter: network.node(peerId), clock, trace: false, idleTimeoutMs: Infinity });
-    remote.handle(PROTOCOL, (stream) => {
-      w.remoteOpened += 1;
+  let w: World | undefined;
+  const made = await hubWithPeers(peerCount, {
+    hub: HUB,
+    protocol: PROTOCOL,
+    handler: (stream) => {
+      w!.remoteOpened += 1;
       stream.close();
-    });
-    await remote.start();
-    w.remotes.push(remote);
-    hub.addPeer(peerId, [network.address(peerId)]);
-  }
-  let connected = 0;
-  for (const peerId of peers) void hub.withConnection(peerId, () => void (connected += 1));
-  await drive(clock, () => connected === peerCount, 'connecting the hub to its peers');
-  const states = hub.snapshot().peers.map((p) => p.state);
+    },
+  });
+  w = { ...made, remoteOpened: 0 };
+  const states = w.hub.snapshot().peers.map((p) => p.state);
   if (states.length !== peerCount || states.some((s) => s !== 'ready')) throw new Error(`peers not ready: ${states.join(',')}`);
   return w;
 }

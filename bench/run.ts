@@ -15,6 +15,7 @@ import type { DialQueueRow } from './dial-queue.js';
 import type { MemoryRow } from './memory.js';
 import type { ObservabilityReport } from './observability.js';
 import type { PruneReport } from './prune.js';
+import type { RequestPathReport } from './request-path.js';
 import type { ResumeReport } from './resume.js';
 import type { RoutingReport } from './routing.js';
 
@@ -33,6 +34,12 @@ const CHILDREN: readonly Child[] = [
     name: 'routing',
     script: here('./routing.ts'),
     args: quick ? ['--requests', '2000', '--rounds', '2'] : [],
+    timeoutMs: 180_000,
+  },
+  {
+    name: 'request-path',
+    script: here('./request-path.ts'),
+    args: quick ? ['--requests', '4000', '--sequential', '500', '--rounds', '2'] : [],
     timeoutMs: 180_000,
   },
   {
@@ -133,6 +140,23 @@ for (const child of CHILDREN) {
         `  routing/direct ${r.ratio.toFixed(3)}x, openStream/direct ${r.ratioOpenStream.toFixed(3)}x ` +
           `(goal <= ${r.goal}x: ${r.ratio <= r.goal ? 'MET' : 'NOT MET'} / ${r.ratioOpenStream <= r.goal ? 'MET' : 'NOT MET'}); ` +
           `by CPU time ${r.cpuRatio.toFixed(3)}x / ${r.cpuRatioOpenStream.toFixed(3)}x`,
+      );
+      break;
+    }
+    case 'request-path': {
+      const r = o.result as unknown as RequestPathReport;
+      say(`request path on the memory network (${took}):`);
+      for (const m of r.modes) {
+        say(
+          `  ${m.mode}: engine ${int(m.engine.perSecond)} req/s (main-thread CPU ${int(m.engine.perMainCpuSecond)}, process CPU ${int(m.engine.perCpuSecond)}), ` +
+            `raw network ${int(m.raw.perSecond)} req/s (${int(m.raw.perCpuSecond)}); engine/raw ${m.ratio.toFixed(2)}x, CPU ${m.cpuRatio.toFixed(2)}x`,
+        );
+      }
+      const batch = r.modes[0]!.engine;
+      const met = (rate: number): string => (rate >= r.goal ? 'MET' : 'NOT MET');
+      say(
+        `  goal engine >= ${int(r.goal)} req/s (batch): ${met(batch.perSecond)} by wall time, ${met(batch.perMainCpuSecond)} by main-thread CPU, ` +
+          `${met(batch.perCpuSecond)} by process CPU`,
       );
       break;
     }

@@ -270,9 +270,10 @@ const machineSetup = base.extend({
     }),
     streamClosed: base.assign(({ context, event }) => {
       const inbound = event.type === 'STREAM.CLOSED' && event.inbound;
+      const count = event.type === 'STREAM.CLOSED' ? (event.count ?? 1) : 1;
       return {
-        streams: Math.max(0, context.streams - 1),
-        inboundStreams: inbound ? Math.max(0, context.inboundStreams - 1) : context.inboundStreams,
+        streams: Math.max(0, context.streams - count),
+        inboundStreams: inbound ? Math.max(0, context.inboundStreams - count) : context.inboundStreams,
       };
     }),
     maybeAcceptInbound: base.enqueueActions(({ context, event, enqueue, check }) => {
@@ -934,7 +935,8 @@ function helloError(event: { type: string; version: number; peerId: string }, ex
   return info('PEER_IDENTITY_MISMATCH', `handshake names peer ${event.peerId}`, ConnectionErrorCode.IdentityMismatch);
 }
 
-function closedError(event: { code: number | undefined; reason: string; error: boolean }): ErrorInfo {
+/** The error a connection's close means for the machine (and for a dial whose connection closed as it came up). */
+export function closedError(event: { code: number | undefined; reason: string; error: boolean }): ErrorInfo {
   const detail = event.code === undefined ? event.reason : `${event.reason} (code ${event.code})`;
   if (event.code === ConnectionErrorCode.IdentityMismatch) {
     return info('PEER_IDENTITY_MISMATCH', `connection closed: ${detail}`, ConnectionErrorCode.IdentityMismatch);

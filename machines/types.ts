@@ -131,7 +131,8 @@ export type ConnectionEvent =
   | { type: 'STREAM.OPENED'; id: string }
   | { type: 'STREAM.OPEN_FAILED'; id: string; error: ErrorInfo }
   | { type: 'STREAM.OPEN_TIMEOUT'; id: string }
-  | { type: 'STREAM.CLOSED'; connectionId: string; inbound: boolean }
+  /** `count` streams (default 1) of this direction closed on `connectionId`. */
+  | { type: 'STREAM.CLOSED'; connectionId: string; inbound: boolean; count?: number }
   | { type: 'STREAM.INBOUND'; connectionId: string; streamId: string; protocol: string }
   | { type: 'LEASE.RELEASE'; connectionId: string }
   | { type: 'PRUNE' }

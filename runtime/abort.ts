@@ -9,46 +9,59 @@
  * off again, so nothing is left on a signal that outlives its requests.
  */
 
+/** What is told of an abort: an object, so a hot path registers itself without a closure (as EventTarget's `handleEvent`). */
+export interface AbortTarget {
+  handleEvent(): void;
+}
+
 interface Fanout {
-  readonly callbacks: Set<{ readonly fn: () => void }>;
+  readonly targets: Set<AbortTarget>;
   readonly listener: () => void;
 }
 
 const fanouts = new WeakMap<AbortSignal, Fanout>();
 
 /**
- * Runs `fn` once when `signal` aborts. Returns the function that cancels the
- * registration (idempotent). A signal that is already aborted never calls
- * back: callers check `signal.aborted` first.
+ * Calls `target.handleEvent()` once when `signal` aborts, unless
+ * `unlistenAbort` came first. A signal that is already aborted never calls
+ * back: callers check `signal.aborted` first. Registering a target twice is
+ * one registration.
  */
-export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+export function listenAbort(signal: AbortSignal, target: AbortTarget): void {
   let fanout = fanouts.get(signal);
   if (fanout === undefined) {
-    const callbacks = new Set<{ readonly fn: () => void }>();
+    const targets = new Set<AbortTarget>();
     const listener = (): void => {
       fanouts.delete(signal);
-      // A copy: callbacks remove themselves (and others) while they run.
-      for (const token of [...callbacks]) {
-        if (!callbacks.has(token)) continue;
-        callbacks.delete(token);
-        token.fn();
+      // A copy: targets remove themselves (and others) while they run.
+      for (const t of [...targets]) {
+        if (!targets.delete(t)) continue;
+        t.handleEvent();
       }
     };
-    fanout = { callbacks, listener };
+    fanout = { targets, listener };
     fanouts.set(signal, fanout);
     signal.addEventListener('abort', listener, { once: true });
   }
-  const token = { fn };
-  const own = fanout;
-  own.callbacks.add(token);
-  return () => {
-    if (!own.callbacks.delete(token) || own.callbacks.size > 0) return;
-    if (fanouts.get(signal) === own) fanouts.delete(signal);
-    signal.removeEventListener('abort', own.listener);
-  };
+  fanout.targets.add(target);
+}
+
+/** Cancels `target`'s registration on `signal` (idempotent); the last one takes the listener off. */
+export function unlistenAbort(signal: AbortSignal, target: AbortTarget): void {
+  const fanout = fanouts.get(signal);
+  if (fanout === undefined || !fanout.targets.delete(target) || fanout.targets.size > 0) return;
+  fanouts.delete(signal);
+  signal.removeEventListener('abort', fanout.listener);
+}
+
+/** Runs `fn` once when `signal` aborts. Returns the function that cancels the registration (idempotent). */
+export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  const target: AbortTarget = { handleEvent: fn };
+  listenAbort(signal, target);
+  return () => unlistenAbort(signal, target);
 }
 
 /** Registrations still held on `signal` (for tests). */
 export function abortCallbacks(signal: AbortSignal): number {
-  return fanouts.get(signal)?.callbacks.size ?? 0;
+  return fanouts.get(signal)?.targets.size ?? 0;
 }

@@ -12,7 +12,7 @@ import {
   type IncomingStream,
   type Stream,
 } from '../adapters/adapter.js';
-import { canRetry, connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
+import { canRetry, closedError, connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
 import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
 import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { Admission, type AdmissionSnapshot } from './admission.js';
@@ -23,7 +23,7 @@ import { SharedActorSystem, createRootActor, stopRootActor } from './actor-syste
 import { DialQueue } from './dial-queue.js';
 import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
-import { onAbort } from './abort.js';
+import { listenAbort, unlistenAbort } from './abort.js';
 import { PeerStates } from './peer-states.js';
 import { ProtocolLimits, STREAM_LIMIT_REASON, validateHandlerOptions, type HandlerOptions } from './protocol-limits.js';
 import { rankAddresses, staggeredDial } from './staggered-dial.js';
@@ -192,20 +192,15 @@ interface PeerPriority {
 
 type LeaseValue = { readonly connection: LeasedConnection; readonly release: () => void };
 
-/** A request as `#submit` takes it, from `requests` or `withConnection`. */
-interface SubmitSpec {
-  readonly peerId: string;
-  readonly protocol: string;
-  readonly kind: 'stream' | 'lease';
-  readonly signal: AbortSignal | undefined;
-  readonly deadline: number | undefined;
-  readonly waitForReady: boolean;
-  readonly onStream: (answer: StreamAnswer) => void;
-  readonly onLease: ((value: LeaseValue) => void) | undefined;
-}
-
-/** A request the engine owes an answer. Settled exactly once (see `#settle`). */
-interface Pending {
+/**
+ * A request the engine owes an answer. Settled exactly once (see `#settle`).
+ *
+ * It is also the listener on the caller's signal (`handleEvent`), one
+ * listener for the request's whole life: while pending, an abort cancels the
+ * request; once a stream is delivered, an abort aborts the stream, until the
+ * stream closes.
+ */
+class Pending {
   readonly id: string;
   readonly peerId: string;
   readonly protocol: string;
@@ -215,10 +210,61 @@ interface Pending {
   readonly onLease: ((value: LeaseValue) => void) | undefined;
   /** When it arrived, on the engine's clock: stream-open latency and the diagnostics' durations. */
   readonly startedAt: number;
-  timer: unknown;
-  /** Cancels the abort registration (one listener per signal, see abort.ts). */
-  abortOff: (() => void) | undefined;
-  entry: Entry | undefined;
+  readonly #onAbort: (pending: Pending) => void;
+  timer: unknown = undefined;
+  /** True while the record listens on `signal`. */
+  listening = false;
+  entry: Entry | undefined = undefined;
+  /** The stream delivered for this request, until it closes. */
+  stream: Stream | undefined = undefined;
+
+  constructor(
+    id: string,
+    spec: Omit<RequestSpec, 'deadline'>,
+    onAbort: (pending: Pending) => void,
+    startedAt: number,
+  ) {
+    this.id = id;
+    this.peerId = spec.peerId;
+    this.protocol = spec.protocol;
+    this.kind = spec.kind;
+    this.signal = spec.signal;
+    this.onStream = spec.onStream;
+    this.onLease = spec.onLease;
+    this.#onAbort = onAbort;
+    this.startedAt = startedAt;
+  }
+
+  handleEvent(): void {
+    const stream = this.stream;
+    if (stream !== undefined) stream.abort('aborted');
+    else this.#onAbort(this);
+  }
+
+  listen(): void {
+    if (this.signal === undefined || this.listening) return;
+    this.listening = true;
+    listenAbort(this.signal, this);
+  }
+
+  unlisten(): void {
+    if (!this.listening) return;
+    this.listening = false;
+    unlistenAbort(this.signal!, this);
+  }
+}
+
+/** What a request is, as `#submit` takes it. */
+interface RequestSpec {
+  readonly peerId: string;
+  readonly protocol: string;
+  readonly kind: 'stream' | 'lease';
+  readonly signal: AbortSignal | undefined;
+  readonly deadline: number | undefined;
+  /** Wait through backoff and retries instead of failing at once (`OpenStreamOptions.waitForReady`). */
+  readonly waitForReady: boolean;
+  readonly onStream: (answer: StreamAnswer) => void;
+  readonly onLease: ((value: LeaseValue) => void) | undefined;
 }
 
 function describe(error: unknown): string {
@@ -241,7 +287,9 @@ function prunableKind(value: unknown, context: { pinned: boolean; queue: readonl
 
 function topState(value: unknown): ConnectionState | 'start' {
   if (typeof value === 'string') return value as ConnectionState;
-  return Object.keys(value as object)[0] as ConnectionState;
+  // The first key, without the array Object.keys makes: this runs on every microstep.
+  for (const key in value as object) return key as ConnectionState;
+  return 'start';
 }
 
 /** Maps a transport failure to the error a request or a machine ends with. */
@@ -329,10 +377,30 @@ export class Engine {
   #escalate: (() => void) | undefined;
   /** The callbacks of every entry's connections, shared. */
   readonly #host: EntryHost = {
-    onControl: (entry, connection, message) => this.#guard('control', () => this.#onControl(entry, connection, message)),
-    onStream: (entry, connection, incoming) => this.#guard('inbound stream', () => this.#onStream(entry, connection, incoming)),
-    onClose: (entry, connection, close) => this.#guard('close', () => this.#onClose(entry, connection, close)),
+    onControl: (entry, connection, message) => {
+      try {
+        this.#onControl(entry, connection, message);
+      } catch (error) {
+        this.#failed('control', error);
+      }
+    },
+    onStream: (entry, connection, incoming) => {
+      try {
+        this.#onStream(entry, connection, incoming);
+      } catch (error) {
+        this.#failed('inbound stream', error);
+      }
+    },
+    onClose: (entry, connection, close) => {
+      try {
+        this.#onClose(entry, connection, close);
+      } catch (error) {
+        this.#failed('close', error);
+      }
+    },
   };
+  /** A pending request's caller aborted. One function for all of them. */
+  readonly #onRequestAbort = (pending: Pending): void => this.#cancel(pending, info('ABORTED', 'the request was aborted'));
   /** The actor system of every peer machine, created with the first one. */
   #actorSystem: SharedActorSystem<Entry> | undefined;
   #limits: ConnectionLimits | undefined;
@@ -693,15 +761,21 @@ export class Engine {
         this.#resume.open(peerId, protocol, link).then(resolve, reject);
         return;
       }
-      const request: StreamRequest = {
-        peerId,
-        protocol,
-        reply: (answer) => (answer.ok ? resolve(answer.stream) : reject(answer.error)),
-        ...(signal === undefined ? {} : { signal }),
-        ...(timeoutMs === undefined ? {} : { deadline: this.clock.now() + timeoutMs }),
-        ...(waitForReady === true ? { waitForReady } : {}),
-      };
-      this.requests.next(request);
+      // Straight to the routing step `requests.next` leads to, without the request object and the Subject.
+      try {
+        this.#submit({
+          peerId,
+          protocol,
+          kind: 'stream',
+          signal,
+          deadline: timeoutMs === undefined ? undefined : this.clock.now() + timeoutMs,
+          waitForReady,
+          onStream: (answer) => (answer.ok ? resolve(answer.stream) : reject(answer.error)),
+          onLease: undefined,
+        });
+      } catch (error) {
+        this.#failed('route', error);
+      }
     });
   }
 
@@ -814,7 +888,7 @@ export class Engine {
     });
   }
 
-  #submit(spec: SubmitSpec): void {
+  #submit(spec: RequestSpec): void {
     // An answer given while this runs (invalid, stopped, QUEUE_FULL, backing
     // off) is delivered on a microtask: never synchronously from requests.next().
     this.#submitting += 1;
@@ -825,21 +899,9 @@ export class Engine {
     }
   }
 
-  #submitNow(spec: SubmitSpec): void {
+  #submitNow(spec: RequestSpec): void {
     this.#metrics.total += 1;
-    const pending: Pending = {
-      id: (this.#nextRequest++).toString(36),
-      peerId: spec.peerId,
-      protocol: spec.protocol,
-      kind: spec.kind,
-      signal: spec.signal,
-      onStream: spec.onStream,
-      onLease: spec.onLease,
-      startedAt: this.clock.now(),
-      timer: undefined,
-      abortOff: undefined,
-      entry: undefined,
-    };
+    const pending = new Pending((this.#nextRequest++).toString(36), spec, this.#onRequestAbort, this.clock.now());
     const invalid = this.#validate(spec);
     if (invalid !== undefined) return this.#reply(pending, { ok: false, error: toPeerlineError(invalid, spec.peerId) });
     if (this.#status !== 'running') {
@@ -857,9 +919,7 @@ export class Engine {
         wait,
       );
     }
-    if (spec.signal !== undefined) {
-      pending.abortOff = onAbort(spec.signal, () => this.#cancel(pending, info('ABORTED', 'the request was aborted')));
-    }
+    pending.listen();
     const entry = this.#entries.get(spec.peerId) ?? this.#createEntry(spec.peerId, 'outbound');
     if (entry === undefined) {
       return this.#answer(pending.id, info('CONNECTION_LIMIT', `${this.options.maxConnections} connections are open and none is idle`));
@@ -913,12 +973,17 @@ export class Engine {
     this.#reply(pending, { ok: false, error: toPeerlineError(error, pending.peerId) });
   }
 
-  /** Forgets a pending request: it is answered by the caller right after. */
-  #settle(pending: Pending): void {
+  /**
+   * Forgets a pending request: it is answered by the caller right after. The
+   * record keeps listening on the caller's signal only when a stream is
+   * delivered (`stream`): the signal owns the stream until it closes.
+   */
+  #settle(pending: Pending, stream?: Stream): void {
     this.#pending.delete(pending.id);
     pending.entry?.deleteRequest(pending.id);
     if (pending.timer !== undefined) this.clock.clearTimeout(pending.timer);
-    pending.abortOff?.();
+    if (stream === undefined) pending.unlisten();
+    else pending.stream = stream;
   }
 
   #reply(pending: Pending, answer: StreamAnswer): void {
@@ -1155,16 +1220,22 @@ export class Engine {
     const peerId = connection.remotePeerId;
     const entry = this.#entries.get(peerId);
     if (entry !== undefined) {
-      this.#attach(entry, connection);
-      entry.actor.send({ type: 'CONNECTION.INBOUND', connectionId: connection.id });
+      // A connection that closed before it got here is not offered to the machine.
+      if (this.#attach(entry, connection).closed === undefined) entry.actor.send({ type: 'CONNECTION.INBOUND', connectionId: connection.id });
       return;
     }
     if (this.#createEntry(peerId, 'inbound', connection) === undefined) this.#admission.refuse(connection, ConnectionErrorCode.ConnectionLimit);
   }
 
-  #attach(entry: Entry, connection: Connection): void {
+  /**
+   * Hands the connection's events to `entry`. Events that came before are
+   * delivered now, a close among them: the link says so (`closed`).
+   */
+  #attach(entry: Entry, connection: Connection): Link {
     entry.addConnection(connection);
-    connection.setHandlers(new Link(entry, connection));
+    const link = new Link(entry, connection);
+    connection.setHandlers(link);
+    return link;
   }
 
   #onClose(entry: Entry, connection: Connection, close: CloseInfo): void {
@@ -1252,7 +1323,13 @@ export class Engine {
       connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned));
       throw this.#dialFailed(peerId, addresses, startedAt, info('CONNECT_TIMEOUT', 'dial finished after it was abandoned'));
     }
-    this.#attach(entry, connection);
+    const closed = this.#attach(entry, connection).closed;
+    if (closed !== undefined) {
+      // It closed as it came up (the remote refused it at once, say): the close reached the machine
+      // before the connection did, so the dial fails with the close's reason.
+      this.#metrics.dialsFailed += 1;
+      throw this.#dialFailed(peerId, addresses, startedAt, closedError(closed));
+    }
     if (diagnostics.dial.hasSubscribers) {
       const at = this.clock.now();
       const connectionId = connection.id;
@@ -1283,14 +1360,23 @@ export class Engine {
     const o = this.options;
     const effect =
       <P>(name: string, fn: (entry: Entry, params: P) => void) =>
-      ({ context }: { context: { peerId: string } }, params: P): void =>
-        this.#guard(name, () => {
+      ({ context }: { context: { peerId: string } }, params: P): void => {
+        try {
           const entry = this.#entryOf(context.peerId);
           if (entry !== undefined) fn(entry, params);
-        });
+        } catch (error) {
+          this.#failed(name, error);
+        }
+      };
     return connectionMachine.provide({
       actions: {
-        answer: (_args, { id, error }) => this.#guard('answer', () => this.#answer(id, error)),
+        answer: (_args, { id, error }) => {
+          try {
+            this.#answer(id, error);
+          } catch (failure) {
+            this.#failed('answer', failure);
+          }
+        },
         deliverStream: effect('deliverStream', (entry, { id }: { id: string }) => this.#deliver(entry, id)),
         grantLease: effect('grantLease', (entry, { id, connectionId }: { id: string; connectionId: string }) =>
           this.#grantLease(entry, id, connectionId),
@@ -1375,21 +1461,27 @@ export class Engine {
       attempt = Promise.reject(error);
     }
     attempt.then(
-      (stream) =>
-        this.#guard('stream opened', () => {
+      (stream) => {
+        try {
           if (entry.open(params.id) !== record || controller.signal.aborted || entry.removed) {
             stream.abort('no longer wanted');
             return;
           }
           record.stream = stream;
           entry.actor.send({ type: 'STREAM.OPENED', id: params.id });
-        }),
-      (error: unknown) =>
-        this.#guard('stream failed', () => {
+        } catch (error) {
+          this.#failed('stream opened', error);
+        }
+      },
+      (error: unknown) => {
+        try {
           if (entry.open(params.id) !== record || entry.removed) return;
           entry.deleteOpen(params.id);
           entry.actor.send({ type: 'STREAM.OPEN_FAILED', id: params.id, error: transportErrorInfo(error, 'stream') });
-        }),
+        } catch (failure) {
+          this.#failed('stream failed', failure);
+        }
+      },
     );
   }
 
@@ -1411,24 +1503,44 @@ export class Engine {
       if (pending !== undefined) this.#answer(id, info('CONNECTION_LOST', 'stream vanished before delivery'));
       this.#metrics.internalErrors += 1;
       // The machine counted the stream open when it asked for delivery: give the credit back.
-      if (record !== undefined && !entry.removed) {
-        entry.actor.send({ type: 'STREAM.CLOSED', connectionId: record.connectionId, inbound: false });
-      }
+      if (record !== undefined) this.#streamClosed(entry, record.connectionId, false);
       return;
     }
-    this.#settle(pending);
+    // After delivery the signal still owns the stream: aborting it aborts the stream (see `Pending`).
+    this.#settle(pending, stream);
     const peerStream = wrapStream(stream, entry.peerId, 'outbound');
     const connectionId = record!.connectionId;
-    // After delivery the signal still owns the stream: aborting it aborts the stream.
-    const signal = pending.signal;
-    const abortOff = signal === undefined ? undefined : onAbort(signal, () => stream.abort('aborted'));
-    void stream.closed.then(() =>
-      this.#guard('stream closed', () => {
-        abortOff?.();
-        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: false });
-      }),
-    );
+    void stream.closed.then(() => {
+      try {
+        pending.stream = undefined;
+        pending.unlisten();
+        this.#streamClosed(entry, connectionId, false);
+      } catch (error) {
+        this.#failed('stream closed', error);
+      }
+    });
     this.#reply(pending, { ok: true, stream: peerStream });
+  }
+
+  /**
+   * A stream of `entry` closed. The machine hears of it once per turn: the
+   * closes of one turn (a burst of streams ending together) go in one
+   * STREAM.CLOSED event with their count, on the next microtask.
+   */
+  #streamClosed(entry: Entry, connectionId: string, inbound: boolean): void {
+    if (entry.removed) return;
+    if (entry.addClosed(connectionId, inbound)) queueMicrotask(() => this.#flushClosed(entry));
+  }
+
+  #flushClosed(entry: Entry): void {
+    try {
+      for (const closed of entry.takeClosed()) {
+        if (entry.removed) return;
+        entry.actor.send({ type: 'STREAM.CLOSED', connectionId: closed.connectionId, inbound: closed.inbound, count: closed.count });
+      }
+    } catch (error) {
+      this.#failed('stream closed', error);
+    }
   }
 
   #grantLease(entry: Entry, id: string, connectionId: string): void {
@@ -1474,22 +1586,36 @@ export class Engine {
     // Counted in the step that accepted it, so the machine's next limit check sees it.
     const uncount = this.#protocolLimits.accepted(incoming.protocol, connectionId);
     const handlerDone = this.#protocolLimits.handlerStarted(incoming.protocol);
-    void stream.closed.then(() =>
-      this.#guard('stream closed', () => {
+    void stream.closed.then(() => {
+      try {
         uncount();
-        if (!entry.removed) entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
-      }),
-    );
+        this.#streamClosed(entry, connectionId, true);
+      } catch (error) {
+        this.#failed('stream closed', error);
+      }
+    });
     const peerStream = wrapStream(stream, entry.peerId, 'inbound');
-    // Run the handler outside the machine's step; its failure aborts the stream only.
-    void Promise.resolve()
-      .then(() => handler(peerStream))
-      .catch((error: unknown) => {
-        this.#metrics.handlerErrors += 1;
-        this.#log.warn(`peerline: handler for ${incoming.protocol} failed`, error);
-        stream.abort('handler failed');
-      })
-      .finally(handlerDone);
+    const failed = (error: unknown): void => {
+      this.#metrics.handlerErrors += 1;
+      this.#log.warn(`peerline: handler for ${incoming.protocol} failed`, error);
+      stream.abort('handler failed');
+    };
+    // Run the handler outside the machine's step; its failure (thrown or rejected) aborts the stream only.
+    queueMicrotask(() => {
+      try {
+        const result = handler(peerStream);
+        if (result !== undefined && result !== null && typeof (result as Promise<void>).then === 'function') {
+          (result as Promise<void>).then(handlerDone, (error: unknown) => {
+            handlerDone();
+            failed(error);
+          });
+          return;
+        }
+      } catch (error) {
+        failed(error);
+      }
+      handlerDone();
+    });
   }
 
   #closeConnection(entry: Entry, connectionId: string, code: ConnectionErrorCode): void {
@@ -1586,9 +1712,14 @@ export class Engine {
     try {
       fn();
     } catch (error) {
-      this.#metrics.internalErrors += 1;
-      this.#log.error(`peerline: internal error in ${what}`, error);
+      this.#failed(what, error);
     }
+  }
+
+  /** Counts and logs an internal error (hot paths catch inline rather than make a closure for `#guard`). */
+  #failed(what: string, error: unknown): void {
+    this.#metrics.internalErrors += 1;
+    this.#log.error(`peerline: internal error in ${what}`, error);
   }
 }
 

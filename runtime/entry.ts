@@ -11,6 +11,13 @@ export interface OpenRecord {
   stream: Stream | null;
 }
 
+/** Streams of one connection and direction that closed, not yet told to the machine. */
+export interface ClosedStreams {
+  readonly connectionId: string;
+  readonly inbound: boolean;
+  count: number;
+}
+
 /** What an entry's connections report to: one per engine, shared by all its entries. */
 export interface EntryHost {
   onControl(entry: Entry, connection: Connection, message: ControlMessage): void;
@@ -31,6 +38,8 @@ export class Link implements ConnectionHandlers {
   readonly onControl = linkControl;
   readonly onStream = linkStream;
   readonly onClose = linkClose;
+  /** How the connection closed, once it has. */
+  closed: CloseInfo | undefined = undefined;
 
   constructor(entry: Entry, connection: Connection) {
     this.entry = entry;
@@ -47,6 +56,7 @@ function linkStream(this: Link, incoming: IncomingStream): void {
 }
 
 function linkClose(this: Link, close: CloseInfo): void {
+  this.closed = close;
   this.entry.host.onClose(this.entry, this.connection, close);
 }
 
@@ -76,6 +86,8 @@ export class Entry extends ActorHost {
   /** Requests sent into this machine and not answered yet. */
   #requests: Set<string> | undefined = undefined;
   #waiters: Array<() => void> | undefined = undefined;
+  /** Stream closes not told to the machine yet, by connection and direction, in the order first seen. */
+  #closed: ClosedStreams[] | undefined = undefined;
 
   constructor(peerId: string, host: EntryHost, system: SharedActorSystem<Entry>) {
     super(system as unknown as SharedActorSystem);
@@ -183,6 +195,29 @@ export class Entry extends ActorHost {
   /** Ids of the requests still held, oldest first (a copy: answering them changes the set). */
   requestIds(): string[] {
     return this.#requests === undefined ? [] : [...this.#requests];
+  }
+
+  /** Counts a closed stream; true when it is the first one not told to the machine yet. */
+  addClosed(connectionId: string, inbound: boolean): boolean {
+    const closed = this.#closed;
+    if (closed === undefined) {
+      this.#closed = [{ connectionId, inbound, count: 1 }];
+      return true;
+    }
+    for (const c of closed) {
+      if (c.connectionId === connectionId && c.inbound === inbound) {
+        c.count += 1;
+        return false;
+      }
+    }
+    closed.push({ connectionId, inbound, count: 1 });
+    return false;
+  }
+
+  takeClosed(): ClosedStreams[] {
+    const closed = this.#closed;
+    this.#closed = undefined;
+    return closed ?? [];
   }
 
   addWaiter(resolve: () => void): void {

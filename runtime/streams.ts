@@ -37,16 +37,52 @@ export interface LeasedConnection {
 /** Handler for inbound streams of one protocol. Its errors abort the stream, nothing more. */
 export type StreamHandler = (stream: PeerStream) => void | Promise<void>;
 
+/**
+ * A transport stream as handed to users. Its `readable` and `writable` are
+ * read from the transport stream when first used, not when it is wrapped:
+ * a transport may make them lazily (the memory network does), and a handler
+ * that only closes the stream never pays for them.
+ */
+class WrappedStream implements PeerStream {
+  readonly #stream: Stream;
+  readonly peerId: string;
+  readonly direction: 'inbound' | 'outbound';
+
+  constructor(stream: Stream, peerId: string, direction: 'inbound' | 'outbound') {
+    this.#stream = stream;
+    this.peerId = peerId;
+    this.direction = direction;
+  }
+
+  get id(): string {
+    return this.#stream.id;
+  }
+
+  get protocol(): string {
+    return this.#stream.protocol;
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#stream.readable;
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#stream.writable;
+  }
+
+  get closed(): Promise<void> {
+    return this.#stream.closed;
+  }
+
+  close(): void {
+    this.#stream.close();
+  }
+
+  abort(reason?: string): void {
+    this.#stream.abort(reason);
+  }
+}
+
 export function wrapStream(stream: Stream, peerId: string, direction: 'inbound' | 'outbound'): PeerStream {
-  return {
-    id: stream.id,
-    protocol: stream.protocol,
-    readable: stream.readable,
-    writable: stream.writable,
-    closed: stream.closed,
-    close: () => stream.close(),
-    abort: (reason?: string) => stream.abort(reason),
-    peerId,
-    direction,
-  };
+  return new WrappedStream(stream, peerId, direction);
 }

@@ -25,35 +25,71 @@ export interface StreamSide {
 
 function noop(): void {}
 
-/** One end of a stream. Implements the adapter's `Stream`. */
+/**
+ * A stream failure whose error object is made on first use and kept: most
+ * are never looked at, and an `Error` costs a stack trace to make.
+ */
+class Failure {
+  readonly kind: 'aborted' | 'closed';
+  readonly message: string;
+  #error: TransportError | undefined;
+
+  constructor(kind: 'aborted' | 'closed', message: string) {
+    this.kind = kind;
+    this.message = message;
+  }
+
+  get error(): TransportError {
+    return (this.#error ??= new TransportError(this.kind, this.message));
+  }
+}
+
+function errorOf(failure: Failure | TransportError): TransportError {
+  return failure instanceof Failure ? failure.error : failure;
+}
+
+/**
+ * One end of a stream. Implements the adapter's `Stream`.
+ *
+ * The end keeps the state of both directions itself; its `readable` and
+ * `writable` are WHATWG streams made on first access and brought to that
+ * state then (a Node web stream costs about as much to make as the rest of a
+ * request on this network, and a handler that only closes the stream never
+ * reads or writes). Until then, data that arrives waits in the read queue
+ * (counted against the window, as when nobody reads), and `close()` sends the
+ * FIN at once, as the writable would with nothing queued.
+ */
 export class StreamEnd implements Stream {
   readonly id: string;
   readonly protocol: string;
-  readonly readable: ReadableStream<Uint8Array>;
-  readonly writable: WritableStream<Uint8Array>;
-  readonly closed: Promise<void>;
   /** The other end; set when the stream is accepted. */
   peer: StreamEnd | undefined;
 
   readonly #fabric: Fabric;
   readonly #out: Lane;
   readonly #onChange: () => void;
+  #closed: Promise<void> | undefined;
   #resolveClosed: () => void = noop;
   #done = false;
 
   // Read direction.
-  #rc!: ReadableStreamDefaultController<Uint8Array>;
+  #readable: ReadableStream<Uint8Array> | undefined;
+  #rc: ReadableStreamDefaultController<Uint8Array> | undefined;
   readonly #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #fin = false;
   #readDone = false;
+  /** Why the read direction failed; undefined when it ended cleanly (or has not ended). */
+  #readFailure: Failure | TransportError | undefined;
   #pull: (() => void) | undefined;
 
   // Write direction.
+  #writable: WritableStream<Uint8Array> | undefined;
   /** Node's controller has `signal` (WHATWG streams); @types/node does not declare it. */
-  #wc!: WritableStreamDefaultController & { readonly signal: AbortSignal };
+  #wc: (WritableStreamDefaultController & { readonly signal: AbortSignal }) | undefined;
   #writeDone = false;
-  #writeError: unknown;
+  /** Why the write direction failed; undefined when it ended by FIN (or has not ended). */
+  #writeFailure: Failure | TransportError | undefined;
   #outstanding = 0;
   #room: { resolve(): void; reject(error: unknown): void } | undefined;
   #writing = false;
@@ -69,34 +105,69 @@ export class StreamEnd implements Stream {
     this.protocol = protocol;
     this.#out = out;
     this.#onChange = onChange;
-    this.closed = new Promise<void>((resolve) => {
-      this.#resolveClosed = resolve;
-    });
-    this.readable = new ReadableStream<Uint8Array>(
-      {
-        start: (controller) => {
-          this.#rc = controller;
+  }
+
+  /** Resolves once, when both directions are finished (never rejects). */
+  get closed(): Promise<void> {
+    if (this.#closed === undefined) {
+      if (this.#done) {
+        this.#closed = Promise.resolve();
+      } else {
+        this.#closed = new Promise<void>((resolve) => {
+          this.#resolveClosed = resolve;
+        });
+      }
+    }
+    return this.#closed;
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    if (this.#readable === undefined) {
+      this.#readable = new ReadableStream<Uint8Array>(
+        {
+          start: (controller) => {
+            this.#rc = controller;
+            // Brought to the state the read direction reached before anyone looked.
+            if (!this.#readDone) return;
+            const failure = this.#readFailure;
+            if (failure === undefined) controller.close();
+            else controller.error(this.#readError());
+          },
+          pull: () => this.#onPull(),
+          cancel: () => this.#onCancel(),
         },
-        pull: () => this.#onPull(),
-        cancel: () => this.#onCancel(),
-      },
-      { highWaterMark: 0 },
-    );
-    this.writable = new WritableStream<Uint8Array>({
-      start: (controller) => {
-        this.#wc = controller as WritableStreamDefaultController & { readonly signal: AbortSignal };
-      },
-      write: (chunk) => this.#write(chunk),
-      close: () => this.#onWritableClose(),
-      abort: (reason) => this.#onWritableAbort(reason),
-    }, {
-      highWaterMark: 1,
-      // Called once per write() as the chunk is queued: lets close() know what is pending.
-      size: () => {
-        this.#entered++;
-        return 1;
-      },
-    });
+        { highWaterMark: 0 },
+      );
+    }
+    return this.#readable;
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    if (this.#writable === undefined) {
+      const finished = this.#writeDone;
+      this.#writable = new WritableStream<Uint8Array>(
+        {
+          start: (controller) => {
+            this.#wc = controller as WritableStreamDefaultController & { readonly signal: AbortSignal };
+            if (finished && this.#writeFailure !== undefined) controller.error(this.#writeError());
+          },
+          write: (chunk) => this.#write(chunk),
+          close: () => this.#onWritableClose(),
+          abort: (reason) => this.#onWritableAbort(reason),
+        },
+        {
+          highWaterMark: 1,
+          // Called once per write() as the chunk is queued: lets close() know what is pending.
+          size: () => {
+            this.#entered++;
+            return 1;
+          },
+        },
+      );
+      // The FIN went out before anyone looked: the writable is closed too.
+      if (finished && this.#writeFailure === undefined) this.#writable.close().catch(noop);
+    }
+    return this.#writable;
   }
 
   /** True once both directions are finished on this end. */
@@ -107,20 +178,24 @@ export class StreamEnd implements Stream {
   close(): void {
     if (this.#done) return;
     if (!this.#readDone) {
-      if (!this.#fin) this.#toPeer((peer) => peer.receiveStop());
+      if (!this.#fin) this.#toPeer(deliverStop);
       this.#discardQueue();
       this.#readDone = true;
       try {
-        this.#rc.close();
+        this.#rc?.close();
       } catch {
         // Already closed by the consumer.
       }
       this.#resolvePull();
     }
     if (!this.#writeDone && this.#closeAt === undefined) {
-      if (!this.writable.locked) {
+      const writable = this.#writable;
+      if (writable === undefined) {
+        // Nothing was ever written: nothing is queued ahead of the FIN.
+        this.#onWritableClose();
+      } else if (!writable.locked) {
         // Flushes queued writes, then the sink sends the FIN.
-        this.writable.close().catch(noop);
+        writable.close().catch(noop);
       } else {
         // A writer holds the writable: FIN after the writes queued so far.
         this.#closeAt = this.#entered;
@@ -133,10 +208,10 @@ export class StreamEnd implements Stream {
   abort(reason?: string): void {
     if (this.#done) return;
     const text = reason ?? 'stream aborted';
-    this.#toPeer((peer) => peer.receiveAbort(text));
-    const error = new TransportError('aborted', text);
-    this.#errorRead(error);
-    this.#errorWrite(error);
+    this.#toPeer(deliverAbort, text);
+    const failure = new Failure('aborted', text);
+    this.#errorRead(failure);
+    this.#errorWrite(failure);
   }
 
   /** Ends both directions with `error` without telling the remote. */
@@ -155,7 +230,7 @@ export class StreamEnd implements Stream {
     const pull = this.#pull;
     if (pull !== undefined) {
       this.#pull = undefined;
-      this.#rc.enqueue(chunk);
+      this.#rc!.enqueue(chunk);
       this.#releasePeer(chunk.length);
       pull();
       return;
@@ -172,29 +247,33 @@ export class StreamEnd implements Stream {
 
   /** The remote stopped reading: our writes can no longer go anywhere. */
   receiveStop(): void {
-    this.#errorWrite(new TransportError('closed', 'the remote closed the stream'));
+    this.#errorWrite(new Failure('closed', 'the remote closed the stream'));
   }
 
   /** The remote aborted its write direction. */
   receiveReset(reason: string): void {
-    this.#errorRead(new TransportError('aborted', reason));
+    this.#errorRead(new Failure('aborted', reason));
   }
 
   /** The remote aborted the whole stream. */
   receiveAbort(reason: string): void {
-    const error = new TransportError('aborted', reason);
-    this.#errorRead(error);
-    this.#errorWrite(error);
+    const failure = new Failure('aborted', reason);
+    this.#errorRead(failure);
+    this.#errorWrite(failure);
   }
 
   // Read direction.
+
+  #readError(): TransportError {
+    return errorOf(this.#readFailure!);
+  }
 
   #onPull(): Promise<void> | undefined {
     if (this.#readDone) return undefined;
     const chunk = this.#queue.shift();
     if (chunk !== undefined) {
       this.#queuedBytes -= chunk.length;
-      this.#rc.enqueue(chunk);
+      this.#rc!.enqueue(chunk);
       this.#releasePeer(chunk.length);
       if (this.#queue.length === 0 && this.#fin) this.#endRead();
       return undefined;
@@ -211,7 +290,7 @@ export class StreamEnd implements Stream {
   #onCancel(): void {
     if (this.#readDone) return;
     this.#readDone = true;
-    if (!this.#fin) this.#toPeer((peer) => peer.receiveStop());
+    if (!this.#fin) this.#toPeer(deliverStop);
     this.#discardQueue();
     this.#resolvePull();
     this.#check();
@@ -221,7 +300,7 @@ export class StreamEnd implements Stream {
     if (this.#readDone) return;
     this.#readDone = true;
     try {
-      this.#rc.close();
+      this.#rc?.close();
     } catch {
       // Already closed.
     }
@@ -229,14 +308,18 @@ export class StreamEnd implements Stream {
     this.#check();
   }
 
-  #errorRead(error: TransportError): void {
+  #errorRead(failure: Failure | TransportError): void {
     if (this.#readDone) return;
     this.#readDone = true;
+    this.#readFailure = failure;
     this.#discardQueue();
-    try {
-      this.#rc.error(error);
-    } catch {
-      // Already errored.
+    const rc = this.#rc;
+    if (rc !== undefined) {
+      try {
+        rc.error(this.#readError());
+      } catch {
+        // Already errored.
+      }
     }
     this.#resolvePull();
     this.#check();
@@ -262,6 +345,10 @@ export class StreamEnd implements Stream {
 
   // Write direction.
 
+  #writeError(): TransportError {
+    return errorOf(this.#writeFailure!);
+  }
+
   #release(bytes: number): void {
     this.#outstanding = Math.max(0, this.#outstanding - bytes);
     const room = this.#room;
@@ -277,7 +364,7 @@ export class StreamEnd implements Stream {
     try {
       let rest = chunk;
       while (rest.length > 0) {
-        if (this.#writeDone) throw this.#writeError ?? new TransportError('closed', 'stream closed');
+        if (this.#writeDone) throw this.#writeFailure === undefined ? new TransportError('closed', 'stream closed') : this.#writeError();
         const room = this.#fabric.windowBytes - this.#outstanding;
         if (room <= 0) {
           await this.#waitForRoom();
@@ -298,7 +385,7 @@ export class StreamEnd implements Stream {
   }
 
   #waitForRoom(): Promise<void> {
-    const signal = this.#wc.signal;
+    const signal = this.#wc!.signal;
     return new Promise<void>((resolve, reject) => {
       if (signal.aborted) {
         reject(signal.reason);
@@ -322,13 +409,9 @@ export class StreamEnd implements Stream {
     });
   }
 
-  #sendFin(): void {
-    this.#toPeer((peer) => peer.receiveFin());
-  }
-
   #onWritableClose(): void {
     if (this.#writeDone) return;
-    this.#sendFin();
+    this.#toPeer(deliverFin);
     this.#writeDone = true;
     this.#check();
   }
@@ -337,30 +420,33 @@ export class StreamEnd implements Stream {
   #maybeFinishClosing(): void {
     const closeAt = this.#closeAt;
     if (closeAt === undefined || this.#writing || this.#processed < closeAt || this.#writeDone) return;
-    this.#sendFin();
-    this.#errorWrite(new TransportError('closed', 'stream closed'));
+    this.#toPeer(deliverFin);
+    this.#errorWrite(new Failure('closed', 'stream closed'));
   }
 
   #onWritableAbort(reason: unknown): void {
     if (this.#writeDone) return;
     const text = typeof reason === 'string' ? reason : reason instanceof Error ? reason.message : 'stream write aborted';
-    this.#toPeer((peer) => peer.receiveReset(text));
+    this.#toPeer(deliverReset, text);
     this.#writeDone = true;
-    this.#writeError = new TransportError('aborted', text);
-    this.#rejectRoom(this.#writeError);
+    this.#writeFailure = new TransportError('aborted', text);
+    this.#rejectRoom(this.#writeFailure);
     this.#check();
   }
 
-  #errorWrite(error: TransportError): void {
+  #errorWrite(failure: Failure | TransportError): void {
     if (this.#writeDone) return;
     this.#writeDone = true;
-    this.#writeError = error;
-    try {
-      this.#wc.error(error);
-    } catch {
-      // Already errored.
+    this.#writeFailure = failure;
+    const wc = this.#wc;
+    if (wc !== undefined) {
+      try {
+        wc.error(this.#writeError());
+      } catch {
+        // Already errored.
+      }
     }
-    this.#rejectRoom(error);
+    if (this.#room !== undefined) this.#rejectRoom(this.#writeError());
     this.#check();
   }
 
@@ -370,10 +456,11 @@ export class StreamEnd implements Stream {
     if (room !== undefined) room.reject(error);
   }
 
-  #toPeer(deliver: (peer: StreamEnd) => void): void {
+  /** Sends a signal (`deliver(peer, text)`: STOP, FIN, RESET, ABORT) to the other end, in order with the data. */
+  #toPeer(deliver: (peer: StreamEnd, text: string) => void, text = ''): void {
     this.#out.send('transport', () => {
       const peer = this.peer;
-      if (peer !== undefined) deliver(peer);
+      if (peer !== undefined) deliver(peer, text);
     });
   }
 
@@ -383,6 +470,22 @@ export class StreamEnd implements Stream {
     this.#resolveClosed();
     this.#onChange();
   }
+}
+
+function deliverStop(peer: StreamEnd): void {
+  peer.receiveStop();
+}
+
+function deliverFin(peer: StreamEnd): void {
+  peer.receiveFin();
+}
+
+function deliverAbort(peer: StreamEnd, text: string): void {
+  peer.receiveAbort(text);
+}
+
+function deliverReset(peer: StreamEnd, text: string): void {
+  peer.receiveReset(text);
 }
 
 /**

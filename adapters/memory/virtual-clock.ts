@@ -22,8 +22,11 @@ export function flushMicrotasks(): Promise<void> {
 /**
  * A virtual clock: time moves only when a test or simulation advances it.
  * Timers due at the same instant fire in the order they were set, so a run is
- * deterministic for a given sequence of calls. Between timers the clock lets
- * pending promise callbacks run, as real time would.
+ * deterministic for a given sequence of calls. They fire in rounds, like the
+ * events one turn of a real event loop finds ready: a round fires the timers
+ * due at one instant that were set before it began, then pending promise
+ * callbacks run, then the next round starts (see `advance`). A busy network
+ * delivers a whole burst of messages per round instead of one per turn.
  *
  * Invariant: `heap` holds every live timer, ordered by (at, id), and cleared
  * ones (without their callback) until they surface or are compacted away;
@@ -78,9 +81,14 @@ export class VirtualClock implements Clock {
   }
 
   /**
-   * Moves time forward by `ms`, firing every timer that falls due, in order,
-   * letting promise callbacks settle after each one. Timers set while
-   * advancing fire too if they fall due within the window.
+   * Moves time forward by `ms`, firing every timer that falls due, in order.
+   * Timers fire in rounds: one round fires, in the order they were set, the
+   * timers due at the earliest instant that were set before the round began;
+   * then pending promise callbacks run, as after one turn of a real event
+   * loop that found several events ready. Timers set during a round (a
+   * delivery answered at latency 0) fire in a later round, after those
+   * callbacks. Timers set while advancing fire too if they fall due within
+   * the window.
    */
   async advance(ms: number): Promise<void> {
     checkNumber('ms', ms, NON_NEGATIVE);
@@ -88,18 +96,31 @@ export class VirtualClock implements Clock {
     await flushMicrotasks();
     for (;;) {
       this.#dropDead();
-      const next = this.#heap[0];
-      if (next === undefined || next.at > target) break;
-      this.#pop();
-      const fn = next.fn!;
-      next.fn = undefined;
-      this.#live -= 1;
-      this.#now = next.at;
-      fn();
+      const first = this.#heap[0];
+      if (first === undefined || first.at > target) break;
+      this.#fireRound(first.at);
       await flushMicrotasks();
     }
     this.#now = target;
     await flushMicrotasks();
+  }
+
+  /** Fires the live timers due at `at` that exist now, in (at, id) order. */
+  #fireRound(at: number): void {
+    this.#now = at;
+    const end = this.#nextId;
+    for (;;) {
+      // Read the heap anew each time: a callback that sets a timer may compact it into a new array.
+      const next = this.#heap[0];
+      if (next === undefined || next.at !== at || next.id >= end) break;
+      this.#pop();
+      const fn = next.fn;
+      // Cleared by a timer of this round: it does not fire.
+      if (fn === undefined) continue;
+      next.fn = undefined;
+      this.#live -= 1;
+      fn();
+    }
   }
 
   /** Advances to the next pending timer and fires it (and any due with it). */

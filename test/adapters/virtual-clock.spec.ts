@@ -27,6 +27,56 @@ describe('VirtualClock', () => {
     assert.deepEqual(fired, [10, 15]);
   });
 
+  it('fires the timers due at one instant in one round, then promise callbacks, then what they set for that instant', async () => {
+    const clock = new VirtualClock();
+    const log: string[] = [];
+    const first = (): void => {
+      log.push('a');
+      void Promise.resolve().then(() => {
+        log.push('a.then');
+        clock.setTimeout(() => log.push('c (set by a.then, due now)'), 0);
+      });
+      clock.setTimeout(() => log.push('d (set by a, due now)'), 0);
+    };
+    clock.setTimeout(first, 10);
+    clock.setTimeout(() => log.push('b'), 10);
+    await clock.advance(10);
+    assert.deepEqual(log, ['a', 'b', 'a.then', 'd (set by a, due now)', 'c (set by a.then, due now)']);
+    assert.equal(clock.now(), 10);
+    assert.equal(clock.pending(), 0);
+  });
+
+  it('a timer cleared by an earlier timer of the same round does not fire', async () => {
+    const clock = new VirtualClock();
+    const fired: string[] = [];
+    let second: unknown;
+    clock.setTimeout(() => {
+      fired.push('first');
+      clock.clearTimeout(second);
+    }, 5);
+    second = clock.setTimeout(() => fired.push('second'), 5);
+    await clock.advance(5);
+    assert.deepEqual(fired, ['first']);
+    assert.equal(clock.pending(), 0);
+  });
+
+  it('a timer set during a round that compacts the heap leaves the rest of the round intact', async () => {
+    const clock = new VirtualClock();
+    const fired: string[] = [];
+    clock.setTimeout(() => {
+      fired.push('a');
+      // The heap holds far more cleared timers than live ones: this one rebuilds it.
+      clock.setTimeout(() => fired.push('x'), 0);
+    }, 10);
+    clock.setTimeout(() => fired.push('b'), 10);
+    clock.setTimeout(() => fired.push('c'), 10);
+    const dead = Array.from({ length: 2000 }, () => clock.setTimeout(() => fired.push('dead'), 100));
+    for (const handle of dead) clock.clearTimeout(handle);
+    await clock.advance(10);
+    assert.deepEqual(fired, ['a', 'b', 'c', 'x']);
+    assert.equal(clock.pending(), 0);
+  });
+
   it('cleared and infinite timers never fire', async () => {
     const clock = new VirtualClock();
     let fired = 0;

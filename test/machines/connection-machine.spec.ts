@@ -737,6 +737,24 @@ describe('connectionMachine', () => {
       assert.deepEqual(h.answers(), []);
     });
 
+    it('one STREAM.CLOSED with a count releases that many credits and opens that many queued requests', async () => {
+      const h = await readyOutbound({ handlers: ['echo/1'], limits: { maxStreams: 3, maxInboundStreams: 4 } });
+      for (const id of ['s1', 's2', 's3', 's4', 's5', 's6']) h.send(streamRequest(id));
+      for (const id of ['s1', 's2', 's3']) opened(h, id);
+      for (const id of ['i1', 'i2']) h.send({ type: 'STREAM.INBOUND', connectionId: 'c1', streamId: id, protocol: 'echo/1' });
+      assert.equal(h.context.streams, 5);
+      h.send({ type: 'STREAM.CLOSED', connectionId: 'c1', inbound: false, count: 2 });
+      assert.deepEqual(h.opened(), ['s1', 's2', 's3', 's4', 's5'], 'two credits back: the next two open, in order');
+      assert.deepEqual(h.context.queue.map((r) => r.id), ['s6']);
+      assert.equal(h.context.streams, 3);
+      assert.equal(h.context.inboundStreams, 2, 'outbound closes leave inbound streams counted');
+      h.send({ type: 'STREAM.CLOSED', connectionId: 'c-other', inbound: false, count: 2 });
+      assert.equal(h.context.streams, 3, 'closes on another connection release nothing');
+      h.send({ type: 'STREAM.CLOSED', connectionId: 'c1', inbound: true, count: 5 });
+      assert.equal(h.context.inboundStreams, 0, 'never below zero');
+      assert.equal(h.context.streams, 0);
+    });
+
     it('past maxQueued in ready a request is answered QUEUE_FULL at once, exactly once', async () => {
       const h = await readyOutbound({ limits: { maxStreams: 1, maxQueued: 2 } });
       h.send(streamRequest('s1'));

@@ -219,8 +219,11 @@ describe('model: named races', () => {
       // Header out, ACK back: the ACK arrives two latencies after the open.
       if (order === 'just before') s.clock.setTimeout(() => controller.abort(), 2 * LATENCY);
       const t = track([p.a.openStream('b', '/hold', { signal: controller.signal })]);
-      // After the header arrives (the remote ACKs at once), an abort due with the ACK fires right after it.
-      if (order === 'just after') s.clock.setTimeout(() => s.clock.setTimeout(() => controller.abort(), LATENCY), LATENCY);
+      // After the header arrives (the remote ACKs at once), an abort due with the ACK fires right after it: in the
+      // clock's next round at that instant, once the ACK's round and its promise callbacks (the delivery) are done.
+      if (order === 'just after') {
+        s.clock.setTimeout(() => s.clock.setTimeout(() => s.clock.setTimeout(() => controller.abort(), 0), LATENCY), LATENCY);
+      }
       await s.advance(2 * LATENCY);
       assert.equal(s.clock.now(), openedAt + 2 * LATENCY);
       await t.all;

@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import sinon from 'sinon';
-import { backoffDelay, ConnectionErrorCode, PeerlineError, seededRandom, type RetryPolicy } from '../../runtime/index.js';
+import { backoffDelay, ConnectionErrorCode, PeerlineError, seededRandom, type Engine, type RetryPolicy } from '../../runtime/index.js';
+import type { InspectionEvent } from 'xstate';
 import type { CloseInfo, Connection } from '../../adapters/adapter.js';
 import { codes, echo, holder, swarm, track, type Swarm } from '../fixtures/swarm.js';
 
@@ -376,6 +377,37 @@ describe('engine over the memory network', () => {
     assert.equal(a.snapshot().peers[0]?.streams, 0);
     assert.equal(s.network.streamCount(), 0);
     assert.equal(a.metrics().requests.aborted, 2);
+  });
+
+  it('10b. streams that close in one round give their credit back in one STREAM.CLOSED event per direction', async () => {
+    s = await swarm();
+    const closedEvents: Array<{ engine: string; inbound: boolean; count: number | undefined }> = [];
+    const record = (engine: string) => (event: InspectionEvent): void => {
+      if (event.type !== '@xstate.event') return;
+      const e = event.event as { type: string; inbound?: boolean; count?: number };
+      if (e.type === 'STREAM.CLOSED') closedEvents.push({ engine, inbound: e.inbound === true, count: e.count });
+    };
+    const a = await s.add('a', { inspect: record('a') });
+    const b = await s.add('b', { inspect: record('b') });
+    const held = holder();
+    b.handle('/hold', held.handler);
+    a.addPeer('b', [s.network.address('b')]);
+    const t = track(Array.from({ length: 6 }, () => a.openStream('b', '/hold')));
+    await s.until(t.all);
+    assert.deepEqual(codes(t.outcomes), { ok: 6 });
+    assert.equal(held.streams.length, 6);
+    const streamsOf = (at: Engine, peerId: string): number | undefined => at.snapshot().peers.find((p) => p.peerId === peerId)?.streams;
+    assert.equal(streamsOf(a, 'b'), 6);
+    // The remote closes all six at once: they end on both sides in the same rounds.
+    for (const stream of held.streams) stream.close();
+    await s.advance(5);
+    assert.equal(streamsOf(a, 'b'), 0, 'the hub got every credit back');
+    assert.equal(streamsOf(b, 'a'), 0);
+    assert.deepEqual(closedEvents, [
+      { engine: 'b', inbound: true, count: 6 },
+      { engine: 'a', inbound: false, count: 6 },
+    ]);
+    assert.equal(s.network.streamCount(), 0);
   });
 
   it('11a. past the per-peer queue limit requests fail QUEUE_FULL at once', async () => {
