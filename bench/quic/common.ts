@@ -6,7 +6,6 @@
 import { createHmac, randomFillSync } from 'node:crypto';
 import { QUICClient, QUICServer, QUICSocket, events as quicEvents, type QUICConnection, type QUICStream } from '@matrixai/quic';
 import { generateIdentity, type QuicIdentity } from '../../adapters/quic/index.js';
-import { tuneConnection, tuneStream, untangleClient, untangleServerConnection, untangleStream } from '../../adapters/quic/tuning.js';
 
 /** A logger for the library that drops everything (the library's default prints to stderr). */
 export const silentLogger = (() => {
@@ -39,7 +38,7 @@ export function benchIdentity(name: string): Promise<QuicIdentity> {
   return found;
 }
 
-const serverCrypto = {
+export const serverCrypto = {
   key: new Uint8Array(32).buffer as ArrayBuffer,
   ops: {
     sign: async (key: ArrayBuffer, data: ArrayBuffer) => {
@@ -98,15 +97,10 @@ export interface RawServer {
   close(): Promise<void>;
 }
 
-/**
- * A bare @matrixai/quic listener answering the bench header with one ACK
- * byte. `tuned` applies peerline's per-instance tuning to it (to separate the
- * library's costs from peerline's own).
- */
-export async function rawServer(identity: QuicIdentity, options: { tuned?: boolean; verifyPeer?: boolean } = {}): Promise<RawServer> {
+/** A bare @matrixai/quic listener answering the bench header with one ACK byte. */
+export async function rawServer(identity: QuicIdentity, options: { verifyPeer?: boolean } = {}): Promise<RawServer> {
   const socket = new QUICSocket({ logger: silentLogger });
   await socket.start({ host: '127.0.0.1', port: 0 });
-  if (options.tuned === true) hookTuning(socket);
   const server = new QUICServer({
     socket,
     logger: silentLogger,
@@ -122,13 +116,8 @@ export async function rawServer(identity: QuicIdentity, options: { tuned?: boole
   await server.start();
   server.addEventListener(quicEvents.EventQUICServerConnection.name, (event: Event) => {
     const quic = (event as unknown as { detail: QUICConnection }).detail;
-    if (options.tuned === true) untangleServerConnection(server, quic);
     quic.addEventListener(quicEvents.EventQUICConnectionStream.name, (streamEvent: Event) => {
       const stream = (streamEvent as unknown as { detail: QUICStream }).detail;
-      if (options.tuned === true) {
-        untangleStream(quic, stream);
-        tuneStream(stream);
-      }
       ackRawStream(quic, stream);
     });
   });
@@ -141,16 +130,6 @@ export async function rawServer(identity: QuicIdentity, options: { tuned?: boole
   };
 }
 
-/** Applies peerline's per-connection tuning to every connection `socket` registers. */
-export function hookTuning(socket: QUICSocket): void {
-  const map = (socket as unknown as { connectionMap: { set(...args: unknown[]): unknown } }).connectionMap;
-  const set = map.set.bind(map);
-  map.set = (...args: unknown[]) => {
-    tuneConnection(args[1] as QUICConnection, () => {});
-    return set(...args);
-  };
-}
-
 export interface RawClient {
   readonly socket: QUICSocket;
   /** Opens a stream, sends the header, waits for the ACK; resolves with the ms that took. The stream then ends in the background. */
@@ -158,10 +137,9 @@ export interface RawClient {
   close(): Promise<void>;
 }
 
-export async function rawClient(port: number, identity: QuicIdentity, options: { tuned?: boolean } = {}): Promise<RawClient> {
+export async function rawClient(port: number, identity: QuicIdentity): Promise<RawClient> {
   const socket = new QUICSocket({ logger: silentLogger });
   await socket.start({ host: '127.0.0.1', port: 0 });
-  if (options.tuned === true) hookTuning(socket);
   const client = await QUICClient.createQUICClient(
     {
       host: '127.0.0.1',
@@ -173,17 +151,12 @@ export async function rawClient(port: number, identity: QuicIdentity, options: {
     },
     { timer: 5_000 },
   );
-  if (options.tuned === true) untangleClient(client);
   const quic = client.connection;
   return {
     socket,
     async open() {
       const started = performance.now();
       const stream = quic.newStream('bidi');
-      if (options.tuned === true) {
-        untangleStream(quic, stream);
-        tuneStream(stream);
-      }
       const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;
       const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
       await writer.write(RAW_HEADER);
