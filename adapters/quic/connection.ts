@@ -391,7 +391,7 @@ export class QuicConnection implements Connection, OpenHost, IncomingHost, Contr
     const error = new TransportError('closed', `connection closed: ${info.reason}`, info.code);
     this.#closeError = error;
     this.#credit.close();
-    for (const open of [...this.#opens]) open.fail(error);
+    const opens = [...this.#opens];
     for (const incoming of [...this.#incoming]) incoming.lost(error);
     for (const stream of [...this.#streams]) stream.terminate(error);
     this.#transport.terminate(error);
@@ -403,6 +403,12 @@ export class QuicConnection implements Connection, OpenHost, IncomingHost, Contr
       this.report('connectionEnded', failure);
     }
     // Not from inside a library event handler: the runtime may call back in.
-    queueMicrotask(() => this.#events.emit({ type: 'close', info }));
+    // The opens in flight fail after the close is told: the runtime answers
+    // their requests with what the close means (a refusal, for one), not
+    // with a bare stream failure.
+    queueMicrotask(() => {
+      this.#events.emit({ type: 'close', info });
+      for (const open of opens) open.fail(error);
+    });
   }
 }

@@ -109,6 +109,8 @@ export class OpenAttempt implements CreditWaiter {
       }
       this.fail(new TransportError('protocol', `unknown stream answer ${String(answer)}`), 'reset');
     } catch (error) {
+      // The connection ended: it fails this open itself, once the close is told.
+      if (this.#host.connectionError() !== undefined) return;
       this.fail(error instanceof WireError ? new TransportError('protocol', error.message) : asTransportError(error, this.#host));
     }
   }

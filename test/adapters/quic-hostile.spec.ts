@@ -122,6 +122,8 @@ describe('hostile peers over QUIC (loopback)', function () {
       adapter?: Partial<QuicAdapterOptions>;
       /** Report the good peer's failures instead of failing on them (the manual runs with thousands). */
       tolerateEchoFailures?: boolean;
+      /** How long the target may take to be back to its good peer (closed connections drain for 3 x PTO). */
+      settleMs?: number;
     } = {},
   ): Promise<void> {
     const heapSlack = options.heapSlack ?? HEAP_SLACK;
@@ -165,7 +167,7 @@ describe('hostile peers over QUIC (loopback)', function () {
           target.engine.metrics().admission.inbound === 1 &&
           target.engine.metrics().admission.handshaking === 0
         );
-      }, 6_000);
+      }, options.settleMs ?? 6_000);
       const report = await echo.stop();
       assert.ok(
         settled,
@@ -394,6 +396,36 @@ describe('hostile peers over QUIC (loopback)', function () {
         extra: `ms for ${flood.opened} streams; ${failed} handler writes failed, ${flood.opened - failed} went out first; credit left ${connection.credit} of ${baseline} (quiche 0.18 keeps a stream stopped while our bytes were in flight)`,
       };
     });
+  });
+
+  it('control floods: 200 000 pings at once, and pings whose pongs are never read: closed with ControlFlood; nothing piles up', async function () {
+    this.timeout(60_000);
+    await underAttack('control floods (pings, pongs never read)', {}, async ({ target, hostile }) => {
+      // As fast as the loop turns, never reading the pongs: the inbound rate limit.
+      const fast = await hostile.join(target.target, hostile.peerId);
+      fast.readsControl = false;
+      const started = Date.now();
+      const sent = await hostile.pingFlood(fast, 200_000, 2_000, 0);
+      const fastClose = await fast.closed;
+      const fastMs = Date.now() - started;
+      assert.equal(fastClose.isApp, true, JSON.stringify(fastClose));
+      assert.equal(fastClose.errorCode, ConnectionErrorCode.ControlFlood);
+      // Just under the rate, with a tiny window and the pongs never read: the outbound bound.
+      const slow = await hostile.join(target.target, hostile.peerId, { config: { initialMaxStreamDataBidiLocal: 2_048 } });
+      slow.readsControl = false;
+      const slowStarted = Date.now();
+      const slowSent = await hostile.pingFlood(slow, 20_000, 80, 100);
+      const slowClose = await slow.closed;
+      assert.equal(slowClose.errorCode, ConnectionErrorCode.ControlFlood, JSON.stringify(slowClose));
+      assert.ok(slowSent < 20_000, `${slowSent} pings before the close`);
+
+      return {
+        code: `close ${ConnectionErrorCode.ControlFlood} (ControlFlood)`,
+        ms: fastMs,
+        extra: `ms for the fast flood (${sent} pings sent before the close); the slow one closed after ${slowSent} pings, ${Date.now() - slowStarted} ms`,
+      };
+      // A flooded connection drains for 3 x PTO, and the flood inflated its round-trip estimate.
+    }, { settleMs: 15_000 });
   });
 
   it(`connection flood: ${FLOOD} connections at once from another process; past maxHandshakingConnections refused before TLS, the rest time out`, async function () {

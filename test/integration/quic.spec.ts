@@ -216,7 +216,10 @@ describe('engines over QUIC (loopback)', function () {
     await assert.rejects(a.engine.openStream(b.engine.peerId, 'echo/1'), denied);
     const states = a.states(b.engine.peerId);
     assert.equal(states.at(-1), 'closed');
-    assert.ok(states.includes('errored') && !states.includes('ready'), states.join(' '));
+    // A dialler with the lower id is ready once its hello is out, so it may
+    // see the refusal there; the answer is the same either way.
+    const lower = a.engine.peerId < b.engine.peerId;
+    assert.ok(states.includes('errored') && (lower || !states.includes('ready')), states.join(' '));
     assert.equal(a.errors.length, 1);
     assert.match(a.errors[0]!, /: CONNECT_REFUSED$/);
     assert.equal(b.engine.metrics().admission.refusedByCode.AdmissionDenied, 1);

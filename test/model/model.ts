@@ -1029,6 +1029,7 @@ export function keyOf(state: ModelState): string {
             c.opening.length,
             c.streams,
             c.inboundStreams,
+            c.heldInbound.length,
             c.leases,
             Math.min(c.attempts, 2),
             c.misses,
