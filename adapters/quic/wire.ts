@@ -39,7 +39,7 @@
  *   after its own direction ended: with 100 streams of credit, a listener
  *   that answers and then cancels lets the opener open 100 streams and no
  *   more; one that reads the opener's direction to its end (FIN or reset)
- *   lets it open all 120 (bench/quic/library-costs.ts). So peerline never
+ *   lets it open all 120 (bench/quic/library-behaviours.ts). So peerline never
  *   stops reading a stream: what nobody reads any more is read and dropped
  *   until the remote's end, and refusals (NACK) and aborts (ABORT) are bytes
  *   the remote reads in order before it ends its own direction.

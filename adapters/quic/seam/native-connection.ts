@@ -193,12 +193,12 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
 
   /**
    * Written bytes go out at the end of the current task, before the next
-   * datagram is handled: quiche 0.18 never frees a stream that received
-   * STOP_SENDING while it held written bytes not yet sent (its send buffer
-   * then counts them as acknowledged beyond the final size, and the stream
-   * never completes), which would cost the remote that stream's credit for
-   * good. quiche takes no more than the congestion window allows, so a flush
-   * right after the writes sends all of it.
+   * datagram is handled, not at the end of the turn: an answer leaves as
+   * soon as it is written, and no written byte is still unsent when a
+   * STOP_SENDING is handled (quiche 0.18 then never frees the stream; it
+   * does not either when the bytes were sent but not yet acknowledged, see
+   * docs/PERFORMANCE.md). quiche takes no more than the congestion window
+   * allows, so a flush right after the writes sends all of it.
    */
   written(): void {
     if (this.#writeFlushQueued) return;
