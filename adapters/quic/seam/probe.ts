@@ -17,6 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { QUICConnection, QUICConnectionId, QUICSocket, native, type Host, type Port, type QUICConfig } from '@matrixai/quic';
 import { buildQuicheConfig, clientDefault, serverDefault } from '@matrixai/quic/config.js';
+import { quietLogger } from './connection-hooks.js';
 import { connectionInternals, connectionShape, nativeShape, socketShape, type NativeConnection } from './internals.js';
 import { quicheStreamError } from './native-stream.js';
 import { LOOPBACK_DATAGRAM } from './socket.js';
@@ -49,10 +50,7 @@ export interface ProbeKeys {
   readonly certificatePem: string;
 }
 
-const silent = (() => {
-  const logger = { debug() {}, info() {}, warn() {}, error() {}, getChild: () => logger };
-  return logger as unknown as NonNullable<ConstructorParameters<typeof QUICSocket>[0]['logger']>;
-})();
+const silent = quietLogger();
 
 const ALPN = 'peerline-probe';
 const enc = new TextEncoder();
