@@ -57,7 +57,7 @@ export const clientCrypto = { ops: { randomBytes: async (data: ArrayBuffer) => v
  * the opener writes a header (kind, length, name), the acceptor reads it and
  * answers one ACK byte; then both directions end. Every direction ends with a
  * byte and the FIN in one write (the library's `close()` alone can lose the
- * FIN under load, see FINDINGS.md), so the raw side is correct, not only fast.
+ * FIN under load, see docs/PERFORMANCE.md), so the raw side is correct, not only fast.
  */
 export const RAW_HEADER = Uint8Array.of(0x01, 0x00, 0x07, ...new TextEncoder().encode('bench/1'));
 
@@ -172,6 +172,48 @@ export async function rawClient(port: number, identity: QuicIdentity): Promise<R
     async close() {
       await client.destroy({ force: true }).catch(() => {});
       await socket.stop({ force: true }).catch(() => {});
+    },
+  };
+}
+
+export interface RawPair {
+  readonly client: QUICConnection;
+  close(): Promise<void>;
+}
+
+/** A bare @matrixai/quic listener and client on their own sockets, as the library comes. `onStream` serves each stream the client opens. */
+export async function rawPair(onStream: (quic: QUICConnection, stream: QUICStream) => void, options: { maxStreams?: number } = {}): Promise<RawPair> {
+  const limits = options.maxStreams === undefined ? {} : { initialMaxStreamsBidi: options.maxStreams };
+  const serverIdentity = await benchIdentity('raw-pair-server');
+  const serverSocket = new QUICSocket({ logger: silentLogger });
+  await serverSocket.start({ host: '127.0.0.1', port: 0 });
+  const server = new QUICServer({
+    socket: serverSocket,
+    logger: silentLogger,
+    crypto: serverCrypto,
+    config: { key: serverIdentity.privateKeyPem, cert: serverIdentity.certificatePem, verifyPeer: false, ...limits },
+  });
+  await server.start();
+  server.addEventListener(quicEvents.EventQUICServerConnection.name, (event: Event) => {
+    const quic = (event as unknown as { detail: QUICConnection }).detail;
+    quic.addEventListener(quicEvents.EventQUICConnectionStream.name, (streamEvent: Event) => {
+      const stream = (streamEvent as unknown as { detail: QUICStream }).detail;
+      onStream(quic, stream);
+    });
+  });
+  const clientSocket = new QUICSocket({ logger: silentLogger });
+  await clientSocket.start({ host: '127.0.0.1', port: 0 });
+  const client = await QUICClient.createQUICClient(
+    { host: '127.0.0.1', port: serverSocket.port, socket: clientSocket, logger: silentLogger, crypto: clientCrypto, config: { verifyPeer: false, ...limits } },
+    { timer: 5_000 },
+  );
+  return {
+    client: client.connection,
+    async close() {
+      await client.destroy({ force: true }).catch(() => {});
+      await server.stop({ force: true }).catch(() => {});
+      await clientSocket.stop({ force: true }).catch(() => {});
+      await serverSocket.stop({ force: true }).catch(() => {});
     },
   };
 }

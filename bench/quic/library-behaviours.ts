@@ -17,24 +17,11 @@
  *
  *   npx tsx bench/quic/library-behaviours.ts [--streams 150]
  */
-import { QUICClient, QUICServer, QUICSocket, events as quicEvents, type QUICConnection, type QUICStream } from '@matrixai/quic';
+import type { QUICConnection } from '@matrixai/quic';
 import { int, numberArg, say } from '../common.js';
-import { benchIdentity, clientCrypto, silentLogger } from './common.js';
-import { createHmac } from 'node:crypto';
+import { rawPair } from './common.js';
 
 const STREAMS = numberArg('streams', 150);
-
-const serverCrypto = {
-  key: new Uint8Array(32).buffer as ArrayBuffer,
-  ops: {
-    sign: async (key: ArrayBuffer, data: ArrayBuffer) => {
-      const mac = createHmac('sha256', Buffer.from(key)).update(Buffer.from(data)).digest();
-      return mac.buffer.slice(mac.byteOffset, mac.byteOffset + mac.byteLength) as ArrayBuffer;
-    },
-    verify: async (key: ArrayBuffer, data: ArrayBuffer, signature: ArrayBuffer) =>
-      createHmac('sha256', Buffer.from(key)).update(Buffer.from(data)).digest().equals(Buffer.from(signature)),
-  },
-};
 
 function native(quic: QUICConnection): { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } {
   return (quic as unknown as { conn: { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } }).conn;
@@ -44,51 +31,9 @@ async function readToEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promi
   for (;;) if ((await reader.read()).done) return;
 }
 
-interface Pair {
-  readonly client: QUICConnection;
-  close(): Promise<void>;
-}
-
-/** A listener and a client on their own sockets. `onStream` serves each stream the client opens. */
-async function pair(onStream: (quic: QUICConnection, stream: QUICStream) => void, options: { maxStreams?: number } = {}): Promise<Pair> {
-  const limits = options.maxStreams === undefined ? {} : { initialMaxStreamsBidi: options.maxStreams };
-  const serverIdentity = await benchIdentity('costs-server');
-  const serverSocket = new QUICSocket({ logger: silentLogger });
-  await serverSocket.start({ host: '127.0.0.1', port: 0 });
-  const server = new QUICServer({
-    socket: serverSocket,
-    logger: silentLogger,
-    crypto: serverCrypto,
-    config: { key: serverIdentity.privateKeyPem, cert: serverIdentity.certificatePem, verifyPeer: false, ...limits },
-  });
-  await server.start();
-  server.addEventListener(quicEvents.EventQUICServerConnection.name, (event: Event) => {
-    const quic = (event as unknown as { detail: QUICConnection }).detail;
-    quic.addEventListener(quicEvents.EventQUICConnectionStream.name, (streamEvent: Event) => {
-      const stream = (streamEvent as unknown as { detail: QUICStream }).detail;
-      onStream(quic, stream);
-    });
-  });
-  const clientSocket = new QUICSocket({ logger: silentLogger });
-  await clientSocket.start({ host: '127.0.0.1', port: 0 });
-  const client = await QUICClient.createQUICClient(
-    { host: '127.0.0.1', port: serverSocket.port, socket: clientSocket, logger: silentLogger, crypto: clientCrypto, config: { verifyPeer: false, ...limits } },
-    { timer: 5_000 },
-  );
-  return {
-    client: client.connection,
-    async close() {
-      await client.destroy({ force: true }).catch(() => {});
-      await server.stop({ force: true }).catch(() => {});
-      await clientSocket.stop({ force: true }).catch(() => {});
-      await serverSocket.stop({ force: true }).catch(() => {});
-    },
-  };
-}
-
 /** Section 1: how many of `STREAMS` concurrent echo streams never see their end. */
 async function loneFin(withByte: boolean): Promise<number> {
-  const p = await pair((quic, stream) => {
+  const p = await rawPair((quic, stream) => {
     void (async () => {
       const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
       const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;
@@ -133,7 +78,7 @@ async function loneFin(withByte: boolean): Promise<number> {
 
 /** Section 2: streams opened within 3 s out of 120. */
 async function creditAfter(listener: 'cancel' | 'read', opener: 'reset' | 'fin'): Promise<number> {
-  const p = await pair((quic, stream) => {
+  const p = await rawPair((quic, stream) => {
     void (async () => {
       const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
       const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;

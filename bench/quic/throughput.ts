@@ -26,12 +26,11 @@
  *   npx tsx bench/quic/throughput.ts [--mb 64] [--raw-mb 8] [--rounds 3] [--parallel 8]
  */
 import dgram from 'node:dgram';
-import { QUICClient, QUICServer, QUICSocket, events as quicEvents, type QUICConnection, type QUICStream } from '@matrixai/quic';
 import { LOOPBACK_DATAGRAM } from '../../adapters/quic/seam/index.js';
 import { createQuicAdapter } from '../../adapters/quic/index.js';
 import { createEngine, type Engine } from '../../runtime/index.js';
 import { RESULT_PREFIX, median, numberArg, say } from '../common.js';
-import { benchIdentity, clientCrypto, cpuMsSince, serverCrypto, silentLogger } from './common.js';
+import { benchIdentity, cpuMsSince, rawPair } from './common.js';
 
 const MB = numberArg('mb', 64);
 const RAW_MB = numberArg('raw-mb', 8);
@@ -100,39 +99,19 @@ async function peerline(name: string, quicConfig: { maxSendUdpPayloadSize?: numb
 }
 
 async function raw(): Promise<Subject> {
-  const identity = await benchIdentity('throughput-raw');
-  const serverSocket = new QUICSocket({ logger: silentLogger });
-  await serverSocket.start({ host: '127.0.0.1', port: 0 });
-  const server = new QUICServer({
-    socket: serverSocket,
-    logger: silentLogger,
-    crypto: serverCrypto,
-    config: { key: identity.privateKeyPem, cert: identity.certificatePem, verifyPeer: false },
-  });
-  await server.start();
   let received = 0;
   const ends = new Set<() => void>();
-  server.addEventListener(quicEvents.EventQUICServerConnection.name, (event: Event) => {
-    const quic = (event as unknown as { detail: QUICConnection }).detail;
-    quic.addEventListener(quicEvents.EventQUICConnectionStream.name, (streamEvent: Event) => {
-      const stream = (streamEvent as unknown as { detail: QUICStream }).detail;
-      void (async () => {
-        const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          received += value.length;
-        }
-        for (const end of ends) end();
-      })().catch(() => {});
-    });
+  const pair = await rawPair((_quic, stream) => {
+    void (async () => {
+      const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        received += value.length;
+      }
+      for (const end of ends) end();
+    })().catch(() => {});
   });
-  const clientSocket = new QUICSocket({ logger: silentLogger });
-  await clientSocket.start({ host: '127.0.0.1', port: 0 });
-  const client = await QUICClient.createQUICClient(
-    { host: '127.0.0.1', port: serverSocket.port, socket: clientSocket, logger: silentLogger, crypto: clientCrypto, config: { verifyPeer: false } },
-    { timer: 5_000 },
-  );
   return {
     name: 'raw',
     mib: RAW_MB,
@@ -148,7 +127,7 @@ async function raw(): Promise<Subject> {
       });
       await Promise.all(
         Array.from({ length: streams }, async () => {
-          const stream = client.connection.newStream('bidi');
+          const stream = pair.client.newStream('bidi');
           const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;
           await writeAll(writer, bytes / streams);
           await writer.close();
@@ -156,12 +135,7 @@ async function raw(): Promise<Subject> {
       );
       await all;
     },
-    async close() {
-      await client.destroy({ force: true }).catch(() => {});
-      await server.stop({ force: true }).catch(() => {});
-      await clientSocket.stop({ force: true }).catch(() => {});
-      await serverSocket.stop({ force: true }).catch(() => {});
-    },
+    close: () => pair.close(),
   };
 }
 
