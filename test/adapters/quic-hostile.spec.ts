@@ -350,19 +350,20 @@ describe('hostile peers over QUIC (loopback)', function () {
     });
   });
 
-  it('STOP_SENDING right after FIN: the handler\'s writes fail at once with a typed error and the stream is freed, stream after stream', async function () {
+  it('STOP_SENDING right after FIN: a handler writing its answer fails at once with a typed error, never hangs; 1 500 streams leave nothing behind', async function () {
     this.timeout(60_000);
-    await underAttack('stop sending right after FIN (up to 1 500 streams)', {}, async ({ target, hostile }) => {
-      // A handler that reads to the end, then answers with 64 KB.
+    await underAttack('stop sending right after FIN (1 500 streams)', {}, async ({ target, hostile }) => {
+      // A handler that answers while it reads: 16 KB at once, the rest after the end.
       const ends: string[] = [];
       let running = 0;
       target.engine.handle('talk/1', async (stream) => {
         running++;
         try {
+          const writer = stream.writable.getWriter();
+          await writer.write(new Uint8Array(16 * 1024));
           const reader = stream.readable.getReader();
           while (!(await reader.read()).done);
-          const writer = stream.writable.getWriter();
-          for (let i = 0; i < 4; i++) await writer.write(new Uint8Array(16 * 1024));
+          for (let i = 0; i < 3; i++) await writer.write(new Uint8Array(16 * 1024));
           await writer.close();
           ends.push('written');
         } catch (error) {
@@ -371,29 +372,30 @@ describe('hostile peers over QUIC (loopback)', function () {
           running--;
         }
       });
-      const connection = await hostile.join(target.target, hostile.peerId);
+      // A 4 KB window for what the target sends: its answers wait on flow control when the STOP_SENDING comes.
+      const connection = await hostile.join(target.target, hostile.peerId, { config: { initialMaxStreamDataBidiLocal: 4_096 } });
       const baseline = connection.credit;
       const started = Date.now();
-      // As many rounds as the credit allows, within 10 s.
-      const flood = await hostile.stopAfterFin(connection, 'talk/1', 1_500, 10_000);
-      assert.equal(flood.acked, flood.opened);
-      assert.ok(flood.opened >= baseline, `${flood.opened} streams opened`);
-      // Every handler ended (none waits for ever in a write), each write after STOP_SENDING with the typed error.
-      assert.ok(await eventually(() => ends.length === flood.opened && running === 0, 5_000), `${ends.length} of ${flood.opened} handlers ended`);
+      const flood = await hostile.stopAfterFin(connection, 'talk/1', 1_500, 20_000);
+      assert.deepEqual(flood, { opened: 1_500, acked: 1_500 }, 'the credit kept coming back');
+      // Every handler ended: none waits for ever in a write (the library's writer did, for 11 to 90 of 1 500).
+      assert.ok(await eventually(() => ends.length === 1_500 && running === 0, 5_000), `${running} handlers still running, ${ends.length} ended`);
       const kinds = [...new Set(ends)];
       assert.ok(kinds.every((k) => k === 'written' || k === 'closed: the remote stopped reading the stream'), JSON.stringify(kinds));
       const ms = Date.now() - started;
-      // Nothing held: the engine and the adapter count no stream of the hostile peer.
+      // Nothing held: no stream of the hostile peer in the engine or the adapter.
       assert.ok(
         await eventually(() => streamsOf(target, hostile.peerId) === 0 && target.adapter.stats().streams - streamsOf(target, hostile.peerId) <= 1, 3_000),
         JSON.stringify({ peers: target.engine.snapshot().peers, stats: target.adapter.stats() }),
       );
+      // And the remote's stream credit is back where it was.
+      assert.ok(await eventually(() => connection.credit === baseline, 10_000), `credit ${connection.credit} of ${baseline}`);
       assert.equal(connection.ended, undefined);
       const failed = ends.filter((e) => e !== 'written').length;
       return {
         code: 'writes after STOP_SENDING fail with TransportError closed',
         ms,
-        extra: `ms for ${flood.opened} streams; ${failed} handler writes failed, ${flood.opened - failed} went out first; credit left ${connection.credit} of ${baseline} (quiche 0.18 keeps a stream stopped while our bytes were in flight)`,
+        extra: `ms for 1 500 streams; ${failed} handler writes failed; credit left ${connection.credit} of ${baseline}`,
       };
     });
   });
