@@ -16,6 +16,8 @@ import type { MemoryRow } from './memory.js';
 import type { ObservabilityReport } from './observability.js';
 import type { PruneReport } from './prune.js';
 import type { RequestPathReport } from './request-path.js';
+import type { ConnectReport } from './quic/connect.js';
+import type { ThroughputReport } from './quic/throughput.js';
 import type { ResumeReport } from './resume.js';
 import type { RoutingReport } from './routing.js';
 
@@ -71,6 +73,18 @@ const CHILDREN: readonly Child[] = [
     name: 'resume',
     script: here('./resume.ts'),
     args: quick ? ['--mb', '4', '--rounds', '2', '--cuts', '3'] : [],
+    timeoutMs: 300_000,
+  },
+  {
+    name: 'quic-throughput',
+    script: here('./quic/throughput.ts'),
+    args: quick ? ['--mb', '16', '--raw-mb', '2', '--rounds', '1'] : [],
+    timeoutMs: 300_000,
+  },
+  {
+    name: 'quic-connect',
+    script: here('./quic/connect.ts'),
+    args: quick ? ['--peers', '50', '--rounds', '2'] : [],
     timeoutMs: 300_000,
   },
 ];
@@ -216,6 +230,30 @@ for (const child of CHILDREN) {
           `${r.quic.ratio.toFixed(3)} over QUIC (${r.quic.resumable.toFixed(1)} vs ${r.quic.plain.toFixed(1)} MiB/s)`,
       );
       say(`  reconnect to first resumed byte: p50 ${p50(r.fromHeal)} ms from the heal, ${p50(r.fromReady)} ms from the new connection ready`);
+      break;
+    }
+    case 'quic-throughput': {
+      const r = o.result as unknown as ThroughputReport;
+      const pl = r.rates.peerline!;
+      const raw = r.rates.raw!;
+      const floor = r.rates.dgram!;
+      say(
+        `quic throughput (${took}): peerline ${pl.single.toFixed(1)} MiB/s on 1 stream, ${pl.parallel.toFixed(1)} MiB/s on ${r.parallel}; ` +
+          `peerline / raw ${(pl.single / raw.single).toFixed(1)}x / ${(pl.parallel / raw.parallel).toFixed(1)}x; ` +
+          `peerline / dgram floor ${(pl.single / floor.single).toFixed(3)} / ${(pl.parallel / floor.parallel).toFixed(3)}`,
+      );
+      say(
+        `  goals: 1 stream >= ${r.goals.single} MiB/s (stretch ${r.goals.stretch}): ${pl.single >= r.goals.single ? 'MET' : 'NOT MET'}${pl.single >= r.goals.stretch ? ' (stretch too)' : ''}; ` +
+          `${r.parallel} streams >= ${r.goals.parallel} MiB/s: ${pl.parallel >= r.goals.parallel ? 'MET' : 'NOT MET'}`,
+      );
+      break;
+    }
+    case 'quic-connect': {
+      const r = o.result as unknown as ConnectReport;
+      say(
+        `quic connect (${took}): ${r.peers} peers at concurrency ${r.concurrency}: peerline ${r.peerlineMs.toFixed(0)} ms, raw ${r.rawMs.toFixed(0)} ms; ` +
+          `peerline / raw ${r.ratio.toFixed(2)} (goal <= ${r.goal}: ${r.ratio <= r.goal ? 'MET' : 'NOT MET'}), CPU ${r.cpuRatio.toFixed(2)}`,
+      );
       break;
     }
   }

@@ -24,6 +24,8 @@ export enum ConnectionErrorCode {
   RateLimited = 13,
   /** Admission control: too many inbound connections still handshaking (`maxHandshakingConnections`). */
   HandshakeLimit = 14,
+  /** The remote flooded the control channel: it sent control messages too fast, or never read ours. */
+  ControlFlood = 15,
 }
 
 export enum ConnectionErrorReason {
@@ -41,6 +43,7 @@ export enum ConnectionErrorReason {
   AdmissionDenied = 'peer not admitted',
   RateLimited = 'too many connections from this address',
   HandshakeLimit = 'too many connections handshaking',
+  ControlFlood = 'control channel flooded',
 }
 
 /** The reason text that goes with a code. */

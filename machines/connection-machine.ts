@@ -369,6 +369,7 @@ export const connectionMachine = machineSetup.createMachine({
     lastError: null,
     ending: null,
     limits: input.limits,
+    heldInbound: [],
   }),
   initial: 'start',
   // Defaults for every state: release what an event carries; ignore the rest.
@@ -498,6 +499,29 @@ export const connectionMachine = machineSetup.createMachine({
           });
         }
       }),
+      // A dialler whose id is the lower one is ready as soon as its hello is
+      // out, without waiting a round trip for the answer: the transport already
+      // proved the listener's identity (the dial pins it), the listener checks
+      // the hello and closes with ProtocolViolation or IdentityMismatch when it
+      // disagrees, and its connection wins any simultaneous open (the one
+      // dialled by the lower id wins, on both sides), so nothing it opens can
+      // be lost to a duplicate. The higher one waits for hello-ack: the lower
+      // one may be dialling it at this moment.
+      always: {
+        guard: ({ context }) => context.direction === 'outbound' && context.connectionId !== null && context.localPeerId < context.peerId,
+        target: 'ready',
+      },
+      // Streams held while waiting for an inbound connection's hello: decided
+      // in `ready` when the hello promoted the connection, refused otherwise.
+      exit: enqueueActions(({ context, event, enqueue }) => {
+        if (context.heldInbound.length === 0) return;
+        const promoted = event.type === 'CONTROL.HELLO' && isValidHello(context, event);
+        for (const held of context.heldInbound) {
+          if (promoted) enqueue.raise({ type: 'STREAM.INBOUND', ...held });
+          else enqueue({ type: 'rejectInbound', params: { streamId: held.streamId, reason: 'connection is not ready' } });
+        }
+        enqueue.assign({ heldInbound: [] });
+      }),
       after: {
         handshakeTimeout: {
           target: 'errored',
@@ -511,10 +535,19 @@ export const connectionMachine = machineSetup.createMachine({
           { guard: 'queueHasRoom', actions: 'enqueue' },
           { actions: 'refuseQueueFull' },
         ],
+        // A dialler that is ready at once opens streams right after its hello;
+        // one may be read before the hello is. It waits (bounded) for the
+        // hello; past the bound, or on another connection, the root refuses it.
+        'STREAM.INBOUND': {
+          guard: ({ context, event }) =>
+            context.direction === 'inbound' && event.connectionId === context.connectionId && context.heldInbound.length < context.limits.maxInboundStreams,
+          actions: assign({
+            heldInbound: ({ context, event }) => [...context.heldInbound, { connectionId: event.connectionId, streamId: event.streamId, protocol: event.protocol }],
+          }),
+        },
         'CONTROL.HELLO': [
           {
-            guard: ({ context, event }) =>
-              event.connectionId === context.connectionId && context.direction === 'inbound' && event.version === PROTOCOL_VERSION && event.peerId === context.peerId,
+            guard: ({ context, event }) => isValidHello(context, event),
             target: 'ready',
             actions: {
               type: 'sendControl',
@@ -556,23 +589,13 @@ export const connectionMachine = machineSetup.createMachine({
             actions: assign({ lastError: ({ event }) => closedError(event) }),
           },
         ],
-        'CONNECTION.INBOUND': [
-          {
-            // Same tie-break as in `connecting`. With no connection at all
-            // (the remote refused ours as a duplicate) the inbound one is it.
-            guard: ({ context }) =>
-              context.connectionId === null || context.direction === 'inbound' || context.peerId < context.localPeerId,
-            target: 'handshaking',
-            reenter: true,
-            actions: ['replaceWithInbound'],
-          },
-          {
-            actions: {
-              type: 'rejectConnection',
-              params: ({ event }) => ({ connectionId: event.connectionId, code: ConnectionErrorCode.DuplicateConnection }),
-            },
-          },
-        ],
+        // Same tie-break as in `connecting`, which always favours the
+        // inbound one here: a dialler still in this state has the higher id
+        // (the lower one is `ready` at once); between two dialled by the
+        // remote, the newer wins (the remote lost the old one); with no
+        // connection at all (the remote refused ours as a duplicate) the
+        // inbound one is it.
+        'CONNECTION.INBOUND': { target: 'handshaking', reenter: true, actions: ['replaceWithInbound'] },
         DRAIN: { target: 'closed', actions: 'endWith' },
         FORCE_CLOSE: { target: 'closed', actions: 'endWith' },
         SHUTDOWN: { target: 'closed', actions: 'endWith' },
@@ -914,6 +937,16 @@ function toErrorInfo(error: unknown, fallback: ErrorCode): ErrorInfo {
     return error as ErrorInfo;
   }
   return info(fallback, error instanceof Error ? error.message : String(error));
+}
+
+/** A hello that makes an inbound connection ready: on it, our version, naming the peer the transport verified. */
+function isValidHello(context: ConnectionContext, event: { connectionId: string; version: number; peerId: string }): boolean {
+  return (
+    event.connectionId === context.connectionId &&
+    context.direction === 'inbound' &&
+    event.version === PROTOCOL_VERSION &&
+    event.peerId === context.peerId
+  );
 }
 
 /** Why a hello / hello-ack was refused. `expected`: this side waits for that message. */

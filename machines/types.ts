@@ -114,6 +114,15 @@ export interface ConnectionContext {
   lastError: ErrorInfo | null;
   ending: Ending | null;
   limits: ConnectionLimits;
+  /** Inbound streams that arrived on an inbound connection before its hello: decided once `ready`. */
+  heldInbound: HeldInbound[];
+}
+
+/** An inbound stream waiting in `handshaking` for the connection to be ready. */
+export interface HeldInbound {
+  readonly connectionId: string;
+  readonly streamId: string;
+  readonly protocol: string;
 }
 
 export type ConnectionEvent =

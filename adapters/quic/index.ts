@@ -37,7 +37,8 @@ export {
   validateIdentity,
   type QuicIdentity,
 } from './identity.js';
-export { StreamCode } from './stream.js';
-export { MAX_CONTROL_FRAME, MAX_NACK_REASON } from './wire.js';
+export { MAX_CONTROL_FRAME, MAX_NACK_REASON, StreamCode } from './wire.js';
+export { CONTROL_BURST, CONTROL_RATE, MAX_CONTROL_BACKLOG } from './control.js';
+export type { SeamProbe, SeamState } from './seam/index.js';
 export { TransportError } from '../adapter.js';
 export type { Adapter, Connection, Stream, TransportPolicy } from '../adapter.js';

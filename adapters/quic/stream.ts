@@ -1,37 +1,22 @@
 /**
  * A peerline stream over one QUIC stream, after the header and the ACK.
  *
- * The QUIC stream's own reader and writer stay locked by this object for its
- * whole life: the `Stream` hands out web streams of its own that forward to
- * them. That way `close()` and `abort()` work whoever holds the user-facing
- * reader or writer, and bytes that arrived together with the ACK (or the
- * header) are handed out first.
+ * The QUIC stream (a `TransportStream`, whichever path carries it) is read
+ * and written by this object only: the `Stream` hands out web streams of its
+ * own that forward to it. That way `close()` and `abort()` work whoever holds
+ * the user-facing reader or writer, and bytes that arrived together with the
+ * ACK (or the header) are handed out first.
  *
  * On the wire (see `wire.ts`) the user's bytes travel in data frames, and
  * each direction ends with END or ABORT plus the FIN in one QUIC write. The
  * user-facing side of a direction may finish before the QUIC side does:
- * after `close()` or `abort()` the QUIC reader is still read (and what comes
+ * after `close()` or `abort()` the QUIC direction is still read (and what comes
  * is dropped) until the remote's FIN, because quiche 0.18 only frees a stream,
  * and returns its credit, once both ends were read or acknowledged.
  */
-import type { QUICStream } from '@matrixai/quic';
 import { TransportError, type Stream } from '../adapter.js';
-import { ABORT_FRAME, END_FRAME, FrameParser, MAX_DATA_FRAME, WireError, encodeDataFrame } from './wire.js';
-
-/**
- * Application codes on QUIC `RESET_STREAM` / `STOP_SENDING`, which peerline
- * sends only for protocol violations, as a fallback, or to stop a remote that
- * keeps writing to a stream nobody reads. A reason passed to the QUIC stream's
- * cancel/abort is turned into its code (`reasonToCode`).
- */
-export const StreamCode = {
-  /** We stopped reading. */
-  Closed: 0,
-  /** The stream was aborted. */
-  Aborted: 1,
-  /** A malformed stream (same value as ConnectionErrorCode.ProtocolViolation). */
-  ProtocolViolation: 5,
-} as const;
+import type { TransportStream } from './seam/index.js';
+import { ABORT_FRAME, END_FRAME, FrameParser, MAX_DATA_FRAME, StreamCode, WireError, dataFrameHeader } from './wire.js';
 
 /** Longest wait for a QUIC write in flight before a direction that must end is reset instead. */
 const WRITE_SETTLE_MS = 1_000;
@@ -39,42 +24,12 @@ const WRITE_SETTLE_MS = 1_000;
 /** Bytes dropped from a direction nobody reads any more before STOP_SENDING is sent instead. */
 export const MAX_DISCARD_BYTES = 1024 * 1024;
 
-/** The reason object peerline gives QUIC when it resets a stream. */
-export class StreamReset extends Error {
-  override name = 'StreamReset';
-  readonly code: number;
-  constructor(code: number, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
-
-/** Maps a local reset reason to the code on the wire. */
-export function reasonToCode(_type: 'read' | 'write', reason?: unknown): number {
-  return reason instanceof StreamReset ? reason.code : StreamCode.Closed;
-}
-
-/** Maps a code the remote reset a stream with to the error our side sees. */
-export function codeToReason(type: 'read' | 'write', code: number): TransportError {
-  if (code === StreamCode.ProtocolViolation) return new TransportError('protocol', 'the remote reset the stream: protocol violation');
-  if (code === StreamCode.Aborted) return new TransportError('aborted', 'the remote aborted the stream');
-  return type === 'write'
-    ? new TransportError('closed', 'the remote stopped reading the stream')
-    : new TransportError('aborted', `the remote reset the stream (code ${code})`);
-}
-
 /** What a stream needs from its connection. */
 export interface StreamOwner {
   /** Error for a failure caused by the connection ending, or undefined while it is up. */
   connectionError(): TransportError | undefined;
   /** Called once when both user-facing directions are finished. */
   streamEnded(stream: QuicStreamEnd): void;
-  /**
-   * Writes `bytes` and the FIN in one QUIC write (so the FIN is retransmitted
-   * with them if lost). False when that was not possible (no flow control
-   * credit, or the stream is gone): the caller falls back.
-   */
-  sendWithFin(quic: QUICStream, bytes: Uint8Array): boolean;
   /** Longest wait for the remote's FIN on a direction nobody reads, ms. */
   readonly drainTimeoutMs: number;
   /** Reports an unexpected failure (never thrown). */
@@ -83,78 +38,38 @@ export interface StreamOwner {
 
 function noop(): void {}
 
-/** Turns whatever a QUIC reader or writer rejected with into a TransportError. */
+/** Turns whatever a stream operation failed with into a TransportError. */
 export function asTransportError(error: unknown, owner: StreamOwner): TransportError {
   if (error instanceof TransportError) return error;
-  if (error instanceof StreamReset) {
-    return new TransportError(error.code === StreamCode.ProtocolViolation ? 'protocol' : 'aborted', error.message);
-  }
   return owner.connectionError() ?? new TransportError('closed', `stream failed: ${error instanceof Error ? error.message : String(error)}`);
 }
 
-/** Resets both directions of a QUIC stream; never throws. */
-export function resetQuicStream(
-  quic: QUICStream,
-  reader: ReadableStreamDefaultReader<Uint8Array> | undefined,
-  writer: WritableStreamDefaultWriter<Uint8Array> | undefined,
-  reason: StreamReset,
-  owner: StreamOwner,
-): void {
-  const report = (error: unknown): void => owner.report('stream reset', error);
-  try {
-    if (reader !== undefined) reader.cancel(reason).catch(noop);
-    else if (!quic.readable.locked) quic.readable.cancel(reason).catch(noop);
-  } catch (error) {
-    report(error);
-  }
-  try {
-    if (writer !== undefined) writer.abort(reason).catch(noop);
-    else if (!quic.writable.locked) quic.writable.abort(reason).catch(noop);
-  } catch (error) {
-    report(error);
-  }
+/** Resets both directions of a stream (STOP_SENDING and RESET_STREAM with `code`); never throws. */
+export function abandon(transport: TransportStream, code: number, reason: string): void {
+  transport.stop(code, reason);
+  transport.reset(code, reason);
 }
 
 /**
- * Ends our direction of a QUIC stream with `frame` and the FIN in one write;
- * falls back to a plain write and close when that cannot be done (the FIN may
- * then go alone). Never throws; resolves when done or failed.
- */
-export async function finishQuicWrite(
-  quic: QUICStream,
-  writer: WritableStreamDefaultWriter<Uint8Array>,
-  frame: Uint8Array,
-  owner: StreamOwner,
-): Promise<void> {
-  try {
-    if (!owner.sendWithFin(quic, frame)) await writer.write(frame);
-    // With the FIN already recorded this only updates the library's state (and sends).
-    await writer.close();
-  } catch {
-    // The stream or the connection is gone; nothing left to finish.
-  }
-}
-
-/**
- * Reads `reader` to its end, dropping what comes, for at most
+ * Reads `transport` to its end, dropping what comes, for at most
  * `owner.drainTimeoutMs` and `MAX_DISCARD_BYTES`; past either it stops the
  * remote with STOP_SENDING. Never rejects.
  */
-export async function drainQuicReader(reader: ReadableStreamDefaultReader<Uint8Array>, owner: StreamOwner): Promise<void> {
+export async function drain(transport: TransportStream, owner: StreamOwner): Promise<void> {
   let dropped = 0;
-  const timer = setTimeout(() => reader.cancel(new StreamReset(StreamCode.Closed, 'nobody reads this stream')).catch(noop), owner.drainTimeoutMs);
+  const timer = setTimeout(() => transport.stop(StreamCode.Closed, 'nobody reads this stream'), owner.drainTimeoutMs);
   try {
     for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      dropped += value.length;
+      const chunk = await transport.read();
+      if (chunk === null) return;
+      dropped += chunk.length;
       if (dropped > MAX_DISCARD_BYTES) {
-        await reader.cancel(new StreamReset(StreamCode.Closed, 'nobody reads this stream'));
+        transport.stop(StreamCode.Closed, 'nobody reads this stream');
         return;
       }
     }
   } catch {
-    // Reset by the remote or the connection ended: the direction is over.
+    // Reset by the remote, stopped, or the connection ended: the direction is over.
   } finally {
     clearTimeout(timer);
   }
@@ -167,9 +82,7 @@ export class QuicStreamEnd implements Stream {
   readonly writable: WritableStream<Uint8Array>;
   readonly closed: Promise<void>;
 
-  readonly #quic: QUICStream;
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
-  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #transport: TransportStream;
   readonly #owner: StreamOwner;
   #resolveClosed: () => void = noop;
   #done = false;
@@ -178,7 +91,7 @@ export class QuicStreamEnd implements Stream {
   #rc!: ReadableStreamDefaultController<Uint8Array>;
   readonly #parser = new FrameParser();
   #readDone = false;
-  /** The QUIC reader is finished or being drained: nobody else may read it. */
+  /** The QUIC read direction is finished or being drained: nobody else may read it. */
   #quicReadTaken = false;
   #enqueued = 0;
 
@@ -200,18 +113,14 @@ export class QuicStreamEnd implements Stream {
   constructor(options: {
     id: string;
     protocol: string;
-    quic: QUICStream;
-    reader: ReadableStreamDefaultReader<Uint8Array>;
-    writer: WritableStreamDefaultWriter<Uint8Array>;
+    transport: TransportStream;
     /** Bytes already read past the header or the ACK. */
     leftover: Uint8Array[];
     owner: StreamOwner;
   }) {
     this.id = options.id;
     this.protocol = options.protocol;
-    this.#quic = options.quic;
-    this.#reader = options.reader;
-    this.#writer = options.writer;
+    this.#transport = options.transport;
     this.#owner = options.owner;
     this.closed = new Promise<void>((resolve) => {
       this.#resolveClosed = resolve;
@@ -288,7 +197,7 @@ export class QuicStreamEnd implements Stream {
     if (!this.#quicReadTaken || !this.#quicWriteDone) {
       this.#quicReadTaken = true;
       this.#quicWriteDone = true;
-      resetQuicStream(this.#quic, this.#reader, this.#writer, new StreamReset(StreamCode.Aborted, error.message), this.#owner);
+      abandon(this.#transport, StreamCode.Aborted, error.message);
     }
     this.#failRead(error);
     this.#failWrite(error);
@@ -299,23 +208,23 @@ export class QuicStreamEnd implements Stream {
   async #pull(): Promise<void> {
     // Loops until it handed out some bytes: a chunk may hold only a frame header.
     while (!this.#readDone && !this.#quicReadTaken) {
-      let result: import('node:stream/web').ReadableStreamReadResult<Uint8Array>;
+      let chunk: Uint8Array | null;
       try {
-        result = await this.#reader.read();
+        chunk = await this.#transport.read();
       } catch (error) {
         this.#quicReadTaken = true;
         this.#remoteFailed(asTransportError(error, this.#owner));
         return;
       }
       if (this.#readDone) return;
-      if (result.done) {
+      if (chunk === null) {
         // A FIN without END: the end all the same.
         this.#quicReadTaken = true;
         this.#endRead();
         return;
       }
       const before = this.#enqueued;
-      this.#ingest(result.value);
+      this.#ingest(chunk);
       if (this.#enqueued > before) return;
     }
   }
@@ -330,7 +239,7 @@ export class QuicStreamEnd implements Stream {
       const why = error instanceof WireError ? error.message : String(error);
       this.#quicReadTaken = true;
       this.#quicWriteDone = true;
-      resetQuicStream(this.#quic, this.#reader, this.#writer, new StreamReset(StreamCode.ProtocolViolation, why), this.#owner);
+      abandon(this.#transport, StreamCode.ProtocolViolation, why);
       const failure = new TransportError('protocol', `malformed stream data: ${why}`);
       this.#failRead(failure);
       this.#failWrite(failure);
@@ -371,7 +280,7 @@ export class QuicStreamEnd implements Stream {
   #drain(): void {
     if (this.#quicReadTaken) return;
     this.#quicReadTaken = true;
-    void drainQuicReader(this.#reader, this.#owner);
+    void drain(this.#transport, this.#owner);
   }
 
   #failRead(error: TransportError): void {
@@ -398,7 +307,10 @@ export class QuicStreamEnd implements Stream {
       this.#writing++;
       try {
         for (let offset = 0; offset < chunk.length; offset += MAX_DATA_FRAME) {
-          this.#lastWrite = this.#writer.write(encodeDataFrame(chunk.subarray(offset, offset + MAX_DATA_FRAME)));
+          const payload = chunk.subarray(offset, offset + MAX_DATA_FRAME);
+          // Header and payload as two writes in order: the payload is not copied.
+          this.#transport.write(dataFrameHeader(payload.length)).catch(noop);
+          this.#lastWrite = this.#transport.write(payload);
           await this.#lastWrite;
         }
       } catch (error) {
@@ -448,7 +360,7 @@ export class QuicStreamEnd implements Stream {
     this.#quicWriteDone = true;
     const frame = how === 'end' ? END_FRAME : ABORT_FRAME;
     if (this.#writing === 0) {
-      void finishQuicWrite(this.#quic, this.#writer, frame, this.#owner);
+      void this.#transport.finish(frame);
       return;
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -462,8 +374,8 @@ export class QuicStreamEnd implements Stream {
       }),
     ]).then((settled) => {
       clearTimeout(timer);
-      if (settled && this.#writing === 0) void finishQuicWrite(this.#quic, this.#writer, frame, this.#owner);
-      else this.#writer.abort(new StreamReset(StreamCode.Aborted, 'stream aborted')).catch(noop);
+      if (settled && this.#writing === 0) void this.#transport.finish(frame);
+      else this.#transport.reset(StreamCode.Aborted, 'stream aborted');
     });
   }
 

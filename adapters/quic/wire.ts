@@ -39,7 +39,7 @@
  *   after its own direction ended: with 100 streams of credit, a listener
  *   that answers and then cancels lets the opener open 100 streams and no
  *   more; one that reads the opener's direction to its end (FIN or reset)
- *   lets it open all 120 (bench/quic/library-costs.ts). So peerline never
+ *   lets it open all 120 (bench/quic/library-behaviours.ts). So peerline never
  *   stops reading a stream: what nobody reads any more is read and dropped
  *   until the remote's end, and refusals (NACK) and aborts (ABORT) are bytes
  *   the remote reads in order before it ends its own direction.
@@ -58,6 +58,20 @@ export const NACK = 0x15;
 export const MAX_CONTROL_FRAME = 1024;
 /** Longest NACK reason on the wire, in bytes (longer reasons are cut). */
 export const MAX_NACK_REASON = 1024;
+
+/**
+ * Application codes on QUIC `RESET_STREAM` / `STOP_SENDING`, which peerline
+ * sends only for protocol violations, as a fallback, or to stop a remote that
+ * keeps writing to a stream nobody reads.
+ */
+export const StreamCode = {
+  /** We stopped reading. */
+  Closed: 0,
+  /** The stream was aborted. */
+  Aborted: 1,
+  /** A malformed stream (same value as ConnectionErrorCode.ProtocolViolation). */
+  ProtocolViolation: 5,
+} as const;
 
 const TYPE_HELLO = 0x01;
 const TYPE_HELLO_ACK = 0x02;
@@ -268,12 +282,12 @@ export class ByteQueue {
   }
 }
 
-/** Reads from `reader` until `queue` holds at least `n` bytes. False when the stream ended first. */
-export async function fill(reader: ReadableStreamDefaultReader<Uint8Array>, queue: ByteQueue, n: number): Promise<boolean> {
+/** Reads from `source` until `queue` holds at least `n` bytes. False when the stream ended first. */
+export async function fill(source: { read(): Promise<Uint8Array | null> }, queue: ByteQueue, n: number): Promise<boolean> {
   while (queue.length < n) {
-    const { done, value } = await reader.read();
-    if (done) return false;
-    queue.push(value);
+    const chunk = await source.read();
+    if (chunk === null) return false;
+    queue.push(chunk);
   }
   return true;
 }
@@ -287,6 +301,14 @@ export const ABORT_FRAME = Uint8Array.of(0xc1);
 
 /** How a direction ended: the writer finished, or aborted. */
 export type FrameEnd = 'end' | 'abort';
+
+/** The varint header of a data frame carrying `length` bytes (1..MAX_DATA_FRAME). */
+export function dataFrameHeader(length: number): Uint8Array {
+  if (length < 0x40) return Uint8Array.of(length);
+  if (length < 0x4000) return Uint8Array.of(0x40 | (length >>> 8), length & 0xff);
+  if (length <= MAX_DATA_FRAME) return Uint8Array.of(0x80 | (length >>> 24), (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff);
+  throw new RangeError(`a data frame carries at most ${MAX_DATA_FRAME} bytes`);
+}
 
 /** One data frame: varint length, then a copy of `payload` (1..MAX_DATA_FRAME bytes). */
 export function encodeDataFrame(payload: Uint8Array): Uint8Array {

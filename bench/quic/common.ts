@@ -6,7 +6,6 @@
 import { createHmac, randomFillSync } from 'node:crypto';
 import { QUICClient, QUICServer, QUICSocket, events as quicEvents, type QUICConnection, type QUICStream } from '@matrixai/quic';
 import { generateIdentity, type QuicIdentity } from '../../adapters/quic/index.js';
-import { tuneConnection, tuneStream, untangleClient, untangleServerConnection, untangleStream } from '../../adapters/quic/tuning.js';
 
 /** A logger for the library that drops everything (the library's default prints to stderr). */
 export const silentLogger = (() => {
@@ -39,7 +38,7 @@ export function benchIdentity(name: string): Promise<QuicIdentity> {
   return found;
 }
 
-const serverCrypto = {
+export const serverCrypto = {
   key: new Uint8Array(32).buffer as ArrayBuffer,
   ops: {
     sign: async (key: ArrayBuffer, data: ArrayBuffer) => {
@@ -58,7 +57,7 @@ export const clientCrypto = { ops: { randomBytes: async (data: ArrayBuffer) => v
  * the opener writes a header (kind, length, name), the acceptor reads it and
  * answers one ACK byte; then both directions end. Every direction ends with a
  * byte and the FIN in one write (the library's `close()` alone can lose the
- * FIN under load, see FINDINGS.md), so the raw side is correct, not only fast.
+ * FIN under load, see docs/PERFORMANCE.md), so the raw side is correct, not only fast.
  */
 export const RAW_HEADER = Uint8Array.of(0x01, 0x00, 0x07, ...new TextEncoder().encode('bench/1'));
 
@@ -98,15 +97,10 @@ export interface RawServer {
   close(): Promise<void>;
 }
 
-/**
- * A bare @matrixai/quic listener answering the bench header with one ACK
- * byte. `tuned` applies peerline's per-instance tuning to it (to separate the
- * library's costs from peerline's own).
- */
-export async function rawServer(identity: QuicIdentity, options: { tuned?: boolean; verifyPeer?: boolean } = {}): Promise<RawServer> {
+/** A bare @matrixai/quic listener answering the bench header with one ACK byte. */
+export async function rawServer(identity: QuicIdentity, options: { verifyPeer?: boolean } = {}): Promise<RawServer> {
   const socket = new QUICSocket({ logger: silentLogger });
   await socket.start({ host: '127.0.0.1', port: 0 });
-  if (options.tuned === true) hookTuning(socket);
   const server = new QUICServer({
     socket,
     logger: silentLogger,
@@ -122,13 +116,8 @@ export async function rawServer(identity: QuicIdentity, options: { tuned?: boole
   await server.start();
   server.addEventListener(quicEvents.EventQUICServerConnection.name, (event: Event) => {
     const quic = (event as unknown as { detail: QUICConnection }).detail;
-    if (options.tuned === true) untangleServerConnection(server, quic);
     quic.addEventListener(quicEvents.EventQUICConnectionStream.name, (streamEvent: Event) => {
       const stream = (streamEvent as unknown as { detail: QUICStream }).detail;
-      if (options.tuned === true) {
-        untangleStream(quic, stream);
-        tuneStream(stream);
-      }
       ackRawStream(quic, stream);
     });
   });
@@ -141,16 +130,6 @@ export async function rawServer(identity: QuicIdentity, options: { tuned?: boole
   };
 }
 
-/** Applies peerline's per-connection tuning to every connection `socket` registers. */
-export function hookTuning(socket: QUICSocket): void {
-  const map = (socket as unknown as { connectionMap: { set(...args: unknown[]): unknown } }).connectionMap;
-  const set = map.set.bind(map);
-  map.set = (...args: unknown[]) => {
-    tuneConnection(args[1] as QUICConnection, () => {});
-    return set(...args);
-  };
-}
-
 export interface RawClient {
   readonly socket: QUICSocket;
   /** Opens a stream, sends the header, waits for the ACK; resolves with the ms that took. The stream then ends in the background. */
@@ -158,10 +137,9 @@ export interface RawClient {
   close(): Promise<void>;
 }
 
-export async function rawClient(port: number, identity: QuicIdentity, options: { tuned?: boolean } = {}): Promise<RawClient> {
+export async function rawClient(port: number, identity: QuicIdentity): Promise<RawClient> {
   const socket = new QUICSocket({ logger: silentLogger });
   await socket.start({ host: '127.0.0.1', port: 0 });
-  if (options.tuned === true) hookTuning(socket);
   const client = await QUICClient.createQUICClient(
     {
       host: '127.0.0.1',
@@ -173,17 +151,12 @@ export async function rawClient(port: number, identity: QuicIdentity, options: {
     },
     { timer: 5_000 },
   );
-  if (options.tuned === true) untangleClient(client);
   const quic = client.connection;
   return {
     socket,
     async open() {
       const started = performance.now();
       const stream = quic.newStream('bidi');
-      if (options.tuned === true) {
-        untangleStream(quic, stream);
-        tuneStream(stream);
-      }
       const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;
       const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
       await writer.write(RAW_HEADER);
@@ -199,6 +172,48 @@ export async function rawClient(port: number, identity: QuicIdentity, options: {
     async close() {
       await client.destroy({ force: true }).catch(() => {});
       await socket.stop({ force: true }).catch(() => {});
+    },
+  };
+}
+
+export interface RawPair {
+  readonly client: QUICConnection;
+  close(): Promise<void>;
+}
+
+/** A bare @matrixai/quic listener and client on their own sockets, as the library comes. `onStream` serves each stream the client opens. */
+export async function rawPair(onStream: (quic: QUICConnection, stream: QUICStream) => void, options: { maxStreams?: number } = {}): Promise<RawPair> {
+  const limits = options.maxStreams === undefined ? {} : { initialMaxStreamsBidi: options.maxStreams };
+  const serverIdentity = await benchIdentity('raw-pair-server');
+  const serverSocket = new QUICSocket({ logger: silentLogger });
+  await serverSocket.start({ host: '127.0.0.1', port: 0 });
+  const server = new QUICServer({
+    socket: serverSocket,
+    logger: silentLogger,
+    crypto: serverCrypto,
+    config: { key: serverIdentity.privateKeyPem, cert: serverIdentity.certificatePem, verifyPeer: false, ...limits },
+  });
+  await server.start();
+  server.addEventListener(quicEvents.EventQUICServerConnection.name, (event: Event) => {
+    const quic = (event as unknown as { detail: QUICConnection }).detail;
+    quic.addEventListener(quicEvents.EventQUICConnectionStream.name, (streamEvent: Event) => {
+      const stream = (streamEvent as unknown as { detail: QUICStream }).detail;
+      onStream(quic, stream);
+    });
+  });
+  const clientSocket = new QUICSocket({ logger: silentLogger });
+  await clientSocket.start({ host: '127.0.0.1', port: 0 });
+  const client = await QUICClient.createQUICClient(
+    { host: '127.0.0.1', port: serverSocket.port, socket: clientSocket, logger: silentLogger, crypto: clientCrypto, config: { verifyPeer: false, ...limits } },
+    { timer: 5_000 },
+  );
+  return {
+    client: client.connection,
+    async close() {
+      await client.destroy({ force: true }).catch(() => {});
+      await server.stop({ force: true }).catch(() => {});
+      await clientSocket.stop({ force: true }).catch(() => {});
+      await serverSocket.stop({ force: true }).catch(() => {});
     },
   };
 }

@@ -9,13 +9,11 @@
  *                      byte and the FIN, see common.ts).
  *   peerline           `engine.openStream(peer, 'bench/1')` until it resolves:
  *                      the engine, its machine, the QUIC adapter (credit
- *                      check, header, ACK), with the adapter's tuning of the
- *                      library (the default). The handler closes the stream;
- *                      the opener closes it too.
- *   peerline-untuned   the same with `createQuicAdapter({ tuning: false })`.
- *   raw-tuned          (with --all) the raw steps with peerline's tuning
- *                      applied to the library objects: what the tuning buys
- *                      the library by itself.
+ *                      check, header, ACK), on the adapter's native path (the
+ *                      default, adapters/quic/seam/). The handler closes the
+ *                      stream; the opener closes it too.
+ *   peerline-untuned   the same with `createQuicAdapter({ tuning: false })`:
+ *                      the library's own path.
  *
  * Each round runs every configuration back to back, in a rotating order, on
  * its own connection (made before timing): B sequential opens (latency), then
@@ -25,18 +23,17 @@
  * ratios peerline / raw. The machine may be shared: CPU per open is the
  * steadier figure when other processes compete for the cores.
  *
- *   npx tsx bench/quic/stream-open.ts [--rounds 8] [--batch 50] [--concurrency 16] [--window 1000] [--all]
+ *   npx tsx bench/quic/stream-open.ts [--rounds 8] [--batch 50] [--concurrency 16] [--window 1000]
  */
 import { createQuicAdapter } from '../../adapters/quic/index.js';
 import { createEngine, type Engine } from '../../runtime/index.js';
-import { flagArg, int, numberArg, say } from '../common.js';
+import { int, numberArg, say } from '../common.js';
 import { benchIdentity, cpuMsSince, percentile, rawClient, rawServer, sortedCopy } from './common.js';
 
 const ROUNDS = numberArg('rounds', 8);
 const BATCH = numberArg('batch', 50);
 const CONCURRENCY = numberArg('concurrency', 16);
 const WINDOW_MS = numberArg('window', 1_000);
-const ALL = flagArg('all');
 
 interface Subject {
   readonly name: string;
@@ -75,9 +72,9 @@ async function peerlineSubject(name: string, tuning: boolean): Promise<Subject> 
   };
 }
 
-async function rawSubject(name: string, tuned: boolean): Promise<Subject> {
-  const server = await rawServer(await benchIdentity(`${name}-server`), { tuned });
-  const client = await rawClient(server.port, await benchIdentity(`${name}-client`), { tuned });
+async function rawSubject(name: string): Promise<Subject> {
+  const server = await rawServer(await benchIdentity(`${name}-server`));
+  const client = await rawClient(server.port, await benchIdentity(`${name}-client`));
   for (let i = 0; i < 20; i++) await client.open();
   return {
     name,
@@ -120,11 +117,10 @@ async function concurrent(subject: Subject, tally: Tally): Promise<void> {
 
 async function main(): Promise<void> {
   const subjects: Subject[] = [
-    await rawSubject('raw', false),
+    await rawSubject('raw'),
     await peerlineSubject('peerline', true),
     await peerlineSubject('peerline-untuned', false),
   ];
-  if (ALL) subjects.push(await rawSubject('raw-tuned', true));
   const tallies = new Map<string, Tally>(subjects.map((s) => [s.name, { latencies: [], cpuMs: 0, opens: 0, rates: [] }]));
   say(`stream open + header + ACK, loopback; ${ROUNDS} rounds x (${BATCH} sequential + ${CONCURRENCY} concurrent for ${WINDOW_MS} ms) per configuration`);
   for (let round = 0; round < ROUNDS; round++) {
@@ -155,8 +151,6 @@ async function main(): Promise<void> {
   say('');
   say(`peerline / raw:          p50 ${(pl.p50 / raw.p50).toFixed(2)}  p99 ${(pl.p99 / raw.p99).toFixed(2)}  CPU ${(pl.cpu / raw.cpu).toFixed(2)}  rate ${(pl.rate / raw.rate).toFixed(2)} (higher is better)`);
   say(`peerline-untuned / raw:  p50 ${(untuned.p50 / raw.p50).toFixed(2)}  p99 ${(untuned.p99 / raw.p99).toFixed(2)}  CPU ${(untuned.cpu / raw.cpu).toFixed(2)}  rate ${(untuned.rate / raw.rate).toFixed(2)}`);
-  const tunedRaw = rows.find((r) => r.name === 'raw-tuned');
-  if (tunedRaw !== undefined) say(`peerline / raw-tuned:    p50 ${(pl.p50 / tunedRaw.p50).toFixed(2)}  CPU ${(pl.cpu / tunedRaw.cpu).toFixed(2)}`);
   for (const s of subjects) await s.close();
 }
 

@@ -218,8 +218,13 @@ describe('engines over QUIC (loopback)', function () {
       e instanceof PeerlineError && e.code === 'CONNECT_REFUSED' && e.closeCode === ConnectionErrorCode.AdmissionDenied;
     await assert.rejects(a.engine.openStream(b.engine.peerId, 'echo/1'), denied);
     const states = a.states(b.engine.peerId);
-    assert.equal(states.at(-1), 'errored', 'held by the dial backoff');
-    assert.ok(states.includes('errored') && !states.includes('ready'), states.join(' '));
+    // A dialler with the lower id is ready once its hello is out, so it may
+    // see the refusal there (a lost ready connection is not backed off: the
+    // machine closes); otherwise the dial failed and the dial backoff holds it.
+    const lower = a.engine.peerId < b.engine.peerId;
+    if (states.includes('ready')) assert.ok(lower && states.at(-1) === 'closed', states.join(' '));
+    else assert.equal(states.at(-1), 'errored', 'held by the dial backoff');
+    assert.ok(states.includes('errored'), states.join(' '));
     assert.equal(a.errors.length, 1);
     assert.match(a.errors[0]!, /: CONNECT_REFUSED$/);
     assert.equal(b.engine.metrics().admission.refusedByCode.AdmissionDenied, 1);

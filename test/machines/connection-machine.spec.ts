@@ -353,7 +353,8 @@ describe('connectionMachine', () => {
       assert.deepEqual(h.snapshot.value, { connecting: 'dialing' });
       assert.equal(h.dial.aborted, false);
       await h.resolveDial('c1');
-      expectStates(h, ['connecting', 'handshaking']);
+      // Our id is the lower one: ready as soon as the hello is out.
+      expectStates(h, READY_OUT);
       assert.deepEqual(h.controls(), [['c1', HELLO_MSG]]);
     });
 
@@ -562,9 +563,8 @@ describe('connectionMachine', () => {
       assert.deepEqual(h.since(mark), []);
     });
 
-    it('simultaneous open: the remote closes ours with DuplicateConnection; we wait under the same timer; its connection wins', async () => {
-      // The remote id is higher: without "no connection left" the inbound one would be refused.
-      const h = harness({ peerId: HIGHER });
+    it('simultaneous open: the remote (lower id) closes ours with DuplicateConnection; we wait under the same timer; its connection wins', async () => {
+      const h = harness({ peerId: LOWER });
       await h.resolveDial('c1');
       h.advance(50);
       h.send(closedEvent('c1', C.DuplicateConnection));
@@ -581,7 +581,7 @@ describe('connectionMachine', () => {
       assert.equal(h.context.direction, 'inbound');
       assert.deepEqual(h.clock.pendingTimes(), [100 + DELAYS.handshake], 're-entry restarts the handshake timer');
       assert.deepEqual(h.controls(), [['c1', HELLO_MSG]]);
-      h.send(hello('in-2', HIGHER));
+      h.send(hello('in-2', LOWER));
       expectStates(h, ['connecting', 'handshaking', 'handshaking', 'ready']);
       assert.deepEqual(h.controls(), [
         ['c1', HELLO_MSG],
@@ -624,16 +624,82 @@ describe('connectionMachine', () => {
       ]);
     });
 
-    it('CONNECTION.INBOUND while handshaking ours, remote id higher: rejected DuplicateConnection, ours goes on', async () => {
+    it('our id lower: ready at once; the remote\'s connection of a simultaneous open is rejected with DuplicateConnection, ours goes on', async () => {
       const h = harness({ peerId: HIGHER });
       await h.resolveDial('c1');
       h.send(inbound('in-2'));
-      expectStates(h, ['connecting', 'handshaking']);
+      expectStates(h, READY_OUT);
       assert.deepEqual(h.rejectedConnections(), [['in-2', C.DuplicateConnection]]);
       assert.deepEqual(h.closes(), []);
       assert.equal(h.context.connectionId, 'c1');
-      h.send(helloAck('c1', HIGHER));
+    });
+
+    it('our id lower: ready as soon as the hello is out (no round trip); queued requests opened; hello-ack later changes nothing', async () => {
+      const h = harness({ peerId: HIGHER, limits: { maxQueued: 8, maxStreams: 2 } });
+      h.send(streamRequest('s1'));
+      h.send(leaseRequest('l1'));
+      h.send(streamRequest('s2'));
+      const mark = h.mark();
+      await h.resolveDial('c1');
       expectStates(h, READY_OUT);
+      assert.deepEqual(h.since(mark), [
+        ['sendControl', { connectionId: 'c1', message: HELLO_MSG }],
+        ['openStream', { id: 's1', protocol: 'echo/1', connectionId: 'c1' }],
+        ['grantLease', { id: 'l1', connectionId: 'c1' }],
+        ['openStream', { id: 's2', protocol: 'echo/1', connectionId: 'c1' }],
+      ]);
+      assert.ok(!timerNames(h).includes('handshakeTimeout'));
+      h.send(helloAck('c1', HIGHER));
+      h.send(helloAck('c1', 'peer-x', PROTOCOL_VERSION + 1));
+      expectStates(h, READY_OUT);
+      assert.deepEqual(h.answers(), []);
+      rest(h);
+    });
+
+    const refusals: Array<[string, C, string]> = [
+      ['another protocol version', C.ProtocolViolation, 'PROTOCOL_VIOLATION'],
+      ['another peer id in our hello', C.IdentityMismatch, 'PEER_IDENTITY_MISMATCH'],
+    ];
+    for (const [why, code, expected] of refusals) {
+      it(`our id lower: the listener refusing our hello (${why}) closes with ${C[code]}; we end ${expected}`, async () => {
+        const h = harness({ peerId: HIGHER });
+        await h.resolveDial('c1');
+        h.send(streamRequest('r1'));
+        h.send(closedEvent('c1', code, false, 'refused'));
+        expectStates(h, [...READY_OUT, 'errored', 'closed']);
+        assert.equal(h.context.lastError?.code, expected);
+        assert.deepEqual(h.answers(), [['r1', expected]]);
+      });
+    }
+
+    it('inbound: streams that arrive before the hello wait for it (bounded), and are decided once ready', () => {
+      const h = harness({ direction: 'inbound', connectionId: 'in-1', handlers: ['echo/1'], limits: { maxInboundStreams: 2 } });
+      h.send({ type: 'STREAM.INBOUND', connectionId: 'in-1', streamId: 's1', protocol: 'echo/1' });
+      h.send({ type: 'STREAM.INBOUND', connectionId: 'in-1', streamId: 's2', protocol: 'nobody/1' });
+      h.send({ type: 'STREAM.INBOUND', connectionId: 'in-1', streamId: 's3', protocol: 'echo/1' });
+      h.send({ type: 'STREAM.INBOUND', connectionId: 'in-other', streamId: 's4', protocol: 'echo/1' });
+      // Past the bound, or on another connection: refused at once.
+      assert.deepEqual(h.calls('rejectInbound'), [
+        { streamId: 's3', reason: 'connection is not ready' },
+        { streamId: 's4', reason: 'connection is not ready' },
+      ]);
+      assert.deepEqual(h.calls('acceptInbound'), []);
+      assert.equal(h.context.heldInbound.length, 2);
+      h.send(hello('in-1', 'peer-b'));
+      expectStates(h, ['handshaking', 'ready']);
+      assert.deepEqual(h.calls('acceptInbound'), [{ streamId: 's1', connectionId: 'in-1' }]);
+      assert.deepEqual(h.calls('rejectInbound').at(-1), { streamId: 's2', reason: 'unknown protocol nobody/1' });
+      assert.deepEqual(h.context.heldInbound, []);
+      assert.equal(h.context.inboundStreams, 1);
+    });
+
+    it('inbound: streams held when the handshake fails are refused', () => {
+      const h = harness({ direction: 'inbound', connectionId: 'in-1', handlers: ['echo/1'] });
+      h.send({ type: 'STREAM.INBOUND', connectionId: 'in-1', streamId: 's1', protocol: 'echo/1' });
+      h.advance(DELAYS.handshake);
+      expectStates(h, ['handshaking', 'errored', 'closed']);
+      assert.deepEqual(h.calls('rejectInbound'), [{ streamId: 's1', reason: 'connection is not ready' }]);
+      assert.deepEqual(h.calls('acceptInbound'), []);
     });
 
     it('CONNECTION.INBOUND while handshaking an inbound connection: the newer wins whatever the ids', () => {

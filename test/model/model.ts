@@ -1097,6 +1097,7 @@ export function keyOf(state: ModelState): string {
             c.opening.length,
             c.streams,
             c.inboundStreams,
+            c.heldInbound.length,
             c.leases,
             Math.min(c.attempts, TIMING.pinnedMaxAttempts),
             c.restarts,

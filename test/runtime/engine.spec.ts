@@ -302,8 +302,13 @@ describe('engine over the memory network', () => {
     const heldDraining = holder();
     ready.handle('/hold', heldReady.handler);
     draining.handle('/hold', heldDraining.handler);
-    for (const p of ['ready', 'shaking', 'draining', 'refusing', 'stalled']) a.addPeer(p, [s.network.address(p)]);
+    for (const p of ['ready', 'draining', 'refusing', 'stalled']) a.addPeer(p, [s.network.address(p)]);
     a.addPeer('refusing', [s.network.address('refusing')], { pinned: true });
+    // A dialler with the lower id ('a') is ready once its hello is out: the
+    // peer left handshaking is one that dialled `a` and whose hello never arrives.
+    shaking.addPeer('a', [s.network.address('a')]);
+    shaking.openStream('a', '/x').catch(() => {});
+    await s.advance(5);
     const streams = track([a.openStream('ready', '/hold'), a.openStream('draining', '/hold')]);
     const waiting = track([a.openStream('stalled', '/x'), a.openStream('shaking', '/x'), a.openStream('stalled', '/x')]);
     await s.advance(20);

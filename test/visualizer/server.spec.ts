@@ -137,9 +137,11 @@ describe('visualizer: server', () => {
     const snapshot = page.messages.find((m) => m.type === 'snapshot')!;
     assert.ok(snapshot.type === 'snapshot' && snapshot.engines.map((e) => e.id).join() === 'a,b');
 
-    page.select('a/b');
+    // b's view of a: the listener's side, which waits in handshaking for the hello.
+    page.select('b/a');
     await page.until(() => page.messages.some((m) => m.type === 'timeline'), 'the timeline');
     assert.ok(page.timeline.some((t) => t.state === 'handshaking') && page.timeline.some((t) => t.state === 'ready'));
+    page.select('a/b');
 
     // Live: a third engine appears, and a's connection to b is force closed.
     const c = await s!.add('c', { inspect: inspector.inspect });
