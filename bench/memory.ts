@@ -41,7 +41,7 @@ import {
   type ControlMessage,
   type IncomingStream,
 } from '../adapters/memory/index.js';
-import { PROTOCOL_VERSION } from '../machines/types.js';
+import { PROTOCOL_VERSION } from '../protocol/control.js';
 import { createEngine } from '../runtime/index.js';
 import { RESULT_PREFIX, gc, int, mib, msSince, numberArg, say } from './common.js';
 import { respond, type ResponderStats } from './responder.js';

@@ -38,7 +38,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import type { Connection, ConnectionHandlers, IncomingStream, Stream } from '../adapters/adapter.js';
+import type { Connection, ConnectionHandlers, IncomingStream, Stream } from '../protocol/adapter.js';
 import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
 import { Engine, type EngineInit, type PeerStream } from '../runtime/index.js';
 import { RESULT_PREFIX, drive, gc, hubWithPeers, int, median, numberArg, say } from './common.js';

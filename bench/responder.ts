@@ -13,8 +13,8 @@
  * peer id, which is the node's.
  */
 import type { CloseInfo, Connection, ConnectionHandlers, ControlMessage, IncomingStream, MemoryAdapter } from '../adapters/memory/index.js';
-import { ConnectionErrorCode } from '../machines/codes.js';
-import { PROTOCOL_VERSION } from '../machines/types.js';
+import { ConnectionErrorCode } from '../protocol/codes.js';
+import { PROTOCOL_VERSION } from '../protocol/control.js';
 
 export interface ResponderStats {
   hellos: number;

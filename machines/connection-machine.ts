@@ -1,15 +1,8 @@
 import { and, assign, enqueueActions, fromCallback, fromPromise, not, setup } from 'xstate';
-import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from './codes.js';
-import {
-  PROTOCOL_VERSION,
-  type ConnectionContext,
-  type ConnectionEvent,
-  type ConnectionInput,
-  type DialOutput,
-  type Ending,
-  type RequestRef,
-} from './types.js';
-import type { ControlMessage } from '../adapters/adapter.js';
+import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
+import { PROTOCOL_VERSION } from '../protocol/control.js';
+import { type ConnectionContext, type ConnectionEvent, type ConnectionInput, type DialOutput, type Ending, type RequestRef } from './types.js';
+import type { ControlMessage } from '../protocol/control.js';
 
 /**
  * The peer connection machine: one per peer, pure. It decides; the runtime

@@ -1,5 +1,5 @@
 import { assign, setup } from 'xstate';
-import type { ErrorCode, ErrorInfo } from './codes.js';
+import type { ErrorCode, ErrorInfo } from '../protocol/codes.js';
 
 /**
  * The resumable session machine: one per resumable stream, on each side,

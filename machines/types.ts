@@ -1,7 +1,4 @@
-import type { ConnectionErrorCode, ErrorInfo } from './codes.js';
-
-/** Version of the application handshake spoken on the control channel. */
-export const PROTOCOL_VERSION = 1;
+import type { ConnectionErrorCode, ErrorInfo } from '../protocol/codes.js';
 
 /**
  * The public names of the machine's top-level states. `closed` and `gaveUp`

@@ -33,7 +33,7 @@
  * XState release ever stops doing so.
  */
 import { createActor, type Actor, type ActorOptions, type ActorSystem, type AnyActorLogic, type AnyActorRef, type EventObject, type InspectionEvent } from 'xstate';
-import type { Clock } from '../adapters/adapter.js';
+import type { Clock } from '../protocol/time.js';
 
 /** What this system reads of XState's actors. */
 interface ActorRefLike {

@@ -13,16 +13,11 @@
  * through `policy.refused`, and reads the engine's counts through
  * `policy.held()` so that its limits cover both stages.
  */
-import type {
-  AdmissionPolicy,
-  Clock,
-  Connection,
-  ConnectionHandlers,
-  ControlMessage,
-  Stream,
-} from '../adapters/adapter.js';
-import { RateLimiter } from '../adapters/rate-limit.js';
-import { ConnectionErrorCode, reasonFor } from '../machines/codes.js';
+import type { AdmissionPolicy, Connection, ConnectionHandlers, Stream } from '../protocol/adapter.js';
+import type { Clock } from '../protocol/time.js';
+import type { ControlMessage } from '../protocol/control.js';
+import { RateLimiter } from '../protocol/rate-limit.js';
+import { ConnectionErrorCode, reasonFor } from '../protocol/codes.js';
 import type { EngineOptions } from './defaults.js';
 import { diagnostics } from './diagnostics.js';
 

@@ -1,5 +1,5 @@
-import { checkFunction, checkNumber, invalidType } from '../adapters/arguments.js';
-import type { Clock } from '../adapters/adapter.js';
+import { checkFunction, checkNumber, invalidType } from '../protocol/arguments.js';
+import type { Clock, Random } from '../protocol/time.js';
 
 /** Largest delay Node's setTimeout honours; longer ones would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -42,9 +42,6 @@ export const systemClock: Clock = {
     clearTimeout(handle as ReturnType<typeof setTimeout>);
   },
 };
-
-/** A source of numbers in [0, 1). Jitter draws from it and nothing else does. */
-export type Random = () => number;
 
 /** A small seeded generator (mulberry32): the same seed gives the same sequence. */
 export function seededRandom(seed: number): Random {

@@ -1,6 +1,6 @@
-import type { InboundGate } from '../adapters/adapter.js';
-import type { RateLimit } from '../adapters/rate-limit.js';
-import { checkNumber, checkObject, checkOneOf, checkOptionalFunction, COUNT, COUNT_OR_INFINITY, invalidValue, NON_NEGATIVE, outOfRange, POSITIVE } from '../adapters/arguments.js';
+import type { InboundGate } from '../protocol/adapter.js';
+import type { RateLimit } from '../protocol/rate-limit.js';
+import { checkNumber, checkObject, checkOneOf, checkOptionalFunction, COUNT, COUNT_OR_INFINITY, invalidValue, NON_NEGATIVE, outOfRange, POSITIVE } from '../protocol/arguments.js';
 import { maxAttempts, validateRetryPolicy, type RetryPolicy } from './retry.js';
 
 const POSITIVE_OR_INFINITY = Object.freeze({ ...POSITIVE, infinity: true });

@@ -19,7 +19,7 @@
  * });
  */
 import { channel } from 'node:diagnostics_channel';
-import type { ErrorCode } from '../machines/codes.js';
+import type { ErrorCode } from '../protocol/codes.js';
 import type { ConnectionState } from '../machines/types.js';
 import type { PeerlineError } from './errors.js';
 

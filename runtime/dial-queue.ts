@@ -1,4 +1,4 @@
-import { checkFunction, checkNumber, COUNT } from '../adapters/arguments.js';
+import { checkFunction, checkNumber, COUNT } from '../protocol/arguments.js';
 
 /**
  * Dial concurrency: at most `concurrency` dials at once, the rest wait in a

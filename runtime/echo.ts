@@ -1,4 +1,4 @@
-import { checkObject, invalidType } from '../adapters/arguments.js';
+import { checkObject, invalidType } from '../protocol/arguments.js';
 import type { PeerStream } from './streams.js';
 
 function checkStream(name: string, stream: PeerStream): void {

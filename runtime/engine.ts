@@ -1,24 +1,18 @@
 import './dispose.js';
 import { Subject, type Observable, type Observer } from 'rxjs';
 import { fromCallback, fromPromise, type Actor, type AnyActorRef, type InspectionEvent, type Subscription } from 'xstate';
-import { checkBoolean, checkFunction, checkNumber, checkObject, checkOptionalString, checkString, invalidType, invalidValue, optionsObject } from '../adapters/arguments.js';
-import {
-  TransportError,
-  type Adapter,
-  type CloseInfo,
-  type Clock,
-  type Connection,
-  type ControlMessage,
-  type IncomingStream,
-  type Stream,
-} from '../adapters/adapter.js';
+import { checkBoolean, checkFunction, checkNumber, checkObject, checkOptionalString, checkString, invalidType, invalidValue, optionsObject } from '../protocol/arguments.js';
+import { TransportError, type Adapter, type CloseInfo, type Connection, type IncomingStream, type Stream } from '../protocol/adapter.js';
+import { type Clock } from '../protocol/time.js';
+import { type ControlMessage } from '../protocol/control.js';
 import { canRetry, closedError, connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
-import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../machines/codes.js';
+import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
 import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { Admission, type AdmissionSnapshot } from './admission.js';
 import { diagnostics } from './diagnostics.js';
 import { envFlag, levelled, stderrLogger, type LevelledLogger, type Logger, type LogLevel } from './logger.js';
-import { systemClock, type Random } from './clock.js';
+import { systemClock } from './clock.js';
+import { type Random } from '../protocol/time.js';
 import { SharedActorSystem, createRootActor, stopRootActor } from './actor-system.js';
 import { DialQueue } from './dial-queue.js';
 import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';

@@ -1,5 +1,6 @@
 import type { Actor } from 'xstate';
-import type { CloseInfo, Connection, ConnectionHandlers, ControlMessage, IncomingStream, Stream } from '../adapters/adapter.js';
+import type { CloseInfo, Connection, ConnectionHandlers, IncomingStream, Stream } from '../protocol/adapter.js';
+import type { ControlMessage } from '../protocol/control.js';
 import type { ConnectionMachine } from '../machines/connection-machine.js';
 import type { ConnectionState } from '../machines/types.js';
 import { ActorHost, type SharedActorSystem } from './actor-system.js';

@@ -1,5 +1,5 @@
-import type { ConnectionErrorCode, ErrorCode, ErrorInfo } from '../machines/codes.js';
-import { checkObject, invalidValue } from '../adapters/arguments.js';
+import type { ConnectionErrorCode, ErrorCode, ErrorInfo } from '../protocol/codes.js';
+import { checkObject, invalidValue } from '../protocol/arguments.js';
 
 /**
  * Every error peerline hands to its users is a `PeerlineError` with a stable

@@ -1,5 +1,5 @@
 import { Console } from 'node:console';
-import { checkObject, checkOneOf, checkOptionalFunction } from '../adapters/arguments.js';
+import { checkObject, checkOneOf, checkOptionalFunction } from '../protocol/arguments.js';
 
 /**
  * What the engine logs through. Every method is optional: a level the logger

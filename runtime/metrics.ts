@@ -1,5 +1,5 @@
 import { ConnectionStates, type ConnectionState } from '../machines/types.js';
-import type { ErrorCode } from '../machines/codes.js';
+import type { ErrorCode } from '../protocol/codes.js';
 
 export interface MetricsSnapshot {
   /** Live machines per state (gauges). */

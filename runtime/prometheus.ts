@@ -12,7 +12,7 @@
  *   res.end(prometheus(engine));
  * }).listen(9464, '127.0.0.1');
  */
-import { checkObject, checkString, invalidType, invalidValue } from '../adapters/arguments.js';
+import { checkObject, checkString, invalidType, invalidValue } from '../protocol/arguments.js';
 import { ConnectionStates } from '../machines/types.js';
 import type { EngineMetrics } from './engine.js';
 import type { HistogramSnapshot } from './metrics.js';

@@ -11,7 +11,7 @@
  * (`accepted()`), so the check and the count never disagree.
  */
 
-import { checkNumber, checkObject, checkOptionalNumber, COUNT_OR_INFINITY, POSITIVE } from '../adapters/arguments.js';
+import { checkNumber, checkObject, checkOptionalNumber, COUNT_OR_INFINITY, POSITIVE } from '../protocol/arguments.js';
 
 export interface HandlerOptions {
   /** Inbound streams of this protocol open at once on one connection. */

@@ -1,5 +1,5 @@
-import { checkFunction, checkNumber, checkObject, checkOneOf, checkOptionalNumber, NON_NEGATIVE } from '../adapters/arguments.js';
-import type { Random } from './clock.js';
+import { checkFunction, checkNumber, checkObject, checkOneOf, checkOptionalNumber, NON_NEGATIVE } from '../protocol/arguments.js';
+import type { Random } from '../protocol/time.js';
 
 /**
  * Retry policies (distant offers exponential, Fibonacci, fixed and fail; gRPC's

@@ -8,7 +8,8 @@
  * a handshake per address and, over QUIC, a TLS handshake each.
  */
 import { isIP } from 'node:net';
-import { TransportError, type Clock, type Connection } from '../adapters/adapter.js';
+import { TransportError, type Connection } from '../protocol/adapter.js';
+import { type Clock } from '../protocol/time.js';
 
 /** The IP family of an address `scheme://host:port` (`[v6]` in brackets), or undefined (memory addresses, names). */
 export function addressFamily(address: string): 4 | 6 | undefined {

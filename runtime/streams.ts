@@ -1,4 +1,4 @@
-import type { Stream } from '../adapters/adapter.js';
+import type { Stream } from '../protocol/adapter.js';
 import type { PeerlineError } from './errors.js';
 
 /** A stream as peerline hands it to users: the transport stream plus who and what. */

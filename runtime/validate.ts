@@ -1,7 +1,7 @@
 /**
  * The argument checks of the engine's public methods. Each throws a
  * TypeError or RangeError with a Node-style `code`, naming the argument
- * (see adapters/arguments.ts); the promise-returning methods turn that into
+ * (see protocol/arguments.ts); the promise-returning methods turn that into
  * a rejection.
  */
 import type { InspectionEvent, Observer } from 'xstate';
@@ -18,7 +18,7 @@ import {
   optionsObject,
   outOfRange,
   POSITIVE,
-} from '../adapters/arguments.js';
+} from '../protocol/arguments.js';
 import { checkLogger, checkLogLevel } from './logger.js';
 
 /** What `createEngine({ inspect })` and `engine.inspect()` take: XState's own inspection observer, or a function. */
@@ -41,7 +41,7 @@ const CLOCK_METHODS = ['now', 'setTimeout', 'clearTimeout'] as const;
 export function checkEngineConfig(config: unknown): void {
   checkObject('config', config);
   const adapter = config.adapter;
-  if (adapter === null || typeof adapter !== 'object') throw invalidType('config.adapter', 'an Adapter (see adapters/adapter.ts)', adapter);
+  if (adapter === null || typeof adapter !== 'object') throw invalidType('config.adapter', 'an Adapter (see protocol/adapter.ts)', adapter);
   const a = adapter as Record<string, unknown>;
   for (const method of ADAPTER_METHODS) checkFunction(`config.adapter.${method}`, a[method]);
   checkString('config.adapter.localPeerId', a.localPeerId);

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { MemoryNetwork, VirtualClock, flushMicrotasks } from '../adapters/memory/index.js';
-import type { Clock } from '../adapters/adapter.js';
+import type { Clock } from '../protocol/time.js';
 import type { ConnectionContext } from '../machines/types.js';
 import {
   createEngine,

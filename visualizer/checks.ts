@@ -2,7 +2,7 @@
  * Argument checks of the visualizer's entry points: what each one takes that
  * is not a plain option (a machine, its graph, its layout, an engine).
  */
-import { checkFunction, checkObject, invalidType } from '../adapters/arguments.js';
+import { checkFunction, checkObject, invalidType } from '../protocol/arguments.js';
 
 /** An XState machine (`createMachine` / `setup().createMachine`). */
 export function checkMachine(name: string, value: unknown): void {

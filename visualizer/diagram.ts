@@ -8,7 +8,7 @@ import { machineGraph } from './graph.js';
 import { layoutMachine } from './layout.js';
 import { toMermaid } from './mermaid.js';
 import { renderSvg } from './svg.js';
-import { checkOptionalString } from '../adapters/arguments.js';
+import { checkOptionalString } from '../protocol/arguments.js';
 import { checkMachine } from './checks.js';
 
 export const DIAGRAM_TITLE = 'peerline: the peer connection machine';

@@ -5,7 +5,7 @@
  * so a change to the machine changes the drawings.
  */
 import { and, not, or, type AnyStateMachine } from 'xstate';
-import { checkString } from '../adapters/arguments.js';
+import { checkString } from '../protocol/arguments.js';
 import { checkMachine } from './checks.js';
 
 // The combinators' check functions identify `and([...])`, `or([...])` and `not(...)` guards.

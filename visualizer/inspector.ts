@@ -30,7 +30,7 @@ import {
   checkOptionalString,
   checkString,
   COUNT,
-} from '../adapters/arguments.js';
+} from '../protocol/arguments.js';
 import { topLevelState } from './graph.js';
 import { RingBuffer } from './ring.js';
 import { toJson, type Json } from './serialize.js';

@@ -10,7 +10,7 @@
 import ElkBundle from 'elkjs/lib/elk.bundled.js';
 import type { ELK as ElkApi, ELKConstructorArguments, ElkExtendedEdge, ElkLabel, ElkNode } from 'elkjs/lib/elk-api.js';
 import type { GraphState, GraphTransition, MachineGraph, StateKind } from './graph.js';
-import { checkBoolean, checkObject } from '../adapters/arguments.js';
+import { checkBoolean, checkObject } from '../protocol/arguments.js';
 import { checkGraph } from './checks.js';
 
 export interface LaidOutState {

@@ -20,7 +20,7 @@ import {
   invalidType,
   NON_NEGATIVE,
   PORT,
-} from '../adapters/arguments.js';
+} from '../protocol/arguments.js';
 import { createInspector, Inspector } from './inspector.js';
 import { startVisualizer, type Visualizer } from './server.js';
 

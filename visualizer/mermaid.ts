@@ -7,7 +7,7 @@
  */
 import type { GraphState, GraphTransition, MachineGraph } from './graph.js';
 import { colorOf } from './theme.js';
-import { checkObject, checkOptionalString, invalidType } from '../adapters/arguments.js';
+import { checkObject, checkOptionalString, invalidType } from '../protocol/arguments.js';
 import { checkGraph } from './checks.js';
 
 /** A Mermaid-safe id for a state: its path joined with `_`. */

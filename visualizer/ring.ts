@@ -1,4 +1,4 @@
-import { checkNumber, COUNT } from '../adapters/arguments.js';
+import { checkNumber, COUNT } from '../protocol/arguments.js';
 
 /** A fixed-capacity buffer that keeps the newest items: memory stays bounded however long it runs. */
 export class RingBuffer<T> {

@@ -5,7 +5,7 @@
  * `@statelyai/inspect` sends (`JSON.parse(safeStringify(x))`), without its
  * dependencies.
  */
-import { checkObject, checkOneOf, checkOptionalNumber, COUNT } from '../adapters/arguments.js';
+import { checkObject, checkOneOf, checkOptionalNumber, COUNT } from '../protocol/arguments.js';
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 

@@ -30,7 +30,7 @@ import {
   invalidValue,
   PORT,
   POSITIVE,
-} from '../adapters/arguments.js';
+} from '../protocol/arguments.js';
 import { checkEngine, checkMachine } from './checks.js';
 import type { AnyStateMachine } from 'xstate';
 import { connectionMachine } from '../machines/connection-machine.js';

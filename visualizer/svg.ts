@@ -6,7 +6,7 @@
 import type { LaidOutEdge, LaidOutState, MachineLayout, Point } from './layout.js';
 import { TEXT } from './layout.js';
 import { colorOf } from './theme.js';
-import { checkBoolean, checkObject, checkOptionalString, invalidType } from '../adapters/arguments.js';
+import { checkBoolean, checkObject, checkOptionalString, invalidType } from '../protocol/arguments.js';
 import { checkLayout } from './checks.js';
 
 export interface SvgOptions {

@@ -5,16 +5,9 @@
  * `Connection`. Each side sends on its own control `Lane`, so control
  * messages and the close notice arrive in order.
  */
-import {
-  TransportError,
-  type CloseInfo,
-  type Connection,
-  type ConnectionHandlers,
-  type ControlMessage,
-  type IncomingStream,
-  type Stream,
-} from '../adapter.js';
-import { HandlerQueue, type ConnectionEvent } from '../handler-queue.js';
+import { TransportError, type CloseInfo, type Connection, type ConnectionHandlers, type IncomingStream, type Stream } from '../../protocol/adapter.js';
+import { type ControlMessage } from '../../protocol/control.js';
+import { HandlerQueue, type TransportEvent } from '../../protocol/handler-queue.js';
 import { Lane, type Fabric, type Tracked } from './fabric.js';
 import { StreamPair, type StreamSide } from './stream.js';
 
@@ -258,7 +251,7 @@ export class MemoryConnection implements Connection, StreamSide {
     this.#emit({ type: 'control', message });
   }
 
-  #emit(event: ConnectionEvent): void {
+  #emit(event: TransportEvent): void {
     this.#events.emit(event);
   }
 }

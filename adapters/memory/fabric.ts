@@ -3,7 +3,7 @@
  * connections and streams need, and the `Lane`, an ordered one-way channel on
  * the virtual clock. Not exported from the package.
  */
-import type { Clock } from '../adapter.js';
+import type { Clock } from '../../protocol/time.js';
 
 /**
  * What a delivery carries, for fault injection: `control` is a runtime

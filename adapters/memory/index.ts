@@ -5,16 +5,7 @@
 export { MemoryNetwork, MemoryAdapter } from './network.js';
 export type { MemoryNetworkOptions, MemoryNetworkStats, MemoryAckFault } from './network.js';
 export { VirtualClock, flushMicrotasks } from './virtual-clock.js';
-export { TransportError } from '../adapter.js';
-export type {
-  Adapter,
-  Clock,
-  CloseInfo,
-  Connection,
-  ConnectionHandlers,
-  ControlMessage,
-  DialOptions,
-  IncomingStream,
-  Stream,
-  TransportErrorKind,
-} from '../adapter.js';
+export { TransportError } from '../../protocol/adapter.js';
+export type { Adapter, CloseInfo, Connection, ConnectionHandlers, DialOptions, IncomingStream, Stream, TransportErrorKind } from '../../protocol/adapter.js';
+export type { Clock } from '../../protocol/time.js';
+export type { ControlMessage } from '../../protocol/control.js';

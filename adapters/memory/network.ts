@@ -23,13 +23,8 @@
  * const dialing = alice.dial('bob', net.address('bob'), { signal });
  * await clock.advance(10); // one round trip
  */
-import {
-  TransportError,
-  type Adapter,
-  type Clock,
-  type Connection,
-  type DialOptions,
-} from '../adapter.js';
+import { TransportError, type Adapter, type Connection, type DialOptions } from '../../protocol/adapter.js';
+import { type Clock } from '../../protocol/time.js';
 import {
   checkBoolean,
   checkFunction,
@@ -43,7 +38,7 @@ import {
   invalidType,
   NON_NEGATIVE,
   optionsObject,
-} from '../arguments.js';
+} from '../../protocol/arguments.js';
 import { ConnectionPair, type ConnectionOwner, type MemoryConnection } from './connection.js';
 import { Lane, type AckFault, type DeliveryKind, type Fabric, type MemoryNetworkStats } from './fabric.js';
 import type { StreamPair } from './stream.js';

@@ -11,7 +11,7 @@
  * once the whole chunk fits in that window, so a writer whose remote does not
  * read feels backpressure, and no queue grows without bound.
  */
-import { TransportError, type IncomingStream, type Stream } from '../adapter.js';
+import { TransportError, type IncomingStream, type Stream } from '../../protocol/adapter.js';
 import type { Fabric, Lane, Tracked } from './fabric.js';
 
 /** What a stream needs from the connection side it lives on. */

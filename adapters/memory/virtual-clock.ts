@@ -1,5 +1,5 @@
-import type { Clock } from '../adapter.js';
-import { checkFunction, checkNumber, invalidType, NON_NEGATIVE } from '../arguments.js';
+import type { Clock } from '../../protocol/time.js';
+import { checkFunction, checkNumber, invalidType, NON_NEGATIVE } from '../../protocol/arguments.js';
 
 /** A timer, and its handle. `fn` is dropped once it fired or was cleared, freeing what it holds at once. */
 class Timer {

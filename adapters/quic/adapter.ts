@@ -35,8 +35,8 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { QUICClient, QUICServer, QUICSocket, errors as quicErrors, events as quicEvents, type QUICConfig, type QUICConnection } from '@matrixai/quic';
-import { TransportError, type Adapter, type Connection, type DialOptions, type InboundGate, type TransportPolicy } from '../adapter.js';
-import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
+import { TransportError, type Adapter, type Connection, type DialOptions, type InboundGate, type TransportPolicy } from '../../protocol/adapter.js';
+import { ConnectionErrorCode, reasonFor } from '../../protocol/codes.js';
 import { parseQuicAddress, quicAddress } from './address.js';
 import { InboundAdmission } from './admission.js';
 import { CryptoError, describe, refusalCode } from './close-info.js';

@@ -3,7 +3,7 @@
  * literals (no name resolution: an address book should not depend on DNS).
  */
 import { isIP } from 'node:net';
-import { checkNumber, invalidType, invalidValue } from '../arguments.js';
+import { checkNumber, invalidType, invalidValue } from '../../protocol/arguments.js';
 
 export const QUIC_SCHEME = 'quic://';
 

@@ -24,9 +24,9 @@
  * it is closed with HandshakeTimeout.
  */
 import { events as quicEvents, type QUICConnection } from '@matrixai/quic';
-import type { InboundGate, TransportPolicy } from '../adapter.js';
-import { RateLimiter } from '../rate-limit.js';
-import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
+import type { InboundGate, TransportPolicy } from '../../protocol/adapter.js';
+import { RateLimiter } from '../../protocol/rate-limit.js';
+import { ConnectionErrorCode, reasonFor } from '../../protocol/codes.js';
 import { CryptoError, remoteAddressOf } from './close-info.js';
 import { peerIdFromCertificate } from './identity.js';
 import { closeBeforeTls, refuseAfterFirstFlight, verifyWith } from './seam/index.js';

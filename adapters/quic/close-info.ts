@@ -4,8 +4,8 @@
  * `ConnectionErrorCode`s.
  */
 import { errors as quicErrors, type QUICConnection } from '@matrixai/quic';
-import type { CloseInfo } from '../adapter.js';
-import { ConnectionErrorCode, codeForReason, reasonFor } from '../../machines/codes.js';
+import type { CloseInfo } from '../../protocol/adapter.js';
+import { ConnectionErrorCode, codeForReason, reasonFor } from '../../protocol/codes.js';
 import { quicAddress } from './address.js';
 import { QUIC_CONNECTION_REFUSED } from './seam/index.js';
 import { decodeUtf8 } from './wire.js';

@@ -13,16 +13,10 @@
  * `libraryFailure` here), the library path on every stream.
  */
 import { errors as quicErrors, events as quicEvents, type QUICClient, type QUICConnection } from '@matrixai/quic';
-import {
-  TransportError,
-  type CloseInfo,
-  type Connection,
-  type ConnectionHandlers,
-  type ControlMessage,
-  type Stream,
-} from '../adapter.js';
-import { HandlerQueue, type ConnectionEvent } from '../handler-queue.js';
-import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
+import { TransportError, type CloseInfo, type Connection, type ConnectionHandlers, type Stream } from '../../protocol/adapter.js';
+import { type ControlMessage } from '../../protocol/control.js';
+import { HandlerQueue } from '../../protocol/handler-queue.js';
+import { ConnectionErrorCode, reasonFor } from '../../protocol/codes.js';
 import { closeInfoOf, describe, earlyCloseInfo, remoteAddressOf } from './close-info.js';
 import { ControlChannel, type ControlHost } from './control.js';
 import { CreditQueue, MAX_WAITING_OPENS } from './credit.js';

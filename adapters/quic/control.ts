@@ -14,7 +14,7 @@
  *   `CONTROL_BURST`, refilled at `CONTROL_RATE` per second; a peer's
  *   heartbeat sends one ping per interval). Past it: `ControlFlood`.
  */
-import type { ControlMessage } from '../adapter.js';
+import type { ControlMessage } from '../../protocol/control.js';
 import type { TransportStream } from './seam/index.js';
 import { ControlDecoder, KIND_CONTROL, WireError } from './wire.js';
 

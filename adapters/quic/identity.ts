@@ -17,7 +17,7 @@ import * as x509 from '@peculiar/x509';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkObject, checkString, invalidType, outOfRange } from '../arguments.js';
+import { checkObject, checkString, invalidType, outOfRange } from '../../protocol/arguments.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as ReturnType<typeof x509.cryptoProvider.get>);
 

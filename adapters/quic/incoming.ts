@@ -3,7 +3,7 @@
  * size), then the runtime accepts it (ACK) or rejects it (NACK). A control
  * stream is claimed by the connection instead.
  */
-import { TransportError, type IncomingStream, type Stream } from '../adapter.js';
+import { TransportError, type IncomingStream, type Stream } from '../../protocol/adapter.js';
 import type { TransportStream } from './seam/index.js';
 import { QuicStreamEnd, abandon, drain, type StreamOwner } from './stream.js';
 import { ACK, StreamCode, encodeNack } from './wire.js';

@@ -40,5 +40,5 @@ export {
 export { MAX_CONTROL_FRAME, MAX_NACK_REASON, StreamCode } from './wire.js';
 export { CONTROL_BURST, CONTROL_RATE, MAX_CONTROL_BACKLOG } from './control.js';
 export type { SeamProbe, SeamState } from './seam/index.js';
-export { TransportError } from '../adapter.js';
-export type { Adapter, Connection, Stream, TransportPolicy } from '../adapter.js';
+export { TransportError } from '../../protocol/adapter.js';
+export type { Adapter, Connection, Stream, TransportPolicy } from '../../protocol/adapter.js';

@@ -2,7 +2,7 @@
  * An outbound stream open: credit (see `credit.ts`), the header naming the
  * protocol, then the remote's ACK or NACK.
  */
-import { TransportError, type Stream } from '../adapter.js';
+import { TransportError, type Stream } from '../../protocol/adapter.js';
 import type { TransportStream } from './seam/index.js';
 import { QuicStreamEnd, abandon, asTransportError, drain, type StreamOwner } from './stream.js';
 import { ABORT_FRAME, ACK, ByteQueue, END_FRAME, NACK, StreamCode, WireError, decodeUtf8, fill } from './wire.js';

@@ -10,8 +10,8 @@ import {
   invalidValue,
   PORT,
   POSITIVE,
-} from '../arguments.js';
-import type { TransportPolicy } from '../adapter.js';
+} from '../../protocol/arguments.js';
+import type { TransportPolicy } from '../../protocol/adapter.js';
 import type { QuicAdapterOptions } from './adapter.js';
 
 /**

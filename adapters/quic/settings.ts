@@ -3,7 +3,7 @@
  * (idle timeout, keep-alive), stream credit, datagram sizes, ALPN.
  */
 import type { QUICConfig } from '@matrixai/quic';
-import type { TransportPolicy } from '../adapter.js';
+import type { TransportPolicy } from '../../protocol/adapter.js';
 import { datagramSizes } from './seam/index.js';
 import type { QuicIdentity } from './identity.js';
 import { validateTransportPolicy } from './options.js';

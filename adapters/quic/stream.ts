@@ -14,7 +14,7 @@
  * is dropped) until the remote's FIN, because quiche 0.18 only frees a stream,
  * and returns its credit, once both ends were read or acknowledged.
  */
-import { TransportError, type Stream } from '../adapter.js';
+import { TransportError, type Stream } from '../../protocol/adapter.js';
 import type { TransportStream } from './seam/index.js';
 import { ABORT_FRAME, END_FRAME, FrameParser, MAX_DATA_FRAME, StreamCode, WireError, dataFrameHeader } from './wire.js';
 

@@ -47,7 +47,7 @@
  * that keeps sending long after nobody reads it, and as a fallback when the
  * FIN cannot go with a byte; they may cost the connection a stream of credit.
  */
-import type { ControlMessage } from '../adapter.js';
+import type { ControlMessage } from '../../protocol/control.js';
 
 export const KIND_CONTROL = 0x00;
 export const KIND_USER = 0x01;

@@ -1,9 +1,9 @@
 import { Subject, type Observable } from 'rxjs';
-import type { Clock } from '../../adapters/adapter.js';
-import type { ErrorCode, ErrorInfo } from '../../machines/codes.js';
-import { ErrorCodes } from '../../machines/codes.js';
+import type { Clock } from '../../protocol/time.js';
+import type { ErrorCode, ErrorInfo } from '../../protocol/codes.js';
+import { ErrorCodes } from '../../protocol/codes.js';
 import { sessionMachine, type SessionMachine } from '../../machines/session-machine.js';
-import type { Random } from '../clock.js';
+import type { Random } from '../../protocol/time.js';
 import { onAbort } from '../abort.js';
 import { isPeerlineError, PeerlineError, toPeerlineError } from '../errors.js';
 import { backoffDelay, type RetryPolicy } from '../retry.js';

@@ -1,7 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createActor, type Actor, type InspectionEvent } from 'xstate';
-import type { Clock } from '../../adapters/adapter.js';
-import type { ErrorCode, ErrorInfo } from '../../machines/codes.js';
+import type { Clock } from '../../protocol/time.js';
+import type { ErrorCode, ErrorInfo } from '../../protocol/codes.js';
 import { sessionMachine, type SessionEvent, type SessionMachine, type SessionState } from '../../machines/session-machine.js';
 import { toPeerlineError, type PeerlineError } from '../errors.js';
 import type { PeerStream } from '../streams.js';

@@ -4,15 +4,8 @@
  * supplies: a virtual clock for the memory network, real waiting for QUIC.
  */
 import assert from 'node:assert/strict';
-import {
-  TransportError,
-  type Adapter,
-  type CloseInfo,
-  type Connection,
-  type ControlMessage,
-  type IncomingStream,
-  type Stream,
-} from '../../adapters/adapter.js';
+import { TransportError, type Adapter, type CloseInfo, type Connection, type IncomingStream, type Stream } from '../../protocol/adapter.js';
+import { type ControlMessage } from '../../protocol/control.js';
 
 export interface CompliancePair {
   readonly a: Adapter;

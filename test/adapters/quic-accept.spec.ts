@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import type { QUICStream } from '@matrixai/quic';
 import type { TransportStream } from '../../adapters/quic/seam/index.js';
 import { TransportError, createQuicAdapter, type QuicAdapter } from '../../adapters/quic/index.js';
-import type { Connection, IncomingStream } from '../../adapters/adapter.js';
+import type { Connection, IncomingStream } from '../../protocol/adapter.js';
 import { identity, recordingLogger, sleep } from '../fixtures/identity.js';
 
 async function waitFor<T>(get: () => T | undefined, what: string, ms = 3_000): Promise<T> {

@@ -21,8 +21,8 @@ import {
   resolveOptions,
   type Engine,
 } from '../../runtime/index.js';
-import { codeForReason } from '../../machines/codes.js';
-import { RateLimiter } from '../../adapters/rate-limit.js';
+import { codeForReason } from '../../protocol/codes.js';
+import { RateLimiter } from '../../protocol/rate-limit.js';
 import { createQuicAdapter } from '../../adapters/quic/index.js';
 import { escapedErrors } from '../fixtures/hooks.js';
 import { identity } from '../fixtures/identity.js';

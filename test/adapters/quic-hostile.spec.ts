@@ -24,7 +24,7 @@ import assert from 'node:assert/strict';
 import { ConnectionErrorCode, ConnectionErrorReason, PeerlineError, type EngineInit } from '../../runtime/index.js';
 import { StreamCode, TransportError, quicAddress, type QuicAdapterOptions } from '../../adapters/quic/index.js';
 import { encodeControl } from '../../adapters/quic/wire.js';
-import { codeForReason } from '../../machines/codes.js';
+import { codeForReason } from '../../protocol/codes.js';
 import { escapedErrors } from '../fixtures/hooks.js';
 import { identity } from '../fixtures/identity.js';
 import {

@@ -23,9 +23,10 @@ import {
   type QuicAdapterOptions,
   type QuicIdentity,
 } from '../../adapters/quic/index.js';
-import type { CloseInfo, Connection, ControlMessage, IncomingStream, Stream } from '../../adapters/adapter.js';
+import type { CloseInfo, Connection, IncomingStream, Stream } from '../../protocol/adapter.js';
+import type { ControlMessage } from '../../protocol/control.js';
 import { ACK, END_FRAME, FrameParser, encodeControl, encodeDataFrame, encodeHeader } from '../../adapters/quic/wire.js';
-import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
+import { ConnectionErrorCode, reasonFor } from '../../protocol/codes.js';
 import { adapterCompliance } from './compliance.js';
 import { escapedErrors } from '../fixtures/hooks.js';
 import { blackhole, identity, recordingLogger, sleep } from '../fixtures/identity.js';

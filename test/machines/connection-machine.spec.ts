@@ -3,8 +3,9 @@
  * run on a simulated clock with recording effects. No network, no real time.
  */
 import assert from 'node:assert/strict';
-import { ConnectionErrorCode as C, type ErrorInfo } from '../../machines/codes.js';
-import { PROTOCOL_VERSION, type ConnectionEvent } from '../../machines/types.js';
+import { ConnectionErrorCode as C, type ErrorInfo } from '../../protocol/codes.js';
+import { PROTOCOL_VERSION } from '../../protocol/control.js';
+import { type ConnectionEvent } from '../../machines/types.js';
 import {
   DELAYS,
   closedEvent,

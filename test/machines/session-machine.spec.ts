@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createActor, type Actor } from 'xstate';
-import type { ErrorInfo } from '../../machines/codes.js';
+import type { ErrorInfo } from '../../protocol/codes.js';
 import { sessionMachine, type SessionEvent, type SessionMachine } from '../../machines/session-machine.js';
 import { SteppingClock } from '../fixtures/machine-harness.js';
 

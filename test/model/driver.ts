@@ -16,9 +16,9 @@
  */
 import type { InspectionEvent } from 'xstate';
 import { MemoryNetwork, VirtualClock, flushMicrotasks, type MemoryAdapter } from '../../adapters/memory/index.js';
-import type { Adapter, CloseInfo, Connection, ConnectionHandlers, IncomingStream, Stream } from '../../adapters/adapter.js';
-import { ConnectionErrorCode, reasonFor } from '../../machines/codes.js';
-import { PROTOCOL_VERSION } from '../../machines/types.js';
+import type { Adapter, CloseInfo, Connection, ConnectionHandlers, IncomingStream, Stream } from '../../protocol/adapter.js';
+import { ConnectionErrorCode, reasonFor } from '../../protocol/codes.js';
+import { PROTOCOL_VERSION } from '../../protocol/control.js';
 import { createEngine, Engine, seededRandom, type PeerlineError, type PeerStream } from '../../runtime/index.js';
 import {
   BLOCKERS,

@@ -18,8 +18,9 @@
  */
 import { createEmptyActor, type AnyEventObject, type AnyMachineSnapshot, type InspectionEvent } from 'xstate';
 import { canRetry, connectionMachine } from '../../machines/connection-machine.js';
-import { ConnectionErrorCode, reasonFor, type ErrorInfo } from '../../machines/codes.js';
-import { PROTOCOL_VERSION, type ConnectionContext, type ConnectionLimits, type ConnectionState } from '../../machines/types.js';
+import { ConnectionErrorCode, reasonFor, type ErrorInfo } from '../../protocol/codes.js';
+import { PROTOCOL_VERSION } from '../../protocol/control.js';
+import { type ConnectionContext, type ConnectionLimits, type ConnectionState } from '../../machines/types.js';
 import type { EngineInit } from '../../runtime/index.js';
 import { keyOf as transitionKey } from './transitions.js';
 

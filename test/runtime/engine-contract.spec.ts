@@ -5,7 +5,7 @@
  * requests, and stream data on a connection that lived through a partition.
  */
 import { strict as assert } from 'node:assert';
-import type { Adapter, Connection } from '../../adapters/adapter.js';
+import type { Adapter, Connection } from '../../protocol/adapter.js';
 import { createEngine, type StreamAnswer } from '../../runtime/index.js';
 import { abortCallbacks } from '../../runtime/abort.js';
 import { codes, echo, holder, swarm, track, type Swarm } from '../fixtures/swarm.js';

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import sinon from 'sinon';
 import { backoffDelay, ConnectionErrorCode, PeerlineError, seededRandom, type Engine, type RetryPolicy } from '../../runtime/index.js';
 import type { InspectionEvent } from 'xstate';
-import type { CloseInfo, Connection } from '../../adapters/adapter.js';
+import type { CloseInfo, Connection } from '../../protocol/adapter.js';
 import { codes, echo, holder, swarm, track, type Swarm } from '../fixtures/swarm.js';
 
 /** Records every close a node's connections see (the wire code the remote chose). */

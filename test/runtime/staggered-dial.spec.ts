@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { TransportError, type Connection } from '../../adapters/adapter.js';
+import { TransportError, type Connection } from '../../protocol/adapter.js';
 import { VirtualClock } from '../../adapters/memory/index.js';
 import { addressFamily, rankAddresses, staggeredDial } from '../../runtime/staggered-dial.js';
 

@@ -9,7 +9,7 @@
  * FIN where the native connection has them.
  */
 import { errors as quicErrors, events as quicEvents, type QUICConnection, type QUICStream } from '@matrixai/quic';
-import { TransportError } from '../../adapter.js';
+import { TransportError } from '../../../protocol/adapter.js';
 import { StreamCode } from '../wire.js';
 import { connectionInternals, detailOf, nativeShape, type NativeConnection } from './internals.js';
 import { localStreamError, type StreamTransport, type TransportStream } from './transport.js';

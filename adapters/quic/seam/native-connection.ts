@@ -25,7 +25,7 @@
  *   use builds a timed-cancellable context.
  */
 import { errors as quicErrors, events as quicEvents, native, type QUICConnection } from '@matrixai/quic';
-import { TransportError } from '../../adapter.js';
+import { TransportError } from '../../../protocol/adapter.js';
 import { connectionInternals, type ConnectionInternals, type NativeConnection, type RecvInfo } from './internals.js';
 import { NativeStream, type NativeStreamOwner } from './native-stream.js';
 import type { StreamTransport, TransportStream } from './transport.js';

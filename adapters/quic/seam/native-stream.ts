@@ -15,7 +15,7 @@
  *   direction, returns null when nothing is there yet, and `[n, true]` with
  *   the last bytes.
  */
-import { TransportError } from '../../adapter.js';
+import { TransportError } from '../../../protocol/adapter.js';
 import type { NativeConnection } from './internals.js';
 import { localStreamError, remoteStreamError, type TransportStream } from './transport.js';
 

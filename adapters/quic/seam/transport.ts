@@ -4,7 +4,7 @@
  * quiche) or the library's own streams (`library-stream.ts`, the path taken
  * when the probe fails or `tuning: false`).
  */
-import { TransportError } from '../../adapter.js';
+import { TransportError } from '../../../protocol/adapter.js';
 import { StreamCode } from '../wire.js';
 
 /** One QUIC stream, both directions. */

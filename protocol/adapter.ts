@@ -15,21 +15,7 @@
  * - Every callback is invoked at most once per event and never throws into the
  *   adapter: handlers are supplied by the runtime, which catches everything.
  */
-
-/** Timers. Every timer in peerline goes through one of these. */
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-/** Messages the runtime exchanges on a connection's control channel. */
-export type ControlMessage =
-  | { type: 'hello'; version: number; peerId: string }
-  | { type: 'hello-ack'; version: number; peerId: string }
-  | { type: 'ping'; seq: number }
-  | { type: 'pong'; seq: number }
-  | { type: 'goaway' };
+import type { ControlMessage } from './control.js';
 
 /** Why a transport operation failed. The runtime maps kinds to error codes. */
 export type TransportErrorKind =

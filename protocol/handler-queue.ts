@@ -1,7 +1,8 @@
-import type { CloseInfo, ConnectionHandlers, ControlMessage, IncomingStream } from './adapter.js';
+import type { CloseInfo, ConnectionHandlers, IncomingStream } from './adapter.js';
+import type { ControlMessage } from './control.js';
 
-/** What a connection hands to the runtime's handlers. */
-export type ConnectionEvent =
+/** What a transport connection hands to the runtime's handlers (as opposed to `ConnectionEvent`, the events of the connection machine). */
+export type TransportEvent =
   | { readonly type: 'control'; readonly message: ControlMessage }
   | { readonly type: 'stream'; readonly stream: IncomingStream }
   | { readonly type: 'close'; readonly info: CloseInfo };
@@ -15,9 +16,9 @@ export type ConnectionEvent =
 export class HandlerQueue {
   readonly #limit: number;
   readonly #onOverflow: () => void;
-  readonly #run: (what: ConnectionEvent['type'], deliver: () => void) => void;
+  readonly #run: (what: TransportEvent['type'], deliver: () => void) => void;
   #handlers: ConnectionHandlers | undefined;
-  readonly #buffer: ConnectionEvent[] = [];
+  readonly #buffer: TransportEvent[] = [];
   #flushing = false;
 
   /**
@@ -25,7 +26,7 @@ export class HandlerQueue {
    * @param onOverflow called instead of buffering past the limit
    * @param run calls `deliver`, catching what a handler throws
    */
-  constructor(limit: number, onOverflow: () => void, run: (what: ConnectionEvent['type'], deliver: () => void) => void) {
+  constructor(limit: number, onOverflow: () => void, run: (what: TransportEvent['type'], deliver: () => void) => void) {
     this.#limit = limit;
     this.#onOverflow = onOverflow;
     this.#run = run;
@@ -36,7 +37,7 @@ export class HandlerQueue {
     this.#flush();
   }
 
-  emit(event: ConnectionEvent): void {
+  emit(event: TransportEvent): void {
     if (event.type !== 'close' && this.#handlers === undefined && this.#buffer.length >= this.#limit) {
       this.#onOverflow();
       return;
