@@ -3,6 +3,7 @@ import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '
 import { PROTOCOL_VERSION } from '../protocol/control.js';
 import { type ConnectionContext, type ConnectionEvent, type ConnectionInput, type DialOutput, type Ending, type RequestRef } from './types.js';
 import type { ControlMessage } from '../protocol/control.js';
+import { TIMING_DEFAULTS } from '../protocol/timing.js';
 
 /**
  * The peer connection machine: one per peer, pure. It decides; the runtime
@@ -112,25 +113,26 @@ const base = setup({
     isSettled: ({ context }) => context.streams === 0 && context.leases === 0 && context.opening.length === 0,
     tooManyMisses: ({ context }) => context.misses + 1 >= context.limits.heartbeatMisses,
   },
+  // The defaults, until the runtime provides the engine's own (`machine.provide`).
   delays: {
-    dialQueueTimeout: 30_000,
-    connectTimeout: 10_000,
-    handshakeTimeout: 10_000,
-    streamOpenTimeout: 10_000,
-    heartbeatInterval: 5_000,
-    heartbeatTimeout: 2_000,
+    dialQueueTimeout: TIMING_DEFAULTS.dialQueueTimeoutMs,
+    connectTimeout: TIMING_DEFAULTS.connectTimeoutMs,
+    handshakeTimeout: TIMING_DEFAULTS.handshakeTimeoutMs,
+    streamOpenTimeout: TIMING_DEFAULTS.streamOpenTimeoutMs,
+    heartbeatInterval: TIMING_DEFAULTS.heartbeat.intervalMs,
+    heartbeatTimeout: TIMING_DEFAULTS.heartbeat.timeoutMs,
     /** interval minus timeout: the wait after a missed ping keeps a fixed cadence. */
-    heartbeatGap: 3_000,
-    idleTimeout: 60_000,
-    drainDeadline: 5_000,
-    forceCloseGrace: 1_000,
+    heartbeatGap: TIMING_DEFAULTS.heartbeat.intervalMs - TIMING_DEFAULTS.heartbeat.timeoutMs,
+    idleTimeout: TIMING_DEFAULTS.idleTimeoutMs,
+    drainDeadline: TIMING_DEFAULTS.drainDeadlineMs,
+    forceCloseGrace: TIMING_DEFAULTS.forceCloseGraceMs,
     /**
      * Supplied by the runtime from its retry policy and random source: the
      * wait before the next attempt, or, with no attempt left, the dial backoff.
      */
-    retryBackoff: 1_000,
+    retryBackoff: TIMING_DEFAULTS.backoffInitialMs,
     /** Restart intensity: how long one failure of a pinned peer counts. */
-    restartPeriod: 60_000,
+    restartPeriod: TIMING_DEFAULTS.restartPeriodMs,
   },
 });
 

@@ -1,6 +1,7 @@
 import type { InboundGate } from '../protocol/adapter.js';
 import type { RateLimit } from '../protocol/rate-limit.js';
 import { checkNumber, checkObject, checkOneOf, checkOptionalFunction, COUNT, COUNT_OR_INFINITY, invalidValue, NON_NEGATIVE, outOfRange, POSITIVE } from '../protocol/arguments.js';
+import { TIMING_DEFAULTS, WIRE_DEFAULTS } from '../protocol/timing.js';
 import { maxAttempts, validateRetryPolicy, type RetryPolicy } from './retry.js';
 
 const POSITIVE_OR_INFINITY = Object.freeze({ ...POSITIVE, infinity: true });
@@ -8,7 +9,8 @@ import type { ResumeOptions } from './resume/manager.js';
 
 /**
  * Every engine option, with its default and why. One file, so a reader can
- * see all of peerline's timing and bounds at once.
+ * see all of peerline's bounds at once; the timings' values come from the
+ * one table of them, `protocol/timing.ts`.
  */
 export interface EngineOptions {
   /** Dial (transport connect) timeout per attempt. @default 10_000 */
@@ -128,39 +130,39 @@ export interface EngineOptions {
 }
 
 export const DEFAULTS: Readonly<EngineOptions> = Object.freeze({
-  connectTimeoutMs: 10_000,
-  dialQueueTimeoutMs: 30_000,
-  handshakeTimeoutMs: 10_000,
-  streamOpenTimeoutMs: 10_000,
-  heartbeat: Object.freeze({ intervalMs: 5_000, timeoutMs: 2_000, misses: 3 }),
-  idleTimeoutMs: 60_000,
-  drainDeadlineMs: 5_000,
-  forceCloseGraceMs: 1_000,
+  connectTimeoutMs: TIMING_DEFAULTS.connectTimeoutMs,
+  dialQueueTimeoutMs: TIMING_DEFAULTS.dialQueueTimeoutMs,
+  handshakeTimeoutMs: TIMING_DEFAULTS.handshakeTimeoutMs,
+  streamOpenTimeoutMs: TIMING_DEFAULTS.streamOpenTimeoutMs,
+  heartbeat: TIMING_DEFAULTS.heartbeat,
+  idleTimeoutMs: TIMING_DEFAULTS.idleTimeoutMs,
+  drainDeadlineMs: TIMING_DEFAULTS.drainDeadlineMs,
+  forceCloseGraceMs: TIMING_DEFAULTS.forceCloseGraceMs,
   retry: Object.freeze({ strategy: 'none' }) as RetryPolicy,
   pinnedRetry: Object.freeze({
     strategy: 'exponential',
-    initialDelayMs: 1_000,
+    initialDelayMs: TIMING_DEFAULTS.backoffInitialMs,
     multiplier: 1.6,
     maxDelayMs: 120_000,
     jitter: 0.2,
   }) as RetryPolicy,
-  pinnedRestartIntensity: Object.freeze({ maxRestarts: Infinity, periodMs: 60_000 }),
+  pinnedRestartIntensity: Object.freeze({ maxRestarts: Infinity, periodMs: TIMING_DEFAULTS.restartPeriodMs }),
   dialBackoff: Object.freeze({
     strategy: 'exponential',
-    initialDelayMs: 1_000,
+    initialDelayMs: TIMING_DEFAULTS.backoffInitialMs,
     multiplier: 2,
     maxDelayMs: 60_000,
     jitter: 0.2,
   }) as RetryPolicy,
-  dialStaggerMs: 250,
+  dialStaggerMs: TIMING_DEFAULTS.dialStaggerMs,
   addressOrder: 'interleave',
   maxQueuedPerPeer: 256,
   maxStreamsPerConnection: 100,
-  maxInboundStreamsPerConnection: 100,
+  maxInboundStreamsPerConnection: WIRE_DEFAULTS.maxInboundStreamsPerConnection,
   dialConcurrency: 50,
   dialQueueLimit: 500,
   maxConnections: 1_000,
-  maxProtocolLength: 256,
+  maxProtocolLength: WIRE_DEFAULTS.maxProtocolLength,
   resume: Object.freeze({
     bufferBytes: 4 * 1024 * 1024,
     ttlMs: 60_000,

@@ -1,5 +1,6 @@
 import { checkFunction, checkNumber, checkObject, checkOneOf, checkOptionalNumber, NON_NEGATIVE } from '../protocol/arguments.js';
 import type { Random } from '../protocol/time.js';
+import { TIMING_DEFAULTS } from '../protocol/timing.js';
 
 /**
  * Retry policies (distant offers exponential, Fibonacci, fixed and fail; gRPC's
@@ -28,7 +29,7 @@ export type RetryPolicy =
     };
 
 export const RETRY_DEFAULTS = {
-  initialDelayMs: 1_000,
+  initialDelayMs: TIMING_DEFAULTS.backoffInitialMs,
   multiplier: 1.6,
   maxDelayMs: 120_000,
   jitter: 0.2,

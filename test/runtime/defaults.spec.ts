@@ -1,6 +1,9 @@
 import { strict as assert } from 'node:assert';
 import { createEngine, DEFAULTS, resolveOptions } from '../../runtime/index.js';
 import { MemoryNetwork, VirtualClock } from '../../adapters/memory/index.js';
+import { DEFAULT_TRANSPORT_POLICY } from '../../adapters/quic/index.js';
+import { connectionMachine } from '../../machines/index.js';
+import { TIMING_DEFAULTS, WIRE_DEFAULTS } from '../../protocol/timing.js';
 
 describe('engine options', () => {
   it('defaults are documented values', () => {
@@ -10,6 +13,38 @@ describe('engine options', () => {
     assert.equal(o.maxStreamsPerConnection, 100);
     assert.deepEqual(o.heartbeat, DEFAULTS.heartbeat);
     assert.deepEqual(o.retry, { strategy: 'none' });
+  });
+
+  it('the engine, the machine and the QUIC adapter read their timings from one table', () => {
+    const t = TIMING_DEFAULTS;
+    const o = resolveOptions();
+    assert.deepEqual(
+      [o.connectTimeoutMs, o.dialQueueTimeoutMs, o.handshakeTimeoutMs, o.streamOpenTimeoutMs, o.idleTimeoutMs, o.drainDeadlineMs, o.forceCloseGraceMs],
+      [t.connectTimeoutMs, t.dialQueueTimeoutMs, t.handshakeTimeoutMs, t.streamOpenTimeoutMs, t.idleTimeoutMs, t.drainDeadlineMs, t.forceCloseGraceMs],
+    );
+    assert.deepEqual(o.heartbeat, t.heartbeat);
+    assert.equal(o.pinnedRestartIntensity.periodMs, t.restartPeriodMs);
+    assert.equal(o.dialStaggerMs, t.dialStaggerMs);
+    assert.equal(o.maxProtocolLength, WIRE_DEFAULTS.maxProtocolLength);
+    assert.equal(o.maxInboundStreamsPerConnection, WIRE_DEFAULTS.maxInboundStreamsPerConnection);
+    const delays = connectionMachine.implementations.delays;
+    assert.deepEqual(
+      [delays.connectTimeout, delays.dialQueueTimeout, delays.handshakeTimeout, delays.streamOpenTimeout, delays.idleTimeout, delays.drainDeadline, delays.forceCloseGrace],
+      [t.connectTimeoutMs, t.dialQueueTimeoutMs, t.handshakeTimeoutMs, t.streamOpenTimeoutMs, t.idleTimeoutMs, t.drainDeadlineMs, t.forceCloseGraceMs],
+    );
+    assert.deepEqual(
+      [delays.heartbeatInterval, delays.heartbeatTimeout, delays.heartbeatGap, delays.restartPeriod],
+      [t.heartbeat.intervalMs, t.heartbeat.timeoutMs, t.heartbeat.intervalMs - t.heartbeat.timeoutMs, t.restartPeriodMs],
+    );
+    assert.deepEqual(DEFAULT_TRANSPORT_POLICY, {
+      connectTimeoutMs: o.connectTimeoutMs,
+      handshakeTimeoutMs: o.handshakeTimeoutMs,
+      heartbeatIntervalMs: o.heartbeat.intervalMs,
+      heartbeatTimeoutMs: o.heartbeat.timeoutMs,
+      heartbeatMisses: o.heartbeat.misses,
+      maxProtocolLength: o.maxProtocolLength,
+      maxInboundStreams: o.maxInboundStreamsPerConnection,
+    });
   });
 
   it('merges partial heartbeat settings over the defaults', () => {
