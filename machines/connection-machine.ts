@@ -1,5 +1,5 @@
 import { and, assign, enqueueActions, fromCallback, fromPromise, not, setup } from 'xstate';
-import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
+import { errorInfo, ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
 import { PROTOCOL_VERSION } from '../protocol/control.js';
 import { type ConnectionContext, type ConnectionEvent, type ConnectionInput, type DialOutput, type Ending, type RequestRef } from './types.js';
 import type { ControlMessage } from '../protocol/control.js';
@@ -21,9 +21,6 @@ import { TIMING_DEFAULTS } from '../protocol/timing.js';
  *   released by the root handlers.
  */
 
-function info(code: ErrorCode, message: string, closeCode?: ConnectionErrorCode): ErrorInfo {
-  return closeCode === undefined ? { code, message } : { code, message, closeCode };
-}
 
 /** A graceful close code: the remote ended on purpose, not because something broke. */
 function isGraceful(code: number | undefined): boolean {
@@ -59,7 +56,7 @@ const base = setup({
     dialSlot: fromCallback<ConnectionEvent, { peerId: string }>(() => () => {}),
     /** Dials the peer's addresses; resolves with the connection id, rejects with an ErrorInfo. */
     dial: fromPromise<DialOutput, { peerId: string }>(async () => {
-      throw info('NO_ADDRESS', 'no dial implementation provided');
+      throw errorInfo('NO_ADDRESS', 'no dial implementation provided');
     }),
   },
   actions: {
@@ -191,18 +188,18 @@ const machineSetup = base.extend({
         type: 'answer',
         params: {
           id: event.request.id,
-          error: info('QUEUE_FULL', `peer ${context.peerId} already has ${context.limits.maxQueued} requests waiting`),
+          error: errorInfo('QUEUE_FULL', `peer ${context.peerId} already has ${context.limits.maxQueued} requests waiting`),
         },
       });
     }),
     refuseEnding: base.enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'REQUEST') return;
-      const error = context.ending?.error ?? info('CONNECTION_DRAINING', `peer ${context.peerId} is closing`);
+      const error = context.ending?.error ?? errorInfo('CONNECTION_DRAINING', `peer ${context.peerId} is closing`);
       enqueue({ type: 'answer', params: { id: event.request.id, error } });
     }),
     refuseWithLastError: base.enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'REQUEST') return;
-      const error = context.lastError ?? info('CONNECTION_LOST', `peer ${context.peerId} is unreachable`);
+      const error = context.lastError ?? errorInfo('CONNECTION_LOST', `peer ${context.peerId} is unreachable`);
       enqueue({ type: 'answer', params: { id: event.request.id, error } });
     }),
     lease: base.enqueueActions(({ context, event, enqueue }) => {
@@ -260,7 +257,7 @@ const machineSetup = base.extend({
       enqueue({ type: 'abortOpen', params: { id: event.id } });
       enqueue({
         type: 'answer',
-        params: { id: event.id, error: info('STREAM_TIMEOUT', `stream open to ${context.peerId} was not acknowledged in time`) },
+        params: { id: event.id, error: errorInfo('STREAM_TIMEOUT', `stream open to ${context.peerId} was not acknowledged in time`) },
       });
     }),
     streamClosed: base.assign(({ context, event }) => {
@@ -282,7 +279,7 @@ const machineSetup = base.extend({
     }),
     /** The current connection is being replaced: opens on it cannot finish. */
     failInFlight: base.enqueueActions(({ context, enqueue }) => {
-      const error = info('CONNECTION_LOST', 'connection replaced by a newer one');
+      const error = errorInfo('CONNECTION_LOST', 'connection replaced by a newer one');
       for (const request of context.opening) {
         enqueue.cancel(streamTimerId(request.id));
         enqueue({ type: 'abortOpen', params: { id: request.id } });
@@ -308,14 +305,14 @@ const machineSetup = base.extend({
       ending: ({ context, event }) => {
         switch (event.type) {
           case 'DRAIN':
-            return ended(ConnectionErrorCode.Drain, info('CONNECTION_DRAINING', `peer ${context.peerId} is draining`));
+            return ended(ConnectionErrorCode.Drain, errorInfo('CONNECTION_DRAINING', `peer ${context.peerId} is draining`));
           case 'FORCE_CLOSE':
             return ended(
               ConnectionErrorCode.ForceClose,
-              info('CONNECTION_FORCE_CLOSED', event.reason ?? reasonFor(ConnectionErrorCode.ForceClose), ConnectionErrorCode.ForceClose),
+              errorInfo('CONNECTION_FORCE_CLOSED', event.reason ?? reasonFor(ConnectionErrorCode.ForceClose), ConnectionErrorCode.ForceClose),
             );
           case 'SHUTDOWN':
-            return ended(ConnectionErrorCode.Shutdown, info('ENGINE_STOPPED', 'the engine is stopping'));
+            return ended(ConnectionErrorCode.Shutdown, errorInfo('ENGINE_STOPPED', 'the engine is stopping'));
           default:
             return context.ending;
         }
@@ -323,7 +320,7 @@ const machineSetup = base.extend({
     }),
     /** Entry of the final states: answers what is still held, closes what is still open. */
     finish: base.enqueueActions(({ context, enqueue }) => {
-      const error = context.ending?.error ?? context.lastError ?? info('CONNECTION_LOST', 'connection closed');
+      const error = context.ending?.error ?? context.lastError ?? errorInfo('CONNECTION_LOST', 'connection closed');
       failPendingAndClose(context, enqueue, error, context.ending?.code ?? ConnectionErrorCode.Drain);
       enqueue.assign({ opening: [], queue: [], connectionId: null });
     }),
@@ -424,7 +421,7 @@ export const connectionMachine = machineSetup.createMachine({
           after: {
             dialQueueTimeout: {
               target: '#peerConnection.errored',
-              actions: assign({ lastError: () => info('CONNECT_TIMEOUT', 'timed out waiting for a dial slot') }),
+              actions: assign({ lastError: () => errorInfo('CONNECT_TIMEOUT', 'timed out waiting for a dial slot') }),
             },
           },
         },
@@ -462,7 +459,7 @@ export const connectionMachine = machineSetup.createMachine({
           after: {
             connectTimeout: {
               target: '#peerConnection.errored',
-              actions: assign({ lastError: () => info('CONNECT_TIMEOUT', 'connect timed out') }),
+              actions: assign({ lastError: () => errorInfo('CONNECT_TIMEOUT', 'connect timed out') }),
             },
           },
         },
@@ -474,7 +471,7 @@ export const connectionMachine = machineSetup.createMachine({
         ],
         'DIAL.QUEUE_FULL': {
           target: 'errored',
-          actions: assign({ lastError: () => info('QUEUE_FULL', 'the dial queue is full') }),
+          actions: assign({ lastError: () => errorInfo('QUEUE_FULL', 'the dial queue is full') }),
         },
         DRAIN: { target: 'closed', actions: 'endWith' },
         FORCE_CLOSE: { target: 'closed', actions: 'endWith' },
@@ -521,7 +518,7 @@ export const connectionMachine = machineSetup.createMachine({
         handshakeTimeout: {
           target: 'errored',
           actions: assign({
-            lastError: () => info('HANDSHAKE_TIMEOUT', 'handshake timed out', ConnectionErrorCode.HandshakeTimeout),
+            lastError: () => errorInfo('HANDSHAKE_TIMEOUT', 'handshake timed out', ConnectionErrorCode.HandshakeTimeout),
           }),
         },
       },
@@ -620,7 +617,7 @@ export const connectionMachine = machineSetup.createMachine({
                     actions: assign({
                       misses: ({ context }) => context.misses + 1,
                       lastError: ({ context }) =>
-                        info(
+                        errorInfo(
                           'HEARTBEAT_TIMEOUT',
                           `no heartbeat answer after ${context.misses + 1} tries`,
                           ConnectionErrorCode.HeartbeatTimeout,
@@ -640,7 +637,7 @@ export const connectionMachine = machineSetup.createMachine({
                   target: '#peerConnection.errored',
                   actions: assign({
                     lastError: () =>
-                      info('HEARTBEAT_TIMEOUT', 'no answer to the probe after a network change', ConnectionErrorCode.HeartbeatTimeout),
+                      errorInfo('HEARTBEAT_TIMEOUT', 'no answer to the probe after a network change', ConnectionErrorCode.HeartbeatTimeout),
                   }),
                 },
               },
@@ -718,7 +715,7 @@ export const connectionMachine = machineSetup.createMachine({
           actions: assign({
             ending: () => ({
               code: ConnectionErrorCode.Drain,
-              error: info('CONNECTION_DRAINING', 'the remote is draining the connection'),
+              error: errorInfo('CONNECTION_DRAINING', 'the remote is draining the connection'),
               remote: true,
             }),
           }),
@@ -789,7 +786,7 @@ export const connectionMachine = machineSetup.createMachine({
               error:
                 context.ending?.error.code === 'ENGINE_STOPPED'
                   ? context.ending.error
-                  : info('CONNECTION_FORCE_CLOSED', 'drain deadline passed', ConnectionErrorCode.ForceClose),
+                  : errorInfo('CONNECTION_FORCE_CLOSED', 'drain deadline passed', ConnectionErrorCode.ForceClose),
               remote: context.ending?.remote ?? false,
             }),
           }),
@@ -835,7 +832,7 @@ export const connectionMachine = machineSetup.createMachine({
 
     forceClosed: {
       entry: enqueueActions(({ context, enqueue }) => {
-        const error = context.ending?.error ?? info('CONNECTION_FORCE_CLOSED', 'connection force closed', ConnectionErrorCode.ForceClose);
+        const error = context.ending?.error ?? errorInfo('CONNECTION_FORCE_CLOSED', 'connection force closed', ConnectionErrorCode.ForceClose);
         failPendingAndClose(context, enqueue, error, context.ending?.code ?? ConnectionErrorCode.ForceClose);
         enqueue.assign({ opening: [], queue: [] });
       }),
@@ -860,7 +857,7 @@ export const connectionMachine = machineSetup.createMachine({
 
     errored: {
       entry: enqueueActions(({ context, enqueue }) => {
-        const error = context.lastError ?? info('CONNECTION_LOST', 'connection failed');
+        const error = context.lastError ?? errorInfo('CONNECTION_LOST', 'connection failed');
         // Requests that wait for ready stay for the next attempt (`closed` / `gaveUp` answer them if none follows).
         const waiting = context.queue.filter((r) => r.waitForReady === true);
         const failing = waiting.length === 0 ? context : { ...context, queue: context.queue.filter((r) => r.waitForReady !== true) };
@@ -931,7 +928,7 @@ function toErrorInfo(error: unknown, fallback: ErrorCode): ErrorInfo {
   if (typeof error === 'object' && error !== null && 'code' in error && 'message' in error) {
     return error as ErrorInfo;
   }
-  return info(fallback, error instanceof Error ? error.message : String(error));
+  return errorInfo(fallback, error instanceof Error ? error.message : String(error));
 }
 
 /** A hello that makes an inbound connection ready: on it, our version, naming the peer the transport verified. */
@@ -947,36 +944,36 @@ function isValidHello(context: ConnectionContext, event: { connectionId: string;
 /** Why a hello / hello-ack was refused. `expected`: this side waits for that message. */
 function helloError(event: { type: string; version: number; peerId: string }, expected: boolean): ErrorInfo {
   if (!expected) {
-    return info(
+    return errorInfo(
       'PROTOCOL_VIOLATION',
       `${event.type} is not expected by the ${event.type === 'CONTROL.HELLO' ? 'dialling' : 'listening'} side`,
       ConnectionErrorCode.ProtocolViolation,
     );
   }
   if (event.version !== PROTOCOL_VERSION) {
-    return info(
+    return errorInfo(
       'PROTOCOL_VIOLATION',
       `handshake version ${event.version} is not ${PROTOCOL_VERSION}`,
       ConnectionErrorCode.ProtocolViolation,
     );
   }
-  return info('PEER_IDENTITY_MISMATCH', `handshake names peer ${event.peerId}`, ConnectionErrorCode.IdentityMismatch);
+  return errorInfo('PEER_IDENTITY_MISMATCH', `handshake names peer ${event.peerId}`, ConnectionErrorCode.IdentityMismatch);
 }
 
 /** The error a connection's close means for the machine (and for a dial whose connection closed as it came up). */
 export function closedError(event: { code: number | undefined; reason: string; error: boolean }): ErrorInfo {
   const detail = event.code === undefined ? event.reason : `${event.reason} (code ${event.code})`;
   if (event.code === ConnectionErrorCode.IdentityMismatch) {
-    return info('PEER_IDENTITY_MISMATCH', `connection closed: ${detail}`, ConnectionErrorCode.IdentityMismatch);
+    return errorInfo('PEER_IDENTITY_MISMATCH', `connection closed: ${detail}`, ConnectionErrorCode.IdentityMismatch);
   }
   if (event.code === ConnectionErrorCode.ProtocolViolation) {
-    return info('PROTOCOL_VIOLATION', `connection closed: ${detail}`, ConnectionErrorCode.ProtocolViolation);
+    return errorInfo('PROTOCOL_VIOLATION', `connection closed: ${detail}`, ConnectionErrorCode.ProtocolViolation);
   }
   if (event.code === ConnectionErrorCode.HeartbeatTimeout) {
-    return info('HEARTBEAT_TIMEOUT', `remote declared the connection dead: ${detail}`, ConnectionErrorCode.HeartbeatTimeout);
+    return errorInfo('HEARTBEAT_TIMEOUT', `remote declared the connection dead: ${detail}`, ConnectionErrorCode.HeartbeatTimeout);
   }
   if (event.code === ConnectionErrorCode.ForceClose) {
-    return info('CONNECTION_FORCE_CLOSED', `remote force closed the connection: ${detail}`, ConnectionErrorCode.ForceClose);
+    return errorInfo('CONNECTION_FORCE_CLOSED', `remote force closed the connection: ${detail}`, ConnectionErrorCode.ForceClose);
   }
   // Admission control on the remote: the transport came up on our side before its refusal arrived.
   if (
@@ -985,16 +982,16 @@ export function closedError(event: { code: number | undefined; reason: string; e
     event.code === ConnectionErrorCode.HandshakeLimit ||
     event.code === ConnectionErrorCode.ConnectionLimit
   ) {
-    return info('CONNECT_REFUSED', `the remote refused the connection: ${detail}`, event.code);
+    return errorInfo('CONNECT_REFUSED', `the remote refused the connection: ${detail}`, event.code);
   }
-  return info('CONNECTION_LOST', `connection lost: ${detail}`);
+  return errorInfo('CONNECTION_LOST', `connection lost: ${detail}`);
 }
 
 /** A pinned peer's remote drained us: reconnect by backoff (closing, if still open, as a drain). */
-const remoteDrained: ErrorInfo = info('CONNECTION_LOST', 'the remote drained the connection', ConnectionErrorCode.Drain);
+const remoteDrained: ErrorInfo = errorInfo('CONNECTION_LOST', 'the remote drained the connection', ConnectionErrorCode.Drain);
 
 function idleEnding(message: string): Ending {
-  return { code: ConnectionErrorCode.IdleTimeout, error: info('CONNECTION_DRAINING', message), remote: false };
+  return { code: ConnectionErrorCode.IdleTimeout, error: errorInfo('CONNECTION_DRAINING', message), remote: false };
 }
 
 export type ConnectionMachine = typeof connectionMachine;

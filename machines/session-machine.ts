@@ -1,5 +1,5 @@
 import { assign, setup } from 'xstate';
-import type { ErrorCode, ErrorInfo } from '../protocol/codes.js';
+import { errorInfo, type ErrorInfo } from '../protocol/codes.js';
 
 /**
  * The resumable session machine: one per resumable stream, on each side,
@@ -56,9 +56,6 @@ export type SessionEvent =
   /** The session cannot go on: gap, expiry on the remote, wrong proof, abort, stop. */
   | { type: 'FAIL'; error: ErrorInfo };
 
-function info(code: ErrorCode, message: string): ErrorInfo {
-  return { code, message };
-}
 
 /** Effects named here, implemented by the runtime. */
 function stub<T>(): (_args: unknown, _params: T) => void {
@@ -109,7 +106,7 @@ export const sessionMachine = setup({
       after: {
         resumeTimeout: {
           target: 'failed',
-          actions: assign({ lastError: () => info('STREAM_TIMEOUT', 'the remote did not accept the session in time') }),
+          actions: assign({ lastError: () => errorInfo('STREAM_TIMEOUT', 'the remote did not accept the session in time') }),
         },
       },
       on: {
@@ -134,7 +131,7 @@ export const sessionMachine = setup({
           { guard: 'isComplete', target: 'closed' },
           {
             target: 'failed',
-            actions: assign({ lastError: () => info('RESUME_EXPIRED', 'the session was not resumed before its TTL') }),
+            actions: assign({ lastError: () => errorInfo('RESUME_EXPIRED', 'the session was not resumed before its TTL') }),
           },
         ],
       },
@@ -174,7 +171,7 @@ export const sessionMachine = setup({
       type: 'final',
       entry: {
         type: 'release',
-        params: ({ context }) => ({ error: context.lastError ?? info('CONNECTION_LOST', 'the session failed') }),
+        params: ({ context }) => ({ error: context.lastError ?? errorInfo('CONNECTION_LOST', 'the session failed') }),
       },
     },
   },

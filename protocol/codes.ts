@@ -98,3 +98,8 @@ export interface ErrorInfo {
   /** The wire close code, when one applies. */
   readonly closeCode?: ConnectionErrorCode;
 }
+
+/** The `ErrorInfo` for `code`: the one constructor of them, so every one has the same shape (`closeCode` only when given). */
+export function errorInfo(code: ErrorCode, message: string, closeCode?: ConnectionErrorCode): ErrorInfo {
+  return closeCode === undefined ? { code, message } : { code, message, closeCode };
+}

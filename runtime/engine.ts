@@ -6,7 +6,7 @@ import { TransportError, type Adapter, type CloseInfo, type Connection, type Inc
 import { type Clock } from '../protocol/time.js';
 import { type ControlMessage } from '../protocol/control.js';
 import { canRetry, closedError, connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
-import { ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
+import { errorInfo, ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
 import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
 import { Admission, type AdmissionSnapshot } from './admission.js';
 import { diagnostics } from './diagnostics.js';
@@ -265,9 +265,6 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function info(code: ErrorCode, message: string, closeCode?: ConnectionErrorCode): ErrorInfo {
-  return closeCode === undefined ? { code, message } : { code, message, closeCode };
-}
 
 /** Whether a machine in this state may be pruned, and how (see prune-index.ts). */
 function prunableKind(value: unknown, context: { pinned: boolean; queue: readonly unknown[] }): PrunableKind | undefined {
@@ -290,28 +287,28 @@ function topState(value: unknown): ConnectionState | 'start' {
 export function transportErrorInfo(error: unknown, during: 'dial' | 'stream'): ErrorInfo {
   // A per-protocol limit of the remote's handler: retry later, not a protocol it refuses.
   if (error instanceof TransportError && error.kind === 'rejected' && error.message.startsWith(STREAM_LIMIT_REASON)) {
-    return info('STREAM_LIMIT', error.message);
+    return errorInfo('STREAM_LIMIT', error.message);
   }
   if (error instanceof TransportError) {
     switch (error.kind) {
       case 'refused':
       case 'unreachable':
         // A refusal by admission control names its code (RateLimited, ...).
-        return info('CONNECT_REFUSED', error.message, error.closeCode);
+        return errorInfo('CONNECT_REFUSED', error.message, error.closeCode);
       case 'identity-mismatch':
-        return info('PEER_IDENTITY_MISMATCH', error.message, ConnectionErrorCode.IdentityMismatch);
+        return errorInfo('PEER_IDENTITY_MISMATCH', error.message, ConnectionErrorCode.IdentityMismatch);
       case 'rejected':
-        return info('STREAM_REJECTED', error.message);
+        return errorInfo('STREAM_REJECTED', error.message);
       case 'protocol':
-        return info('PROTOCOL_VIOLATION', error.message, ConnectionErrorCode.ProtocolViolation);
+        return errorInfo('PROTOCOL_VIOLATION', error.message, ConnectionErrorCode.ProtocolViolation);
       case 'aborted':
-        return info(during === 'dial' ? 'CONNECT_TIMEOUT' : 'ABORTED', error.message);
+        return errorInfo(during === 'dial' ? 'CONNECT_TIMEOUT' : 'ABORTED', error.message);
       case 'stream-limit':
       case 'closed':
-        return info('CONNECTION_LOST', error.message);
+        return errorInfo('CONNECTION_LOST', error.message);
     }
   }
-  return info('CONNECTION_LOST', describe(error));
+  return errorInfo('CONNECTION_LOST', describe(error));
 }
 
 /**
@@ -394,7 +391,7 @@ export class Engine {
     },
   };
   /** A pending request's caller aborted. One function for all of them. */
-  readonly #onRequestAbort = (pending: Pending): void => this.#cancel(pending, info('ABORTED', 'the request was aborted'));
+  readonly #onRequestAbort = (pending: Pending): void => this.#cancel(pending, errorInfo('ABORTED', 'the request was aborted'));
   /** The actor system of every peer machine, created with the first one. */
   #actorSystem: SharedActorSystem<Entry> | undefined;
   #limits: ConnectionLimits | undefined;
@@ -487,7 +484,7 @@ export class Engine {
   }
 
   async #start(signal: AbortSignal | undefined): Promise<void> {
-    const aborted = (): PeerlineError => toPeerlineError(info('ABORTED', 'start() was aborted'), undefined, signal?.reason);
+    const aborted = (): PeerlineError => toPeerlineError(errorInfo('ABORTED', 'start() was aborted'), undefined, signal?.reason);
     if (signal?.aborted) {
       this.#stopped();
       throw aborted();
@@ -900,28 +897,28 @@ export class Engine {
     if (invalid !== undefined) return this.#reply(pending, { ok: false, error: toPeerlineError(invalid, spec.peerId) });
     if (this.#status !== 'running') {
       const why = this.#status === 'idle' ? 'the engine is not started' : 'the engine is stopping';
-      return this.#reply(pending, { ok: false, error: toPeerlineError(info('ENGINE_STOPPED', why), spec.peerId) });
+      return this.#reply(pending, { ok: false, error: toPeerlineError(errorInfo('ENGINE_STOPPED', why), spec.peerId) });
     }
     if (spec.signal?.aborted) {
-      return this.#reply(pending, { ok: false, error: toPeerlineError(info('ABORTED', 'the request was aborted'), spec.peerId) });
+      return this.#reply(pending, { ok: false, error: toPeerlineError(errorInfo('ABORTED', 'the request was aborted'), spec.peerId) });
     }
     this.#pending.set(pending.id, pending);
     if (spec.deadline !== undefined) {
       const wait = Math.max(0, spec.deadline - this.clock.now());
       pending.timer = this.clock.setTimeout(
-        () => this.#cancel(pending, info('STREAM_TIMEOUT', `no answer from peer ${spec.peerId} before the deadline`)),
+        () => this.#cancel(pending, errorInfo('STREAM_TIMEOUT', `no answer from peer ${spec.peerId} before the deadline`)),
         wait,
       );
     }
     pending.listen();
     const entry = this.#entries.get(spec.peerId) ?? this.#createEntry(spec.peerId, 'outbound');
     if (entry === undefined) {
-      return this.#answer(pending.id, info('CONNECTION_LIMIT', `${this.options.maxConnections} connections are open and none is idle`));
+      return this.#answer(pending.id, errorInfo('CONNECTION_LIMIT', `${this.options.maxConnections} connections are open and none is idle`));
     }
     if (entry.removed) {
       // The machine ended while starting (e.g. the dial queue refused it at once).
       const cause = entry.actor.getSnapshot().context.lastError;
-      return this.#answer(pending.id, cause ?? info('CONNECTION_LOST', `peer ${spec.peerId} closed while starting`));
+      return this.#answer(pending.id, cause ?? errorInfo('CONNECTION_LOST', `peer ${spec.peerId} closed while starting`));
     }
     pending.entry = entry;
     entry.addRequest(pending.id);
@@ -933,15 +930,15 @@ export class Engine {
 
   #validate(spec: { peerId: unknown; protocol: unknown; kind: 'stream' | 'lease' }): ErrorInfo | undefined {
     if (typeof spec.peerId !== 'string' || spec.peerId.length === 0) {
-      return info('INVALID_REQUEST', 'peerId must be a non-empty string');
+      return errorInfo('INVALID_REQUEST', 'peerId must be a non-empty string');
     }
-    if (spec.peerId === this.peerId) return info('INVALID_REQUEST', 'a peer cannot open a stream to itself');
+    if (spec.peerId === this.peerId) return errorInfo('INVALID_REQUEST', 'a peer cannot open a stream to itself');
     if (spec.kind === 'lease') return undefined;
     if (typeof spec.protocol !== 'string' || spec.protocol.length === 0) {
-      return info('INVALID_REQUEST', 'protocol must be a non-empty string');
+      return errorInfo('INVALID_REQUEST', 'protocol must be a non-empty string');
     }
     if (Buffer.byteLength(spec.protocol) > this.options.maxProtocolLength) {
-      return info('INVALID_REQUEST', `protocol is longer than ${this.options.maxProtocolLength} bytes`);
+      return errorInfo('INVALID_REQUEST', `protocol is longer than ${this.options.maxProtocolLength} bytes`);
     }
     return undefined;
   }
@@ -1079,7 +1076,7 @@ export class Engine {
   }
 
   /** Removes a machine from the registry, exactly once, on every exit path. */
-  #remove(entry: Entry, leftover: ErrorInfo = info('CONNECTION_LOST', 'connection closed')): void {
+  #remove(entry: Entry, leftover: ErrorInfo = errorInfo('CONNECTION_LOST', 'connection closed')): void {
     if (entry.removed) return;
     entry.removed = true;
     if (this.#entries.get(entry.peerId) === entry) this.#entries.delete(entry.peerId);
@@ -1293,9 +1290,9 @@ export class Engine {
 
   async #dial(peerId: string, signal: AbortSignal): Promise<DialOutput> {
     const entry = this.#entries.get(peerId);
-    if (entry === undefined || entry.removed) throw info('CONNECTION_LOST', `peer ${peerId} is gone`);
+    if (entry === undefined || entry.removed) throw errorInfo('CONNECTION_LOST', `peer ${peerId} is gone`);
     const addresses = this.#book.get(peerId)?.addresses ?? [];
-    if (addresses.length === 0) throw info('NO_ADDRESS', `no address known for peer ${peerId}`);
+    if (addresses.length === 0) throw errorInfo('NO_ADDRESS', `no address known for peer ${peerId}`);
     this.#metrics.dialsStarted += 1;
     const startedAt = this.clock.now();
     let connection: Connection;
@@ -1315,7 +1312,7 @@ export class Engine {
     if (signal.aborted || entry.removed) {
       // The machine stopped waiting (timeout, shutdown): nobody will adopt it.
       connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned));
-      throw this.#dialFailed(peerId, addresses, startedAt, info('CONNECT_TIMEOUT', 'dial finished after it was abandoned'));
+      throw this.#dialFailed(peerId, addresses, startedAt, errorInfo('CONNECT_TIMEOUT', 'dial finished after it was abandoned'));
     }
     const closed = this.#attach(entry, connection).closed;
     if (closed !== undefined) {
@@ -1494,7 +1491,7 @@ export class Engine {
     const stream = record?.stream;
     if (stream === null || stream === undefined || pending === undefined) {
       stream?.abort('request already answered');
-      if (pending !== undefined) this.#answer(id, info('CONNECTION_LOST', 'stream vanished before delivery'));
+      if (pending !== undefined) this.#answer(id, errorInfo('CONNECTION_LOST', 'stream vanished before delivery'));
       this.#metrics.internalErrors += 1;
       // The machine counted the stream open when it asked for delivery: give the credit back.
       if (record !== undefined) this.#streamClosed(entry, record.connectionId, false);
@@ -1661,8 +1658,8 @@ export class Engine {
       this.#onEmpty = undefined;
       this.#escalate = undefined;
     }
-    for (const entry of [...this.#entries.values()]) this.#remove(entry, info('ENGINE_STOPPED', 'the engine stopped'));
-    for (const id of [...this.#pending.keys()]) this.#answer(id, info('ENGINE_STOPPED', 'the engine stopped'));
+    for (const entry of [...this.#entries.values()]) this.#remove(entry, errorInfo('ENGINE_STOPPED', 'the engine stopped'));
+    for (const id of [...this.#pending.keys()]) this.#answer(id, errorInfo('ENGINE_STOPPED', 'the engine stopped'));
     await this.#closeAdapter(deadline);
     this.#stopped();
     this.#log.info(`peerline ${this.peerId}: stopped`);

@@ -1,7 +1,6 @@
 import { Subject, type Observable } from 'rxjs';
 import type { Clock } from '../../protocol/time.js';
-import type { ErrorCode, ErrorInfo } from '../../protocol/codes.js';
-import { ErrorCodes } from '../../protocol/codes.js';
+import { errorInfo, ErrorCodes, type ErrorCode, type ErrorInfo } from '../../protocol/codes.js';
 import { sessionMachine, type SessionMachine } from '../../machines/session-machine.js';
 import type { Random } from '../../protocol/time.js';
 import { onAbort } from '../abort.js';
@@ -85,9 +84,6 @@ interface Tombstone {
   readonly timer: unknown;
 }
 
-function info(code: ErrorCode, message: string): ErrorInfo {
-  return { code, message };
-}
 
 const KNOWN = new Set<string>(ErrorCodes);
 
@@ -182,7 +178,7 @@ export class ResumeManager {
     session.start();
     const reader = link.readable.getReader();
     const frames = new FrameReader();
-    const abort = (): void => session.fail(info('ABORTED', 'the request was aborted'), false);
+    const abort = (): void => session.fail(errorInfo('ABORTED', 'the request was aborted'), false);
     // One listener per signal however many sessions share it (see runtime/abort.ts).
     const abortOff = options.signal === undefined ? undefined : onAbort(options.signal, abort);
     try {
@@ -194,22 +190,22 @@ export class ResumeManager {
       const outcome = await Promise.race([reply, session.opened().then(() => undefined)]);
       if (outcome === undefined) throw new PeerlineError('ABORTED', 'the session ended while opening', { peerId });
       const [frame, rest] = outcome;
-      if (session.ended) throw session.error ?? toPeerlineError(info('ABORTED', 'the session ended while opening'), peerId);
+      if (session.ended) throw session.error ?? toPeerlineError(errorInfo('ABORTED', 'the session ended while opening'), peerId);
       if (frame.type === FrameType.Opened) {
         session.resize(frame.body.window);
         session.attach(link, reader, frames, 0, rest);
         session.send({ type: 'OPENED' });
         return session.stream;
       }
-      const error = frame.type === FrameType.Refuse ? refusal(frame.body.code, frame.body.message) : info('PROTOCOL_VIOLATION', 'unexpected answer to OPEN');
+      const error = frame.type === FrameType.Refuse ? refusal(frame.body.code, frame.body.message) : errorInfo('PROTOCOL_VIOLATION', 'unexpected answer to OPEN');
       session.fail(error, false);
       link.abort(error.code);
       throw toPeerlineError(error, peerId);
     } catch (error) {
       link.abort('open failed');
-      session.fail(isPeerlineError(error) ? { code: error.code, message: error.message } : info('CONNECTION_LOST', 'the link failed while opening'), false);
+      session.fail(isPeerlineError(error) ? { code: error.code, message: error.message } : errorInfo('CONNECTION_LOST', 'the link failed while opening'), false);
       await session.opened().catch(() => {});
-      throw isPeerlineError(error) ? error : toPeerlineError(info('CONNECTION_LOST', 'the link failed while opening'), peerId, error);
+      throw isPeerlineError(error) ? error : toPeerlineError(errorInfo('CONNECTION_LOST', 'the link failed while opening'), peerId, error);
     } finally {
       abortOff?.();
     }
@@ -219,8 +215,8 @@ export class ResumeManager {
   async #firstFrame(reader: ReadableStreamDefaultReader<Uint8Array>, frames: FrameReader, session?: ResumableSession): Promise<[Frame, Frame[]]> {
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) throw toPeerlineError(info('CONNECTION_LOST', 'the link ended during the session handshake'), session?.peerId);
-      if (session?.ended === true) throw toPeerlineError(info('ABORTED', 'the session ended'), session.peerId);
+      if (done) throw toPeerlineError(errorInfo('CONNECTION_LOST', 'the link ended during the session handshake'), session?.peerId);
+      if (session?.ended === true) throw toPeerlineError(errorInfo('ABORTED', 'the session ended'), session.peerId);
       const got = frames.push(value);
       if (got.length > 0) return [got[0]!, got.slice(1)];
     }
@@ -241,7 +237,7 @@ export class ResumeManager {
     void this.#resume(session, controller.signal).catch((error: unknown) => {
       if (this.#attempts.get(session) !== controller) return;
       this.#attempts.delete(session);
-      const cause = isPeerlineError(error) ? { code: error.code, message: error.message } : info('CONNECTION_LOST', String(error));
+      const cause = isPeerlineError(error) ? { code: error.code, message: error.message } : errorInfo('CONNECTION_LOST', String(error));
       session.send({ type: 'RESUME.RETRY', error: cause });
     });
   }
@@ -284,7 +280,7 @@ export class ResumeManager {
         const { received, nonce } = frame.body;
         if (received > session.sentEnd) {
           link.abort('protocol violation');
-          session.fail(info('PROTOCOL_VIOLATION', `the remote claims ${received} bytes, only ${session.sentEnd} were sent`), false);
+          session.fail(errorInfo('PROTOCOL_VIOLATION', `the remote claims ${received} bytes, only ${session.sentEnd} were sent`), false);
           return;
         }
         if (received < session.ackedTo) {
@@ -301,7 +297,7 @@ export class ResumeManager {
       }
       link.abort('resume refused');
       if (frame.type !== FrameType.Refuse) {
-        session.fail(info('PROTOCOL_VIOLATION', `unexpected ${FrameType[frame.type]} answer to RESUME`), false);
+        session.fail(errorInfo('PROTOCOL_VIOLATION', `unexpected ${FrameType[frame.type]} answer to RESUME`), false);
         return;
       }
       // The acceptor finished: it read all we sent, our end included, and we
@@ -333,7 +329,7 @@ export class ResumeManager {
     let timer: unknown;
     const deadline = new Promise<never>((_, reject) => {
       timer = this.#host.clock.setTimeout(
-        () => reject(toPeerlineError(info('STREAM_TIMEOUT', 'no session frame in time'), link.peerId)),
+        () => reject(toPeerlineError(errorInfo('STREAM_TIMEOUT', 'no session frame in time'), link.peerId)),
         this.#options.timeoutMs,
       );
     });
@@ -343,7 +339,7 @@ export class ResumeManager {
     } catch (error) {
       reader.cancel().catch(() => {});
       // Garbage from the remote ends this link only.
-      if (error instanceof FrameError) throw toPeerlineError(info('PROTOCOL_VIOLATION', error.message), link.peerId);
+      if (error instanceof FrameError) throw toPeerlineError(errorInfo('PROTOCOL_VIOLATION', error.message), link.peerId);
       throw error;
     } finally {
       this.#host.clock.clearTimeout(timer);
@@ -437,7 +433,7 @@ export class ResumeManager {
     }
     if (body.received > session.sentEnd) {
       refuse('PROTOCOL_VIOLATION', 'claims bytes that were never sent');
-      session.fail(info('PROTOCOL_VIOLATION', `the remote claims ${body.received} bytes, only ${session.sentEnd} were sent`), false);
+      session.fail(errorInfo('PROTOCOL_VIOLATION', `the remote claims ${body.received} bytes, only ${session.sentEnd} were sent`), false);
       return;
     }
     if (body.received < session.ackedTo) {
@@ -569,7 +565,7 @@ export class ResumeManager {
   stop(): void {
     this.#stopped = true;
     for (const peer of [...this.#sessions.values()]) {
-      for (const session of [...peer.values()]) session.fail(info('ENGINE_STOPPED', 'the engine stopped'), true);
+      for (const session of [...peer.values()]) session.fail(errorInfo('ENGINE_STOPPED', 'the engine stopped'), true);
     }
     for (const tomb of this.#tombstones.values()) this.#host.clock.clearTimeout(tomb.timer);
     this.#tombstones.clear();
@@ -582,13 +578,13 @@ function key(peerId: string, sessionId: string): string {
 }
 
 function gap(received: number, acked: number): ErrorInfo {
-  return info('RESUME_GAP', `the remote holds ${received} bytes but ${acked} were acknowledged and dropped: the bytes between are gone`);
+  return errorInfo('RESUME_GAP', `the remote holds ${received} bytes but ${acked} were acknowledged and dropped: the bytes between are gone`);
 }
 
 /** The error a REFUSE frame's code stands for. */
 function refusal(code: string, message: string): ErrorInfo {
-  if (code === 'FINISHED') return info('RESUME_EXPIRED', 'the remote already ended the session');
-  if (code === 'ENGINE_STOPPED') return info('CONNECTION_LOST', `the remote is stopping: ${message}`);
-  if (KNOWN.has(code)) return info(code as ErrorCode, `refused by the remote: ${message}`);
-  return info('STREAM_REJECTED', `refused by the remote (${code}): ${message}`);
+  if (code === 'FINISHED') return errorInfo('RESUME_EXPIRED', 'the remote already ended the session');
+  if (code === 'ENGINE_STOPPED') return errorInfo('CONNECTION_LOST', `the remote is stopping: ${message}`);
+  if (KNOWN.has(code)) return errorInfo(code as ErrorCode, `refused by the remote: ${message}`);
+  return errorInfo('STREAM_REJECTED', `refused by the remote (${code}): ${message}`);
 }

@@ -1,7 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createActor, type Actor, type InspectionEvent } from 'xstate';
 import type { Clock } from '../../protocol/time.js';
-import type { ErrorCode, ErrorInfo } from '../../protocol/codes.js';
+import { errorInfo, type ErrorInfo } from '../../protocol/codes.js';
 import { sessionMachine, type SessionEvent, type SessionMachine, type SessionState } from '../../machines/session-machine.js';
 import { toPeerlineError, type PeerlineError } from '../errors.js';
 import type { PeerStream } from '../streams.js';
@@ -95,9 +95,6 @@ function stateName(value: unknown): string {
   return `${top}.${stateName(sub)}`;
 }
 
-function info(code: ErrorCode, message: string): ErrorInfo {
-  return { code, message };
-}
 
 /**
  * One resumable stream on one side. The bytes it sends are numbered (their
@@ -381,7 +378,7 @@ export class ResumableSession {
     } catch (error) {
       if (this.#epoch !== epoch) return;
       if (error instanceof FrameError || error instanceof ViolationError) {
-        this.fail(info('PROTOCOL_VIOLATION', `resumable stream: ${error.message}`), true);
+        this.fail(errorInfo('PROTOCOL_VIOLATION', `resumable stream: ${error.message}`), true);
       } else {
         this.#linkLost(link, 'link failed');
       }
@@ -418,7 +415,7 @@ export class ResumableSession {
         this.#wakeReader();
         return;
       case FrameType.Abort:
-        this.fail(info('ABORTED', `the remote ended the session: ${frame.body.message}`), false);
+        this.fail(errorInfo('ABORTED', `the remote ended the session: ${frame.body.message}`), false);
         return;
       default:
         void link;
@@ -603,7 +600,7 @@ export class ResumableSession {
 
   #throwIfEnded(): void {
     if (this.#error !== undefined) throw this.#error;
-    if (this.#ended) throw toPeerlineError(info('ABORTED', 'the session has ended'), this.peerId);
+    if (this.#ended) throw toPeerlineError(errorInfo('ABORTED', 'the session has ended'), this.peerId);
   }
 
   #closeWrite(): Promise<void> {
@@ -646,7 +643,7 @@ export class ResumableSession {
       this.#sendFrame(link, encode.abort({ message: reason }));
       this.#abortSent = true;
     }
-    this.send({ type: 'FAIL', error: info('ABORTED', `the stream was aborted: ${reason}`) });
+    this.send({ type: 'FAIL', error: errorInfo('ABORTED', `the stream was aborted: ${reason}`) });
   }
 
   /** Fails the session with `error`; `tellRemote` sends an ABORT first when a link is up. */
