@@ -24,7 +24,8 @@ import { Incoming, type IncomingHost } from './incoming.js';
 import { OpenAttempt, type OpenHost } from './open.js';
 import { detailOf, type StreamTransport, type TransportStream } from './seam/index.js';
 import { QuicStreamEnd, asTransportError } from './stream.js';
-import { ByteQueue, KIND_CONTROL, KIND_USER, WireError, decodeUtf8, encodeControl, encodeHeader, fill } from './wire.js';
+import { ByteQueue } from '../../protocol/byte-queue.js';
+import { KIND_CONTROL, KIND_USER, WireError, decodeUtf8, encodeControl, encodeHeader, fill } from './wire.js';
 
 export { MAX_WAITING_OPENS };
 

@@ -5,7 +5,8 @@
 import { TransportError, type Stream } from '../../protocol/adapter.js';
 import type { TransportStream } from './seam/index.js';
 import { QuicStreamEnd, abandon, asTransportError, drain, type StreamOwner } from './stream.js';
-import { ABORT_FRAME, ACK, ByteQueue, END_FRAME, NACK, StreamCode, WireError, decodeUtf8, fill } from './wire.js';
+import { ByteQueue } from '../../protocol/byte-queue.js';
+import { ABORT_FRAME, ACK, END_FRAME, NACK, StreamCode, WireError, decodeUtf8, fill } from './wire.js';
 import type { CreditWaiter } from './credit.js';
 
 /** What an open needs from its connection. */

@@ -47,6 +47,7 @@
  * that keeps sending long after nobody reads it, and as a fallback when the
  * FIN cannot go with a byte; they may cost the connection a stream of credit.
  */
+import { ByteQueue } from '../../protocol/byte-queue.js';
 import type { ControlMessage } from '../../protocol/control.js';
 
 export const KIND_CONTROL = 0x00;
@@ -213,73 +214,6 @@ export function encodeNack(reason: string): Uint8Array {
   out[2] = text.length & 0xff;
   out.set(text, 3);
   return out;
-}
-
-/** A FIFO of byte chunks, read by exact counts. */
-export class ByteQueue {
-  #chunks: Uint8Array[] = [];
-  #length = 0;
-
-  get length(): number {
-    return this.#length;
-  }
-
-  push(chunk: Uint8Array): void {
-    if (chunk.length === 0) return;
-    this.#chunks.push(chunk);
-    this.#length += chunk.length;
-  }
-
-  /** The first `n` bytes without removing them (n <= length). */
-  peek(n: number): Uint8Array {
-    const first = this.#chunks[0];
-    if (first !== undefined && first.length >= n) return first.subarray(0, n);
-    return this.#copy(n, false);
-  }
-
-  /** Removes and returns the first `n` bytes (n <= length). */
-  take(n: number): Uint8Array {
-    const first = this.#chunks[0];
-    if (first !== undefined && first.length >= n) {
-      if (first.length === n) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(n);
-      this.#length -= n;
-      return first.subarray(0, n);
-    }
-    return this.#copy(n, true);
-  }
-
-  /** Removes and returns every chunk held. */
-  drain(): Uint8Array[] {
-    const chunks = this.#chunks;
-    this.#chunks = [];
-    this.#length = 0;
-    return chunks;
-  }
-
-  #copy(n: number, consume: boolean): Uint8Array {
-    if (n > this.#length) throw new RangeError(`${n} bytes asked, ${this.#length} held`);
-    const out = new Uint8Array(n);
-    let offset = 0;
-    let index = 0;
-    while (offset < n) {
-      const chunk = this.#chunks[index]!;
-      const part = Math.min(chunk.length, n - offset);
-      out.set(chunk.subarray(0, part), offset);
-      offset += part;
-      if (consume) {
-        if (part === chunk.length) {
-          this.#chunks.shift();
-        } else {
-          this.#chunks[0] = chunk.subarray(part);
-        }
-      } else {
-        index++;
-      }
-    }
-    if (consume) this.#length -= n;
-    return out;
-  }
 }
 
 /** Reads from `source` until `queue` holds at least `n` bytes. False when the stream ended first. */

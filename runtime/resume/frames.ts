@@ -21,6 +21,7 @@
  * a range drops it (so a replay can never duplicate a byte) and a range that
  * starts past what it holds is a protocol violation (it can never skip one).
  */
+import { ByteQueue } from '../../protocol/byte-queue.js';
 
 export const RESUME_PROTOCOL = '/peerline/resume/1';
 export const RESUME_VERSION = 1;
@@ -182,99 +183,34 @@ function parseBody(type: FrameType, payload: Uint8Array): Frame {
  * its payload is buffered.
  */
 export class FrameReader {
-  #chunks: Uint8Array[] = [];
-  #buffered = 0;
+  readonly #queue = new ByteQueue();
 
   get buffered(): number {
-    return this.#buffered;
+    return this.#queue.length;
   }
 
   /** Adds bytes and returns every frame now complete. Throws FrameError on a malformed frame. */
   push(chunk: Uint8Array): Frame[] {
-    if (chunk.length > 0) {
-      this.#chunks.push(chunk);
-      this.#buffered += chunk.length;
-    }
+    const queue = this.#queue;
+    queue.push(chunk);
     const frames: Frame[] = [];
-    while (this.#buffered >= HEADER) {
-      const head = this.#peek(HEADER);
+    while (queue.length >= HEADER) {
+      const head = queue.peek(HEADER);
       const type = head[0]! as FrameType;
       const length = new DataView(head.buffer, head.byteOffset, HEADER).getUint32(1);
       const limit = limitOf(type);
       if (limit === undefined) throw new FrameError(`unknown frame type ${type}`);
       if (length > limit.max || length < limit.min) throw new FrameError(`frame ${FrameType[type]} of ${length} bytes is out of bounds`);
-      if (this.#buffered < HEADER + length) break;
-      this.#take(HEADER);
+      if (queue.length < HEADER + length) break;
+      queue.take(HEADER);
       if (type === FrameType.Data) {
-        const offset = readU64(this.#take(8));
-        frames.push({ type, offset, length: length - 8, parts: this.#takeParts(length - 8) });
+        const offset = readU64(queue.take(8));
+        frames.push({ type, offset, length: length - 8, parts: queue.takeParts(length - 8) });
       } else {
-        frames.push(decodePayload(type, this.#take(length)));
+        frames.push(decodePayload(type, queue.take(length)));
       }
     }
     return frames;
-  }
-
-  #peek(n: number): Uint8Array {
-    const first = this.#chunks[0]!;
-    if (first.length >= n) return first.subarray(0, n);
-    return this.#join(n, false);
-  }
-
-  #take(n: number): Uint8Array {
-    if (n === 0) return new Uint8Array(0);
-    const first = this.#chunks[0]!;
-    if (first.length === n) {
-      this.#chunks.shift();
-      this.#buffered -= n;
-      return first;
-    }
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      this.#buffered -= n;
-      return first.subarray(0, n);
-    }
-    return this.#join(n, true);
-  }
-
-  /** Takes `n` bytes as views of the chunks they are in: no copy. */
-  #takeParts(n: number): Uint8Array[] {
-    const parts: Uint8Array[] = [];
-    let left = n;
-    while (left > 0) {
-      const chunk = this.#chunks[0]!;
-      if (chunk.length <= left) {
-        parts.push(chunk);
-        this.#chunks.shift();
-        left -= chunk.length;
-      } else {
-        parts.push(chunk.subarray(0, left));
-        this.#chunks[0] = chunk.subarray(left);
-        left = 0;
-      }
-    }
-    this.#buffered -= n;
-    return parts;
-  }
-
-  #join(n: number, consume: boolean): Uint8Array {
-    const out = new Uint8Array(n);
-    let at = 0;
-    let i = 0;
-    while (at < n) {
-      const chunk = this.#chunks[i]!;
-      const part = Math.min(chunk.length, n - at);
-      out.set(chunk.subarray(0, part), at);
-      at += part;
-      if (consume) {
-        if (part === chunk.length) this.#chunks.shift();
-        else this.#chunks[0] = chunk.subarray(part);
-      } else {
-        i += 1;
-      }
-    }
-    if (consume) this.#buffered -= n;
-    return out;
   }
 }
 
