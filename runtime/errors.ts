@@ -2,11 +2,40 @@ import type { ConnectionErrorCode, ErrorCode, ErrorInfo } from '../protocol/code
 import { checkObject, invalidValue } from '../protocol/arguments.js';
 
 /**
+ * The brand of every PeerlineError, registered process-wide (`Symbol.for`):
+ * an application whose dependencies bring two copies of peerline (two
+ * versions, or one loaded twice) gets errors from either, and a class check
+ * by prototype would fail across them. undici brands its errors the same way
+ * (`kUndiciError`).
+ */
+const kPeerlineError = Symbol.for('peerline.error');
+
+function isBranded(value: unknown): value is { readonly code: unknown } {
+  return typeof value === 'object' && value !== null && (value as { [kPeerlineError]?: unknown })[kPeerlineError] === true;
+}
+
+/**
  * Every error peerline hands to its users is a `PeerlineError` with a stable
  * string `code` (undici's `errors.js` is the model). Switch on `code`, not on
  * messages or classes: codes never change, messages may.
+ *
+ * `instanceof` works across copies of the package: any branded error is a
+ * `PeerlineError`, and one whose code is `CONNECT_TIMEOUT` a
+ * `ConnectTimeoutError` (each subclass stands for one code).
  */
 export class PeerlineError extends Error {
+  static override [Symbol.hasInstance](instance: unknown): boolean {
+    if (Function.prototype[Symbol.hasInstance].call(this, instance)) return true;
+    if (!isBranded(instance)) return false;
+    if (this === PeerlineError) return true;
+    const code = codeOf.get(this);
+    return code !== undefined && instance.code === code;
+  }
+
+  get [kPeerlineError](): true {
+    return true;
+  }
+
   readonly code: ErrorCode;
   readonly peerId: string | undefined;
   readonly closeCode: ConnectionErrorCode | undefined;
@@ -69,6 +98,9 @@ const classes: Record<ErrorCode, typeof PeerlineError> = {
   RESUME_REJECTED: ResumeRejectedError,
 };
 
+/** The code each class stands for (for `instanceof` across copies of the package). */
+const codeOf = new Map<unknown, ErrorCode>(Object.entries(classes).map(([code, Class]) => [Class, code as ErrorCode]));
+
 /** Builds the typed error for a machine's `ErrorInfo`. */
 export function toPeerlineError(info: ErrorInfo, peerId?: string, cause?: unknown): PeerlineError {
   checkObject('info', info);
@@ -80,6 +112,7 @@ export function toPeerlineError(info: ErrorInfo, peerId?: string, cause?: unknow
   return new Class(info.code, info.message, options);
 }
 
+/** True for an error of any copy of peerline (see `PeerlineError`). */
 export function isPeerlineError(error: unknown): error is PeerlineError {
-  return error instanceof PeerlineError;
+  return isBranded(error);
 }
