@@ -42,6 +42,7 @@ import type { Connection, ConnectionHandlers, IncomingStream, Stream } from '../
 import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
 import { Engine, type EngineInit, type PeerStream } from '../runtime/index.js';
 import { RESULT_PREFIX, drive, gc, hubWithPeers, int, median, numberArg, say } from './common.js';
+import { actorOf } from '../runtime/test-hooks.js';
 
 const PROTOCOL = '/bench/1';
 /** Requests per second the engine path must reach. */
@@ -142,7 +143,7 @@ async function engineWorld(peerCount: number): Promise<World> {
       stream.close();
     },
   });
-  const actors = peers.map((peerId) => Engine.actorOf(hub, peerId)!);
+  const actors = peers.map((peerId) => actorOf(hub, peerId)!);
   const onStream = (_stream: PeerStream): void => void (counts.delivered += 1);
   const onError = (): void => void (counts.failed += 1);
   return {

@@ -11,7 +11,7 @@
  *
  * Requests go, round robin over the peers, in batches of B, one of three ways:
  *
- *  - direct      `Engine.actorOf(hub, peer).send({ type: 'REQUEST', ... })`:
+ *  - direct      `actorOf(hub, peer).send({ type: 'REQUEST', ... })` (the test hook of runtime/test-hooks.ts):
  *                the machine, its effects and the adapter; nothing of the
  *                routing layer.
  *  - routing     `hub.requests.next({ peerId, protocol, reply })`: the Subject,
@@ -53,6 +53,7 @@ import { fileURLToPath } from 'node:url';
 import type { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
 import { Engine, type EngineInit, type StreamAnswer } from '../runtime/index.js';
 import { RESULT_PREFIX, drive, gc, hubWithPeers, int, median, numberArg, say } from './common.js';
+import { actorOf } from '../runtime/test-hooks.js';
 
 const PROTOCOL = '/bench/1';
 const GOAL = 1.25;
@@ -161,7 +162,7 @@ async function teardown(w: World): Promise<void> {
 function hubBusy(w: World): number {
   let busy = 0;
   for (const peerId of w.peers) {
-    const context = Engine.actorOf(w.hub, peerId)!.getSnapshot().context;
+    const context = actorOf(w.hub, peerId)!.getSnapshot().context;
     busy += context.streams + context.opening.length + context.queue.length;
   }
   return busy;
@@ -189,7 +190,7 @@ interface Tally {
 export async function runRound(requests: number, batch: number, peerCount: number, first = 0): Promise<RoundResult> {
   const w = await world(peerCount);
   const { clock, network, hub, peers } = w;
-  const actors = peers.map((p) => Engine.actorOf(hub, p)!);
+  const actors = peers.map((p) => actorOf(hub, p)!);
   const connectionIds = actors.map((a) => a.getSnapshot().context.connectionId!);
   // Signals for openStream are made up front: they are the caller's, not the engine's.
   const signals = Array.from({ length: requests }, () => new AbortController().signal);

@@ -1,28 +1,40 @@
-import './dispose.js';
+/**
+ * The engine: hosts one machine per peer, routes requests to them, and
+ * carries out their effects on the adapter. It keeps no lifecycle state of
+ * its own beyond the registry: every decision is a transition in a machine.
+ *
+ * This file holds the public API, the lifecycle (start, stop) and the
+ * registry of peer records; the rest is one idea a file, wired here as
+ * components (js-libp2p's way): `requests.ts` (the one place requests are
+ * answered), `dialer.ts`, `effects.ts` (the machine's `ConnectionEffects`),
+ * `inbound.ts` (inbound connections, control messages, inbound streams),
+ * `priorities.ts` (pruning), `inspection.ts`.
+ */
+import '../protocol/dispose.js';
 import { Subject, type Observable, type Observer } from 'rxjs';
-import { fromCallback, fromPromise, type Actor, type AnyActorRef, type InspectionEvent, type Subscription } from 'xstate';
 import { checkBoolean, checkFunction, checkNumber, checkObject, checkOptionalString, checkString, invalidType, invalidValue, optionsObject } from '../protocol/arguments.js';
-import { TransportError, type Adapter, type CloseInfo, type Connection, type IncomingStream, type Stream } from '../protocol/adapter.js';
-import { type Clock } from '../protocol/time.js';
-import { type ControlMessage } from '../protocol/control.js';
-import { canRetry, closedError, connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
-import { errorInfo, ConnectionErrorCode, reasonFor, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
-import type { ConnectionEvent, ConnectionLimits, ConnectionState, DialOutput, RequestRef } from '../machines/types.js';
+import type { Adapter, Connection } from '../protocol/adapter.js';
+import type { Clock, Random } from '../protocol/time.js';
+import { connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
+import { ConnectionErrorCode, errorInfo, reasonFor, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
+import type { ConnectionEvent, ConnectionLimits, ConnectionState } from '../machines/types.js';
 import { Admission, type AdmissionSnapshot } from './admission.js';
 import { diagnostics } from './diagnostics.js';
 import { envFlag, levelled, stderrLogger, type LevelledLogger, type Logger, type LogLevel } from './logger.js';
 import { systemClock } from './clock.js';
-import { type Random } from '../protocol/time.js';
 import { SharedActorSystem, createRootActor, stopRootActor } from './actor-system.js';
-import { DialQueue } from './dial-queue.js';
-import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';
+import { PeerRecord } from './peer-record.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
-import { listenAbort, unlistenAbort } from './abort.js';
+import { Dialer } from './dialer.js';
+import { connectionEffects } from './effects.js';
+import { Inbound } from './inbound.js';
+import { Inspection, type InspectionSubscription } from './inspection.js';
 import { PeerStates } from './peer-states.js';
-import { ProtocolLimits, STREAM_LIMIT_REASON, validateHandlerOptions, type HandlerOptions } from './protocol-limits.js';
-import { rankAddresses, staggeredDial } from './staggered-dial.js';
-import { PruneIndex, type PrunableKind } from './prune-index.js';
+import { Priorities } from './priorities.js';
+import { ProtocolLimits, validateHandlerOptions, type HandlerOptions } from './protocol-limits.js';
+import { Requests, type Lease } from './requests.js';
 import { PeerlineError, toPeerlineError } from './errors.js';
+import { engineHooks } from './test-hooks.js';
 import {
   checkEngineConfig,
   checkPeerId,
@@ -30,26 +42,20 @@ import {
   checkRequestOptions,
   checkStartOptions,
   checkStopOptions,
-  inspectionCallback,
   type InspectionObserver,
   type RequestOptions,
 } from './validate.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
-import { backoffDelay, pinnedMaxAttempts } from './retry.js';
+import { pinnedMaxAttempts } from './retry.js';
 import { RESUME_PROTOCOL } from './resume/frames.js';
 import { ResumeManager, type ResumeStats, type SessionTransition } from './resume/manager.js';
 import type { ResumableStream, SessionSnapshot } from './resume/session.js';
-import {
-  wrapStream,
-  type LeasedConnection,
-  type PeerStream,
-  type StreamAnswer,
-  type StreamHandler,
-  type StreamRequest,
-} from './streams.js';
+import type { LeasedConnection, PeerStream, StreamHandler, StreamRequest } from './streams.js';
 
 export type { Logger, LogLevel } from './logger.js';
 export type { InspectionObserver } from './validate.js';
+export { INSPECT_ATTACHED_EVENT, type InspectionSubscription } from './inspection.js';
+export { transportErrorInfo } from './errors.js';
 
 export interface EngineConfig extends EngineInit {
   /** The transport. Its `localPeerId` is this engine's identity. */
@@ -87,11 +93,6 @@ export interface StopOptions {
   readonly signal?: AbortSignal;
 }
 
-/** What `engine.inspect()` returns: detaches the inspector (also with `using`). */
-export interface InspectionSubscription extends Subscription {
-  [Symbol.dispose](): void;
-}
-
 /** `engine.metrics()`. */
 export type EngineMetrics = MetricsSnapshot & {
   readonly pendingRequests: number;
@@ -99,13 +100,6 @@ export type EngineMetrics = MetricsSnapshot & {
   readonly resume: ResumeStats;
   readonly admission: AdmissionSnapshot;
 };
-
-/**
- * The snapshot event a machine that was already running gets when an
- * inspector is attached, after its `@xstate.actor` event, so the inspector
- * knows it and its current state.
- */
-export const INSPECT_ATTACHED_EVENT = Object.freeze({ type: 'peerline.inspect.attached' });
 
 export interface Transition {
   readonly peerId: string;
@@ -178,103 +172,6 @@ export interface AddPeerOptions {
   readonly tags?: Readonly<Record<string, number>>;
 }
 
-/** A peer's pruning priority: tag values (summed) and protection. Kept per peer id, whether it is connected or not. */
-interface PeerPriority {
-  readonly tags: Map<string, number>;
-  protected: boolean;
-}
-
-type LeaseValue = { readonly connection: LeasedConnection; readonly release: () => void };
-
-/**
- * A request the engine owes an answer. Settled exactly once (see `#settle`).
- *
- * It is also the listener on the caller's signal (`handleEvent`), one
- * listener for the request's whole life: while pending, an abort cancels the
- * request; once a stream is delivered, an abort aborts the stream, until the
- * stream closes.
- */
-class Pending {
-  readonly id: string;
-  readonly peerId: string;
-  readonly protocol: string;
-  readonly kind: 'stream' | 'lease';
-  readonly signal: AbortSignal | undefined;
-  readonly onStream: (answer: StreamAnswer) => void;
-  readonly onLease: ((value: LeaseValue) => void) | undefined;
-  /** When it arrived, on the engine's clock: stream-open latency and the diagnostics' durations. */
-  readonly startedAt: number;
-  readonly #onAbort: (pending: Pending) => void;
-  timer: unknown = undefined;
-  /** True while the record listens on `signal`. */
-  listening = false;
-  entry: Entry | undefined = undefined;
-  /** The stream delivered for this request, until it closes. */
-  stream: Stream | undefined = undefined;
-
-  constructor(
-    id: string,
-    spec: Omit<RequestSpec, 'deadline'>,
-    onAbort: (pending: Pending) => void,
-    startedAt: number,
-  ) {
-    this.id = id;
-    this.peerId = spec.peerId;
-    this.protocol = spec.protocol;
-    this.kind = spec.kind;
-    this.signal = spec.signal;
-    this.onStream = spec.onStream;
-    this.onLease = spec.onLease;
-    this.#onAbort = onAbort;
-    this.startedAt = startedAt;
-  }
-
-  handleEvent(): void {
-    const stream = this.stream;
-    if (stream !== undefined) stream.abort('aborted');
-    else this.#onAbort(this);
-  }
-
-  listen(): void {
-    if (this.signal === undefined || this.listening) return;
-    this.listening = true;
-    listenAbort(this.signal, this);
-  }
-
-  unlisten(): void {
-    if (!this.listening) return;
-    this.listening = false;
-    unlistenAbort(this.signal!, this);
-  }
-}
-
-/** What a request is, as `#submit` takes it. */
-interface RequestSpec {
-  readonly peerId: string;
-  readonly protocol: string;
-  readonly kind: 'stream' | 'lease';
-  readonly signal: AbortSignal | undefined;
-  readonly deadline: number | undefined;
-  /** Wait through backoff and retries instead of failing at once (`OpenStreamOptions.waitForReady`). */
-  readonly waitForReady: boolean;
-  readonly onStream: (answer: StreamAnswer) => void;
-  readonly onLease: ((value: LeaseValue) => void) | undefined;
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-
-/** Whether a machine in this state may be pruned, and how (see prune-index.ts). */
-function prunableKind(value: unknown, context: { pinned: boolean; queue: readonly unknown[] }): PrunableKind | undefined {
-  if (value === 'errored') return !context.pinned && context.queue.length === 0 ? 'errored' : undefined;
-  if (typeof value === 'object' && value !== null) {
-    const ready = (value as { ready?: { idle?: string } }).ready;
-    if (ready?.idle === 'idle') return 'idle';
-  }
-  return undefined;
-}
 
 function topState(value: unknown): ConnectionState | 'start' {
   if (typeof value === 'string') return value as ConnectionState;
@@ -283,40 +180,11 @@ function topState(value: unknown): ConnectionState | 'start' {
   return 'start';
 }
 
-/** Maps a transport failure to the error a request or a machine ends with. */
-export function transportErrorInfo(error: unknown, during: 'dial' | 'stream'): ErrorInfo {
-  // A per-protocol limit of the remote's handler: retry later, not a protocol it refuses.
-  if (error instanceof TransportError && error.kind === 'rejected' && error.message.startsWith(STREAM_LIMIT_REASON)) {
-    return errorInfo('STREAM_LIMIT', error.message);
-  }
-  if (error instanceof TransportError) {
-    switch (error.kind) {
-      case 'refused':
-      case 'unreachable':
-        // A refusal by admission control names its code (RateLimited, ...).
-        return errorInfo('CONNECT_REFUSED', error.message, error.closeCode);
-      case 'identity-mismatch':
-        return errorInfo('PEER_IDENTITY_MISMATCH', error.message, ConnectionErrorCode.IdentityMismatch);
-      case 'rejected':
-        return errorInfo('STREAM_REJECTED', error.message);
-      case 'protocol':
-        return errorInfo('PROTOCOL_VIOLATION', error.message, ConnectionErrorCode.ProtocolViolation);
-      case 'aborted':
-        return errorInfo(during === 'dial' ? 'CONNECT_TIMEOUT' : 'ABORTED', error.message);
-      case 'stream-limit':
-      case 'closed':
-        return errorInfo('CONNECTION_LOST', error.message);
-    }
-  }
-  return errorInfo('CONNECTION_LOST', describe(error));
-}
-
-/**
- * The engine: hosts one machine per peer, routes requests to them, and
- * carries out their effects on the adapter. It keeps no lifecycle state of
- * its own beyond the registry: every decision is a transition in a machine.
- */
 export class Engine {
+  static {
+    engineHooks.actorOf = (engine, peerId) => engine.#records.get(peerId)?.actor;
+  }
+
   readonly options: Readonly<EngineOptions>;
   readonly peerId: string;
   readonly clock: Clock;
@@ -334,31 +202,25 @@ export class Engine {
   readonly peers$: Observable<ReadonlyMap<string, ConnectionState>>;
 
   readonly #adapter: Adapter;
-  readonly #random: Random;
   readonly #log: LevelledLogger;
-  /** Attached inspection callbacks (guarded), with their subscription to the actor system once it exists. */
-  readonly #inspectors = new Map<(event: InspectionEvent) => void, Subscription | undefined>();
   readonly #metrics = new Metrics();
-  readonly #machine: ConnectionMachine;
-  readonly #dialQueue: DialQueue;
-  readonly #entries = new Map<string, Entry>();
-  readonly #pending = new Map<string, Pending>();
+  /** The registry: one record per peer with a live machine. It is the grouping of requests by peer. */
+  readonly #records = new Map<string, PeerRecord>();
   readonly #handlers = new Map<string, StreamHandler>();
   readonly #book = new Map<string, { addresses: string[]; pinned: boolean }>();
-  /** Pruning priorities by peer id (tags, protection); only peers that have some. */
-  readonly #priorities = new Map<string, PeerPriority>();
   readonly #protocolLimits: ProtocolLimits;
-  /** Peers that may be pruned at maxConnections, kept as their machines change state. */
-  readonly #prunable = new PruneIndex<Entry>((peerId) => this.#priorityValue(peerId));
   readonly #peerStates: PeerStates;
-  /** Above 0 while a request is being submitted: answers given meanwhile wait for a microtask (never synchronous). */
-  #submitting = 0;
   readonly #incoming = new Subject<StreamRequest>();
   readonly #transitions = new Subject<Transition>();
   readonly #resume: ResumeManager;
   readonly #admission: Admission;
+  readonly #inspection: Inspection;
+  readonly #priorities: Priorities;
+  readonly #requests: Requests;
+  readonly #dialer: Dialer;
+  readonly #inbound: Inbound;
+  readonly #machine: ConnectionMachine;
   #status: EngineStatus = 'idle';
-  #nextRequest = 0;
   #stopping: Promise<void> | undefined;
   #starting: Promise<void> | undefined;
   #onEmpty: (() => void) | undefined;
@@ -366,34 +228,8 @@ export class Engine {
   #forced = false;
   /** While stop() waits for the machines to drain: makes that a forced close. */
   #escalate: (() => void) | undefined;
-  /** The callbacks of every entry's connections, shared. */
-  readonly #host: EntryHost = {
-    onControl: (entry, connection, message) => {
-      try {
-        this.#onControl(entry, connection, message);
-      } catch (error) {
-        this.#failed('control', error);
-      }
-    },
-    onStream: (entry, connection, incoming) => {
-      try {
-        this.#onStream(entry, connection, incoming);
-      } catch (error) {
-        this.#failed('inbound stream', error);
-      }
-    },
-    onClose: (entry, connection, close) => {
-      try {
-        this.#onClose(entry, connection, close);
-      } catch (error) {
-        this.#failed('close', error);
-      }
-    },
-  };
-  /** A pending request's caller aborted. One function for all of them. */
-  readonly #onRequestAbort = (pending: Pending): void => this.#cancel(pending, errorInfo('ABORTED', 'the request was aborted'));
   /** The actor system of every peer machine, created with the first one. */
-  #actorSystem: SharedActorSystem<Entry> | undefined;
+  #actorSystem: SharedActorSystem<PeerRecord> | undefined;
   #limits: ConnectionLimits | undefined;
 
   constructor(config: EngineConfig) {
@@ -406,11 +242,12 @@ export class Engine {
     this.#adapter = adapter;
     this.peerId = adapter.localPeerId;
     this.clock = clock ?? systemClock;
-    this.#random = random ?? Math.random;
+    const randomSource: Random = random ?? Math.random;
     const tracing = trace ?? envFlag(process.env.PEERLINE_TRACE);
     this.#log = levelled(logger ?? stderrLogger, tracing ? 'trace' : (logLevel ?? 'warn'));
-    if (inspect !== undefined) this.#attachInspector(inspect, 'config.inspect');
-    this.#dialQueue = new DialQueue(this.options.dialConcurrency, this.options.dialQueueLimit);
+    const failed = (what: string, error: unknown): void => this.#failed(what, error);
+    this.#inspection = new Inspection(failed);
+    if (inspect !== undefined) this.#inspection.attach(inspect, 'config.inspect');
     this.#admission = new Admission(this.options, this.clock, (line, error) => this.#log.warn(line, error), {
       localPeerId: this.peerId,
       debug: this.#log.enabled('debug') ? (line) => this.#log.debug(line) : undefined,
@@ -418,13 +255,56 @@ export class Engine {
     this.#protocolLimits = new ProtocolLimits(() => this.clock.now());
     this.#peerStates = new PeerStates({
       stateOf: (peerId) => {
-        const entry = this.#entryOf(peerId);
-        return entry === undefined || entry.state === 'start' ? undefined : entry.state;
+        const record = this.#recordOf(peerId);
+        return record === undefined || record.state === 'start' ? undefined : record.state;
       },
       states: () => this.#liveStates(),
     });
     this.peers$ = this.#peerStates.peers$;
-    this.#machine = this.#provide();
+    const record = (peerId: string): PeerRecord | undefined => this.#recordOf(peerId);
+    this.#priorities = new Priorities(this.#metrics, record);
+    const components = { localPeerId: this.peerId, clock: this.clock, metrics: this.#metrics, log: this.#log, failed };
+    this.#requests = new Requests({
+      ...components,
+      maxProtocolLength: this.options.maxProtocolLength,
+      maxConnections: this.options.maxConnections,
+      refusal: () => (this.#status === 'running' ? undefined : this.#status === 'idle' ? 'the engine is not started' : 'the engine is stopping'),
+      recordFor: (peerId) => this.#records.get(peerId) ?? this.#createRecord(peerId, 'outbound'),
+    });
+    this.#dialer = new Dialer({
+      ...components,
+      options: this.options,
+      adapter,
+      random: randomSource,
+      record,
+      addresses: (peerId) => this.#book.get(peerId)?.addresses ?? [],
+    });
+    this.#inbound = new Inbound({
+      ...components,
+      maxProtocolLength: this.options.maxProtocolLength,
+      adapter,
+      admission: this.#admission,
+      protocolLimits: this.#protocolLimits,
+      handlers: this.#handlers,
+      running: () => this.#status === 'running',
+      record: (peerId) => this.#records.get(peerId),
+      create: (peerId, connection) => this.#createRecord(peerId, 'inbound', connection),
+    });
+    this.#machine = connectionMachine.provide(
+      connectionEffects({
+        options: this.options,
+        clock: this.clock,
+        metrics: this.#metrics,
+        requests: this.#requests,
+        dialer: this.#dialer,
+        inbound: this.#inbound,
+        handlers: this.#handlers,
+        protocolLimits: this.#protocolLimits,
+        record,
+        openStream: (peerId, protocol, options) => this.openStream(peerId, protocol, options),
+        failed,
+      }),
+    );
     // Routing: one subscription; the registry is the grouping by peer.
     this.#incoming.subscribe((request) => this.#route(request));
     this.requests = {
@@ -436,7 +316,7 @@ export class Engine {
     this.transitions$ = this.#transitions.asObservable();
     this.#resume = new ResumeManager(this.options.resume, {
       clock: this.clock,
-      random: this.#random,
+      random: randomSource,
       pinnedRetry: this.options.pinnedRetry,
       openLink: (peerId, options) => this.openStream(peerId, RESUME_PROTOCOL, options),
       handler: (protocol) => (protocol === RESUME_PROTOCOL ? undefined : this.#handlers.get(protocol)),
@@ -449,14 +329,6 @@ export class Engine {
     });
     this.sessionTransitions$ = this.#resume.transitions$;
     this.#handlers.set(RESUME_PROTOCOL, (stream) => this.#resume.accept(stream));
-  }
-
-  /**
-   * @internal For benchmarks that measure routing overhead: the live actor of
-   * a peer, to send events to it directly. Not part of the public API.
-   */
-  static actorOf(engine: Engine, peerId: string): Actor<ConnectionMachine> | undefined {
-    return engine.#entries.get(peerId)?.actor;
   }
 
   get status(): EngineStatus {
@@ -500,7 +372,7 @@ export class Engine {
       maxInboundStreams: o.maxInboundStreamsPerConnection,
       admission: this.#admission.policy,
     });
-    await this.#adapter.listen((connection) => this.#guard('inbound connection', () => this.#onConnection(connection)));
+    await this.#adapter.listen((connection) => this.#inbound.onConnection(connection));
     if (signal?.aborted) {
       // Listening already: undo it before answering, as stop() would.
       await this.#closeAdapter(this.clock.now() + this.options.forceCloseGraceMs);
@@ -557,13 +429,7 @@ export class Engine {
    * Unsubscribing detaches it; with none attached, no inspection event is built.
    */
   inspect(observer: InspectionObserver): InspectionSubscription {
-    const callback = this.#attachInspector(observer, 'observer');
-    this.#announce(callback);
-    const unsubscribe = (): void => {
-      this.#inspectors.get(callback)?.unsubscribe();
-      this.#inspectors.delete(callback);
-    };
-    return { unsubscribe, [Symbol.dispose]: unsubscribe };
+    return this.#inspection.inspect(observer, this.#records.values());
   }
 
   /**
@@ -610,9 +476,9 @@ export class Engine {
     this.#book.set(peerId, { addresses: [...addresses], pinned });
     if (protectedOption !== undefined) this.protectPeer(peerId, protectedOption);
     for (const [tag, value] of Object.entries(tags ?? {})) this.tagPeer(peerId, tag, value);
-    const entry = this.#entryOf(peerId);
-    if (entry !== undefined && entry.actor.getSnapshot().context.pinned !== pinned) {
-      entry.actor.send({ type: 'PIN', pinned });
+    const record = this.#recordOf(peerId);
+    if (record !== undefined && record.actor.getSnapshot().context.pinned !== pinned) {
+      record.actor.send({ type: 'PIN', pinned });
     }
     if (pinned && this.#status === 'running') this.#ensurePinned(peerId);
   }
@@ -625,10 +491,9 @@ export class Engine {
   removePeer(peerId: string): void {
     checkString('peerId', peerId);
     this.#book.delete(peerId);
-    this.#priorities.delete(peerId);
-    this.#reprioritize(peerId);
-    const entry = this.#entryOf(peerId);
-    if (entry !== undefined && entry.actor.getSnapshot().context.pinned) entry.actor.send({ type: 'PIN', pinned: false });
+    this.#priorities.forget(peerId);
+    const record = this.#recordOf(peerId);
+    if (record !== undefined && record.actor.getSnapshot().context.pinned) record.actor.send({ type: 'PIN', pinned: false });
   }
 
   /**
@@ -641,57 +506,21 @@ export class Engine {
     checkString('peerId', peerId);
     checkString('tag', tag);
     checkNumber('value', value);
-    this.#priorityOf(peerId).tags.set(tag, value);
-    this.#reprioritize(peerId);
+    this.#priorities.tag(peerId, tag, value);
   }
 
   /** Removes a peer's tag. */
   untagPeer(peerId: string, tag: string): void {
     checkString('peerId', peerId);
     checkString('tag', tag);
-    const priority = this.#priorities.get(peerId);
-    if (priority === undefined) return;
-    priority.tags.delete(tag);
-    if (priority.tags.size === 0 && !priority.protected) this.#priorities.delete(peerId);
-    this.#reprioritize(peerId);
+    this.#priorities.untag(peerId, tag);
   }
 
   /** A protected peer is never pruned to make room (it may still close when idle). */
   protectPeer(peerId: string, on = true): void {
     checkString('peerId', peerId);
     checkBoolean('on', on);
-    if (on) {
-      this.#priorityOf(peerId).protected = true;
-    } else {
-      const priority = this.#priorities.get(peerId);
-      if (priority === undefined) return;
-      priority.protected = false;
-      if (priority.tags.size === 0) this.#priorities.delete(peerId);
-    }
-    this.#reprioritize(peerId);
-  }
-
-  #reprioritize(peerId: string): void {
-    const entry = this.#entryOf(peerId);
-    if (entry !== undefined) this.#prunable.refresh(entry);
-  }
-
-  /** The sum of a peer's tags and its protection, for the prune index. */
-  #priorityValue(peerId: string): { value: number; protected: boolean } | undefined {
-    const priority = this.#priorities.get(peerId);
-    if (priority === undefined) return undefined;
-    let value = 0;
-    for (const v of priority.tags.values()) value += v;
-    return { value, protected: priority.protected };
-  }
-
-  #priorityOf(peerId: string): PeerPriority {
-    let priority = this.#priorities.get(peerId);
-    if (priority === undefined) {
-      priority = { tags: new Map(), protected: false };
-      this.#priorities.set(peerId, priority);
-    }
-    return priority;
+    this.#priorities.protect(peerId, on);
   }
 
   /**
@@ -715,10 +544,10 @@ export class Engine {
    */
   networkChanged(): number {
     let probed = 0;
-    for (const entry of this.#entries.values()) {
-      if (entry.removed || entry.state !== 'ready') continue;
+    for (const record of this.#records.values()) {
+      if (record.removed || record.state !== 'ready') continue;
       probed += 1;
-      this.#guard('probe', () => entry.actor.send({ type: 'PROBE' }));
+      this.#guard('probe', () => record.actor.send({ type: 'PROBE' }));
     }
     this.#metrics.probes += probed;
     return probed;
@@ -754,7 +583,7 @@ export class Engine {
       }
       // Straight to the routing step `requests.next` leads to, without the request object and the Subject.
       try {
-        this.#submit({
+        this.#requests.submit({
           peerId,
           protocol,
           kind: 'stream',
@@ -784,8 +613,8 @@ export class Engine {
     checkPeerId('peerId', peerId, this.peerId);
     checkFunction('fn', fn);
     const { signal, timeoutMs, waitForReady } = checkRequestOptions('options', options);
-    const lease = await new Promise<LeaseValue>((resolve, reject) => {
-      this.#submit({
+    const lease = await new Promise<Lease>((resolve, reject) => {
+      this.#requests.submit({
         peerId,
         protocol: '',
         kind: 'lease',
@@ -828,11 +657,11 @@ export class Engine {
 
   snapshot(): EngineSnapshot {
     const peers: PeerSnapshot[] = [];
-    for (const entry of this.#entries.values()) {
-      const context = entry.actor.getSnapshot().context;
+    for (const record of this.#records.values()) {
+      const context = record.actor.getSnapshot().context;
       peers.push({
-        peerId: entry.peerId,
-        state: entry.state === 'start' ? 'connecting' : entry.state,
+        peerId: record.peerId,
+        state: record.state === 'start' ? 'connecting' : record.state,
         direction: context.direction,
         pinned: context.pinned,
         queued: context.queue.length,
@@ -851,8 +680,8 @@ export class Engine {
     return {
       ...this.#metrics.snapshot(),
       resume: this.#resume.stats(),
-      pendingRequests: this.#pending.size,
-      dialQueue: { active: this.#dialQueue.active, waiting: this.#dialQueue.waiting },
+      pendingRequests: this.#requests.size,
+      dialQueue: { active: this.#dialer.queue.active, waiting: this.#dialer.queue.waiting },
       admission: this.#admission.snapshot(),
     };
   }
@@ -866,7 +695,7 @@ export class Engine {
         this.#log.warn('peerline: dropped a stream request without a reply function');
         return;
       }
-      this.#submit({
+      this.#requests.submit({
         peerId: request.peerId,
         protocol: request.protocol,
         kind: 'stream',
@@ -879,155 +708,22 @@ export class Engine {
     });
   }
 
-  #submit(spec: RequestSpec): void {
-    // An answer given while this runs (invalid, stopped, QUEUE_FULL, backing
-    // off) is delivered on a microtask: never synchronously from requests.next().
-    this.#submitting += 1;
-    try {
-      this.#submitNow(spec);
-    } finally {
-      this.#submitting -= 1;
-    }
-  }
-
-  #submitNow(spec: RequestSpec): void {
-    this.#metrics.total += 1;
-    const pending = new Pending((this.#nextRequest++).toString(36), spec, this.#onRequestAbort, this.clock.now());
-    const invalid = this.#validate(spec);
-    if (invalid !== undefined) return this.#reply(pending, { ok: false, error: toPeerlineError(invalid, spec.peerId) });
-    if (this.#status !== 'running') {
-      const why = this.#status === 'idle' ? 'the engine is not started' : 'the engine is stopping';
-      return this.#reply(pending, { ok: false, error: toPeerlineError(errorInfo('ENGINE_STOPPED', why), spec.peerId) });
-    }
-    if (spec.signal?.aborted) {
-      return this.#reply(pending, { ok: false, error: toPeerlineError(errorInfo('ABORTED', 'the request was aborted'), spec.peerId) });
-    }
-    this.#pending.set(pending.id, pending);
-    if (spec.deadline !== undefined) {
-      const wait = Math.max(0, spec.deadline - this.clock.now());
-      pending.timer = this.clock.setTimeout(
-        () => this.#cancel(pending, errorInfo('STREAM_TIMEOUT', `no answer from peer ${spec.peerId} before the deadline`)),
-        wait,
-      );
-    }
-    pending.listen();
-    const entry = this.#entries.get(spec.peerId) ?? this.#createEntry(spec.peerId, 'outbound');
-    if (entry === undefined) {
-      return this.#answer(pending.id, errorInfo('CONNECTION_LIMIT', `${this.options.maxConnections} connections are open and none is idle`));
-    }
-    if (entry.removed) {
-      // The machine ended while starting (e.g. the dial queue refused it at once).
-      const cause = entry.actor.getSnapshot().context.lastError;
-      return this.#answer(pending.id, cause ?? errorInfo('CONNECTION_LOST', `peer ${spec.peerId} closed while starting`));
-    }
-    pending.entry = entry;
-    entry.addRequest(pending.id);
-    const ref: RequestRef = spec.waitForReady
-      ? { id: pending.id, kind: spec.kind, protocol: spec.protocol, waitForReady: true }
-      : { id: pending.id, kind: spec.kind, protocol: spec.protocol };
-    entry.actor.send({ type: 'REQUEST', request: ref });
-  }
-
-  #validate(spec: { peerId: unknown; protocol: unknown; kind: 'stream' | 'lease' }): ErrorInfo | undefined {
-    if (typeof spec.peerId !== 'string' || spec.peerId.length === 0) {
-      return errorInfo('INVALID_REQUEST', 'peerId must be a non-empty string');
-    }
-    if (spec.peerId === this.peerId) return errorInfo('INVALID_REQUEST', 'a peer cannot open a stream to itself');
-    if (spec.kind === 'lease') return undefined;
-    if (typeof spec.protocol !== 'string' || spec.protocol.length === 0) {
-      return errorInfo('INVALID_REQUEST', 'protocol must be a non-empty string');
-    }
-    if (Buffer.byteLength(spec.protocol) > this.options.maxProtocolLength) {
-      return errorInfo('INVALID_REQUEST', `protocol is longer than ${this.options.maxProtocolLength} bytes`);
-    }
-    return undefined;
-  }
-
-  /** Deadline or abort: the machine answers if it still holds the request; else we do. */
-  #cancel(pending: Pending, error: ErrorInfo): void {
-    this.#guard('cancel', () => {
-      if (!this.#pending.has(pending.id)) return;
-      const entry = pending.entry;
-      if (entry !== undefined && !entry.removed) {
-        entry.actor.send({ type: 'REQUEST.CANCEL', id: pending.id, error });
-      }
-      // A request the machine no longer holds (it is between answers) is answered here.
-      if (this.#pending.has(pending.id)) this.#answer(pending.id, error);
-    });
-  }
-
-  /** Answers a pending request with an error. The single place errors reach callers. */
-  #answer(id: string, error: ErrorInfo): void {
-    const pending = this.#pending.get(id);
-    if (pending === undefined) return;
-    this.#settle(pending);
-    this.#reply(pending, { ok: false, error: toPeerlineError(error, pending.peerId) });
-  }
-
-  /**
-   * Forgets a pending request: it is answered by the caller right after. The
-   * record keeps listening on the caller's signal only when a stream is
-   * delivered (`stream`): the signal owns the stream until it closes.
-   */
-  #settle(pending: Pending, stream?: Stream): void {
-    this.#pending.delete(pending.id);
-    pending.entry?.deleteRequest(pending.id);
-    if (pending.timer !== undefined) this.clock.clearTimeout(pending.timer);
-    if (stream === undefined) pending.unlisten();
-    else pending.stream = stream;
-  }
-
-  #reply(pending: Pending, answer: StreamAnswer): void {
-    const now = this.clock.now();
-    const durationMs = now - pending.startedAt;
-    if (answer.ok) {
-      this.#metrics.opened += 1;
-      this.#metrics.openHistogram.observe(durationMs);
-    } else {
-      this.#metrics.failure(answer.error.code);
-    }
-    if (diagnostics.streamOpen.hasSubscribers || diagnostics.requestError.hasSubscribers) this.#publishAnswer(pending, answer, durationMs, now);
-    if (this.#submitting > 0) {
-      queueMicrotask(() => this.#call(pending, answer));
-      return;
-    }
-    this.#call(pending, answer);
-  }
-
-  #call(pending: Pending, answer: StreamAnswer): void {
-    try {
-      pending.onStream(answer);
-    } catch (error) {
-      this.#metrics.internalErrors += 1;
-      this.#log.warn(`peerline: a reply callback for peer ${pending.peerId} threw`, error);
-    }
-  }
-
-  #publishAnswer(pending: Pending, answer: StreamAnswer, durationMs: number, at: number): void {
-    const { peerId, protocol, kind } = pending;
-    const localPeerId = this.peerId;
-    if (kind === 'stream' && diagnostics.streamOpen.hasSubscribers) {
-      diagnostics.streamOpen.publish(
-        answer.ok
-          ? { localPeerId, peerId, protocol, ok: true, durationMs, at }
-          : { localPeerId, peerId, protocol, ok: false, code: answer.error.code, error: answer.error, durationMs, at },
-      );
-    }
-    if (!answer.ok && diagnostics.requestError.hasSubscribers) {
-      diagnostics.requestError.publish({ localPeerId, peerId, protocol, kind, code: answer.error.code, error: answer.error, durationMs, at });
-    }
-  }
-
   // --------------------------------------------------------------- registry
 
-  #createEntry(peerId: string, direction: 'outbound' | 'inbound', connection?: Connection): Entry | undefined {
-    if (!this.#admit()) return undefined;
+  /** The peer's live record, if any. */
+  #recordOf(peerId: string): PeerRecord | undefined {
+    const record = this.#records.get(peerId);
+    return record === undefined || record.removed ? undefined : record;
+  }
+
+  #createRecord(peerId: string, direction: 'outbound' | 'inbound', connection?: Connection): PeerRecord | undefined {
+    if (!this.#priorities.makeRoom(this.#records.size, this.options.maxConnections)) return undefined;
     const book = this.#book.get(peerId);
     const pinned = book?.pinned ?? false;
-    const entry = new Entry(peerId, this.#host, (this.#actorSystem ??= this.#newActorSystem()));
-    this.#entries.set(peerId, entry);
-    if (connection !== undefined) this.#attach(entry, connection);
-    entry.actor = createRootActor(this.#machine, entry, {
+    const record = new PeerRecord(peerId, this.#inbound, (this.#actorSystem ??= this.#newActorSystem()));
+    this.#records.set(peerId, record);
+    if (connection !== undefined) record.attach(connection);
+    record.actor = createRootActor(this.#machine, record, {
       input: {
         peerId,
         localPeerId: this.peerId,
@@ -1047,132 +743,92 @@ export class Engine {
         ...(connection === undefined ? {} : { connectionId: connection.id }),
       },
     });
-    entry.actor.start();
-    if (entry.state === 'start' && !entry.removed) this.#observe(entry, entry.actor.getSnapshot().value, 'xstate.init');
-    return entry;
-  }
-
-  /**
-   * Room for one more machine? At the limit one peer is pruned to make room:
-   * a peer backing off (`errored`) with nobody waiting for it first, else
-   * the idle `ready` peer with the lowest priority (the sum of its tags), the
-   * one idle the longest (least recently used) among equals. Pinned and
-   * protected peers never are. See prune-index.ts.
-   */
-  #admit(): boolean {
-    if (this.#entries.size < this.options.maxConnections) return true;
-    const victim = this.#prunable.pick();
-    if (victim === undefined) return false;
-    // Out of the index now: a second admission in the same step must not pick it again.
-    this.#prunable.remove(victim);
-    this.#metrics.pruned += 1;
-    victim.actor.send({ type: 'PRUNE' });
-    return true;
+    record.actor.start();
+    if (record.state === 'start' && !record.removed) this.#observe(record, record.actor.getSnapshot().value, 'xstate.init');
+    return record;
   }
 
   #ensurePinned(peerId: string): void {
-    if (this.#entries.has(peerId)) return;
-    this.#createEntry(peerId, 'outbound');
+    if (this.#records.has(peerId)) return;
+    this.#createRecord(peerId, 'outbound');
   }
 
-  /** Removes a machine from the registry, exactly once, on every exit path. */
-  #remove(entry: Entry, leftover: ErrorInfo = errorInfo('CONNECTION_LOST', 'connection closed')): void {
-    if (entry.removed) return;
-    entry.removed = true;
-    if (this.#entries.get(entry.peerId) === entry) this.#entries.delete(entry.peerId);
-    if (entry.state !== 'start') this.#metrics.peers[entry.state] -= 1;
-    this.#guard('stop actor', () => stopRootActor(entry.actor));
-    for (const connection of entry.takeConnections()) {
+  /** Removes a record from the registry, exactly once, on every exit path. */
+  #remove(record: PeerRecord, leftover: ErrorInfo = errorInfo('CONNECTION_LOST', 'connection closed')): void {
+    if (record.removed) return;
+    record.removed = true;
+    if (this.#records.get(record.peerId) === record) this.#records.delete(record.peerId);
+    if (record.state !== 'start') this.#metrics.peers[record.state] -= 1;
+    this.#guard('stop actor', () => stopRootActor(record.actor));
+    for (const connection of record.takeConnections()) {
       this.#guard('close', () => connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)));
     }
-    for (const record of entry.takeOpens()) {
-      record.controller.abort();
-      record.stream?.abort('connection closed');
+    for (const open of record.takeOpens()) {
+      open.controller.abort();
+      open.stream?.abort('connection closed');
     }
-    for (const incoming of entry.takeInbound()) this.#guard('reject', () => incoming.reject('connection closed'));
+    for (const incoming of record.takeInbound()) this.#guard('reject', () => incoming.reject('connection closed'));
     // The machine answers everything it holds; anything left is answered here.
-    for (const id of entry.requestIds()) this.#answer(id, leftover);
-    for (const resolve of entry.takeWaiters()) resolve();
-    this.#prunable.remove(entry);
-    this.#peerStates.ended(entry.peerId);
-    if (this.#entries.size === 0) this.#onEmpty?.();
+    for (const id of record.requestIds()) this.#requests.answer(id, leftover);
+    for (const resolve of record.takeWaiters()) resolve();
+    this.#priorities.removed(record);
+    this.#peerStates.ended(record.peerId);
+    if (this.#records.size === 0) this.#onEmpty?.();
   }
 
   *#liveStates(): Iterable<readonly [string, ConnectionState]> {
-    for (const entry of this.#entries.values()) {
-      if (!entry.removed && entry.state !== 'start') yield [entry.peerId, entry.state];
+    for (const record of this.#records.values()) {
+      if (!record.removed && record.state !== 'start') yield [record.peerId, record.state];
     }
   }
 
   #signal(peerId: string, event: ConnectionEvent): Promise<void> {
-    const entry = this.#entries.get(peerId);
-    if (entry === undefined) return Promise.resolve();
+    const record = this.#records.get(peerId);
+    if (record === undefined) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      entry.addWaiter(resolve);
-      entry.actor.send(event);
+      record.addWaiter(resolve);
+      record.actor.send(event);
     });
   }
 
-  #newActorSystem(): SharedActorSystem<Entry> {
-    const system = new SharedActorSystem<Entry>({
+  #newActorSystem(): SharedActorSystem<PeerRecord> {
+    const system = new SharedActorSystem<PeerRecord>({
       clock: this.clock,
-      hosts: () => this.#entries.values(),
-      microstep: (entry, actorRef, snapshot, eventType) => {
-        if (actorRef !== entry.actor) return;
+      hosts: () => this.#records.values(),
+      microstep: (record, actorRef, snapshot, eventType) => {
+        if (actorRef !== record.actor) return;
         const step = snapshot as { value: unknown; context: { pinned: boolean; queue: readonly unknown[] } };
-        this.#observe(entry, step.value, eventType);
-        if (!entry.removed) this.#prunable.update(entry, prunableKind(step.value, step.context));
+        this.#observe(record, step.value, eventType);
+        if (!record.removed) this.#priorities.stepped(record, step.value, step.context);
       },
-      // The machine reached its final state, or failed: either way its entry goes.
-      hostEvent: (entry, event) => {
+      // The machine reached its final state, or failed: either way its record goes.
+      hostEvent: (record, event) => {
         if (event.type.startsWith('xstate.error.actor')) {
           this.#metrics.internalErrors += 1;
-          this.#log.error(`peerline: machine for peer ${entry.peerId} failed`, event.error);
+          this.#log.error(`peerline: machine for peer ${record.peerId} failed`, event.error);
         } else if (!event.type.startsWith('xstate.done.actor')) {
           return;
         }
-        this.#remove(entry);
+        this.#remove(record);
       },
     });
-    for (const callback of this.#inspectors.keys()) this.#inspectors.set(callback, system.inspect(callback));
+    this.#inspection.systemCreated(system);
     return system;
   }
 
-  /** Checks `observer` and registers it (with the actor system, now or when it is made); returns its guarded callback. */
-  #attachInspector(observer: InspectionObserver, name: string): (event: InspectionEvent) => void {
-    const next = inspectionCallback(name, observer);
-    const callback = (event: InspectionEvent): void => this.#guard('inspect', () => next(event));
-    this.#inspectors.set(callback, this.#actorSystem?.inspect(callback));
-    return callback;
-  }
-
-  /** Tells a newly attached inspector about every machine already running, as XState would have at their start. */
-  #announce(callback: (event: InspectionEvent) => void): void {
-    for (const entry of this.#entries.values()) {
-      const actor = entry.actor as AnyActorRef | undefined;
-      if (entry.removed || actor === undefined) continue;
-      const rootId = actor.sessionId;
-      const snapshot = actor.getSnapshot() as { children?: Record<string, AnyActorRef | undefined> };
-      callback({ type: '@xstate.actor', actorRef: actor, rootId });
-      callback({ type: '@xstate.snapshot', actorRef: actor, rootId, snapshot: snapshot as never, event: INSPECT_ATTACHED_EVENT });
-      for (const child of Object.values(snapshot.children ?? {})) {
-        if (child !== undefined) callback({ type: '@xstate.actor', actorRef: child, rootId });
-      }
-    }
-  }
-
-  #observe(entry: Entry, value: unknown, eventType: string): void {
+  /** A machine's microstep: counts and publishes a change of its top-level state. */
+  #observe(record: PeerRecord, value: unknown, eventType: string): void {
     const to = topState(value);
-    const from = entry.state;
+    const from = record.state;
     if (to === from || to === 'start') return;
-    entry.state = to;
+    record.state = to;
     if (from !== 'start') this.#metrics.peers[from] -= 1;
     this.#metrics.peers[to] += 1;
     this.#metrics.transitions += 1;
     if (from === 'errored' && to === 'connecting') this.#metrics.retries += 1;
     if (to === 'gaveUp') this.#metrics.gaveUp += 1;
     const transition: Transition = {
-      peerId: entry.peerId,
+      peerId: record.peerId,
       from: from === 'start' ? null : from,
       to,
       // The first state is the machine's creation, whatever step revealed it.
@@ -1180,440 +836,12 @@ export class Engine {
       at: this.clock.now(),
     };
     if (this.#log.tracing) {
-      this.#log.trace(`peerline ${this.peerId} peer ${entry.peerId}: ${transition.from ?? "new"} -> ${to} (${transition.event})`);
+      this.#log.trace(`peerline ${this.peerId} peer ${record.peerId}: ${transition.from ?? "new"} -> ${to} (${transition.event})`);
     }
-    if (to === 'ready') this.#resume.peerReady(entry.peerId);
-    this.#peerStates.changed(entry.peerId, to);
+    if (to === 'ready') this.#resume.peerReady(record.peerId);
+    this.#peerStates.changed(record.peerId, to);
     if (this.#transitions.observed) this.#transitions.next(transition);
     if (diagnostics.transition.hasSubscribers) diagnostics.transition.publish({ localPeerId: this.peerId, ...transition });
-  }
-
-  // ------------------------------------------------------------- transport
-
-  #onConnection(connection: Connection): void {
-    if (this.#status !== 'running') return connection.close(ConnectionErrorCode.Shutdown, reasonFor(ConnectionErrorCode.Shutdown));
-    // Admission control: checked here unless the adapter already did; tracked either way.
-    const admitted = this.#admission.admit(connection, this.#adapter.enforcesAdmission !== true);
-    if (admitted === undefined) return;
-    if (admitted instanceof Promise) {
-      void admitted.then((tracked) => {
-        if (tracked !== undefined) this.#guard('inbound connection', () => this.#adopt(tracked));
-      });
-      return;
-    }
-    this.#adopt(admitted);
-  }
-
-  /** An admitted inbound connection joins its peer's machine, or a new one. */
-  #adopt(connection: Connection): void {
-    const closeWith = (code: ConnectionErrorCode): void => connection.close(code, reasonFor(code));
-    if (this.#status !== 'running') return closeWith(ConnectionErrorCode.Shutdown);
-    const peerId = connection.remotePeerId;
-    const entry = this.#entries.get(peerId);
-    if (entry !== undefined) {
-      // A connection that closed before it got here is not offered to the machine.
-      if (this.#attach(entry, connection).closed === undefined) entry.actor.send({ type: 'CONNECTION.INBOUND', connectionId: connection.id });
-      return;
-    }
-    if (this.#createEntry(peerId, 'inbound', connection) === undefined) this.#admission.refuse(connection, ConnectionErrorCode.ConnectionLimit);
-  }
-
-  /**
-   * Hands the connection's events to `entry`. Events that came before are
-   * delivered now, a close among them: the link says so (`closed`).
-   */
-  #attach(entry: Entry, connection: Connection): Link {
-    entry.addConnection(connection);
-    const link = new Link(entry, connection);
-    connection.setHandlers(link);
-    return link;
-  }
-
-  #onClose(entry: Entry, connection: Connection, close: CloseInfo): void {
-    entry.deleteConnection(connection.id);
-    this.#protocolLimits.forget(connection.id);
-    if (entry.removed) return;
-    entry.actor.send({
-      type: 'CONNECTION.CLOSED',
-      connectionId: connection.id,
-      code: close.code,
-      error: close.error,
-      reason: close.reason,
-    });
-  }
-
-  #onControl(entry: Entry, connection: Connection, message: ControlMessage): void {
-    if (entry.removed) return;
-    const connectionId = connection.id;
-    const m = message as Partial<Record<string, unknown>> & { type?: unknown };
-    switch (m.type) {
-      case 'hello':
-      case 'hello-ack':
-        if (typeof m.version !== 'number' || typeof m.peerId !== 'string') break;
-        entry.actor.send({
-          type: m.type === 'hello' ? 'CONTROL.HELLO' : 'CONTROL.HELLO_ACK',
-          connectionId,
-          version: m.version,
-          peerId: m.peerId,
-        });
-        return;
-      case 'ping':
-      case 'pong':
-        if (typeof m.seq !== 'number') break;
-        if (m.type === 'pong' && entry.pingSentAt !== undefined) {
-          const at = this.clock.now();
-          const rttMs = at - entry.pingSentAt;
-          this.#metrics.rtt(rttMs);
-          entry.pingSentAt = undefined;
-          if (diagnostics.heartbeat.hasSubscribers) diagnostics.heartbeat.publish({ localPeerId: this.peerId, peerId: entry.peerId, rttMs, at });
-        }
-        entry.actor.send({ type: m.type === 'ping' ? 'CONTROL.PING' : 'CONTROL.PONG', connectionId, seq: m.seq });
-        return;
-      case 'goaway':
-        entry.actor.send({ type: 'CONTROL.GOAWAY', connectionId });
-        return;
-    }
-    // Malformed control traffic: a protocol violation ends that connection, nothing else.
-    connection.close(ConnectionErrorCode.ProtocolViolation, reasonFor(ConnectionErrorCode.ProtocolViolation));
-  }
-
-  #onStream(entry: Entry, connection: Connection, incoming: IncomingStream): void {
-    if (entry.removed) return incoming.reject('connection closed');
-    if (typeof incoming.protocol !== 'string' || Buffer.byteLength(incoming.protocol) > this.options.maxProtocolLength) {
-      this.#metrics.inboundRejected += 1;
-      return incoming.reject('protocol name too long');
-    }
-    const streamId = `${connection.id}/${entry.streamSeq++}`;
-    entry.setInbound(streamId, incoming);
-    entry.actor.send({ type: 'STREAM.INBOUND', connectionId: connection.id, streamId, protocol: incoming.protocol });
-  }
-
-  async #dial(peerId: string, signal: AbortSignal): Promise<DialOutput> {
-    const entry = this.#entries.get(peerId);
-    if (entry === undefined || entry.removed) throw errorInfo('CONNECTION_LOST', `peer ${peerId} is gone`);
-    const addresses = this.#book.get(peerId)?.addresses ?? [];
-    if (addresses.length === 0) throw errorInfo('NO_ADDRESS', `no address known for peer ${peerId}`);
-    this.#metrics.dialsStarted += 1;
-    const startedAt = this.clock.now();
-    let connection: Connection;
-    try {
-      connection = await staggeredDial({
-        addresses: rankAddresses(addresses, this.options.addressOrder),
-        delayMs: this.options.dialStaggerMs,
-        clock: this.clock,
-        signal,
-        dial: (address, attemptSignal) => this.#adapter.dial(peerId, address, { signal: attemptSignal }),
-        abandon: (late) => late.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)),
-      });
-    } catch (error) {
-      this.#metrics.dialsFailed += 1;
-      throw this.#dialFailed(peerId, addresses, startedAt, transportErrorInfo(error, 'dial'));
-    }
-    if (signal.aborted || entry.removed) {
-      // The machine stopped waiting (timeout, shutdown): nobody will adopt it.
-      connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned));
-      throw this.#dialFailed(peerId, addresses, startedAt, errorInfo('CONNECT_TIMEOUT', 'dial finished after it was abandoned'));
-    }
-    const closed = this.#attach(entry, connection).closed;
-    if (closed !== undefined) {
-      // It closed as it came up (the remote refused it at once, say): the close reached the machine
-      // before the connection did, so the dial fails with the close's reason.
-      this.#metrics.dialsFailed += 1;
-      throw this.#dialFailed(peerId, addresses, startedAt, closedError(closed));
-    }
-    if (diagnostics.dial.hasSubscribers) {
-      const at = this.clock.now();
-      const connectionId = connection.id;
-      diagnostics.dial.publish({ localPeerId: this.peerId, peerId, addresses, ok: true, connectionId, durationMs: at - startedAt, at });
-    }
-    return { connectionId: connection.id };
-  }
-
-  /** Logs and publishes a failed dial; returns its error for the machine. */
-  #dialFailed(peerId: string, addresses: readonly string[], startedAt: number, error: ErrorInfo): ErrorInfo {
-    if (this.#log.enabled('debug')) this.#log.debug(`peerline ${this.peerId}: dial to ${peerId} failed: ${error.code} ${error.message}`);
-    if (diagnostics.dial.hasSubscribers) {
-      const at = this.clock.now();
-      const { code, message } = error;
-      diagnostics.dial.publish({ localPeerId: this.peerId, peerId, addresses, ok: false, code, message, durationMs: at - startedAt, at });
-    }
-    return error;
-  }
-
-  // ------------------------------------------------------------- effects
-
-  #entryOf(peerId: string): Entry | undefined {
-    const entry = this.#entries.get(peerId);
-    return entry === undefined || entry.removed ? undefined : entry;
-  }
-
-  #provide(): ConnectionMachine {
-    const o = this.options;
-    const effect =
-      <P>(name: string, fn: (entry: Entry, params: P) => void) =>
-      ({ context }: { context: { peerId: string } }, params: P): void => {
-        try {
-          const entry = this.#entryOf(context.peerId);
-          if (entry !== undefined) fn(entry, params);
-        } catch (error) {
-          this.#failed(name, error);
-        }
-      };
-    return connectionMachine.provide({
-      actions: {
-        answer: (_args, { id, error }) => {
-          try {
-            this.#answer(id, error);
-          } catch (failure) {
-            this.#failed('answer', failure);
-          }
-        },
-        deliverStream: effect('deliverStream', (entry, { id }: { id: string }) => this.#deliver(entry, id)),
-        grantLease: effect('grantLease', (entry, { id, connectionId }: { id: string; connectionId: string }) =>
-          this.#grantLease(entry, id, connectionId),
-        ),
-        openStream: effect('openStream', (entry, params: { id: string; protocol: string; connectionId: string }) =>
-          this.#openStream(entry, params),
-        ),
-        abortOpen: effect('abortOpen', (entry, { id }: { id: string }) => this.#abortOpen(entry, id)),
-        discardStream: effect('discardStream', (entry, { id }: { id: string }) => this.#abortOpen(entry, id)),
-        acceptInbound: effect('acceptInbound', (entry, params: { streamId: string; connectionId: string }) =>
-          this.#acceptInbound(entry, params.streamId, params.connectionId),
-        ),
-        rejectInbound: effect('rejectInbound', (entry, { streamId, reason }: { streamId: string; reason: string }) => {
-          const incoming = entry.inbound(streamId);
-          entry.deleteInbound(streamId);
-          this.#metrics.inboundRejected += 1;
-          incoming?.reject(reason);
-        }),
-        limitInbound: effect('limitInbound', (entry, p: { streamId: string; protocol: string; connectionId: string }) => {
-          const incoming = entry.inbound(p.streamId);
-          entry.deleteInbound(p.streamId);
-          this.#metrics.inboundRejected += 1;
-          this.#metrics.inboundLimited += 1;
-          incoming?.reject(this.#protocolLimits.limited(p.protocol, p.connectionId) ?? `${STREAM_LIMIT_REASON}: ${p.protocol}`);
-        }),
-        rejectConnection: effect('rejectConnection', (entry, p: { connectionId: string; code: ConnectionErrorCode }) =>
-          this.#closeConnection(entry, p.connectionId, p.code),
-        ),
-        closeConnection: effect('closeConnection', (entry, p: { connectionId: string; code: ConnectionErrorCode }) =>
-          this.#closeConnection(entry, p.connectionId, p.code),
-        ),
-        sendControl: effect('sendControl', (entry, p: { connectionId: string; message: ControlMessage }) => {
-          if (p.message.type === 'ping') entry.pingSentAt = this.clock.now();
-          entry.connection(p.connectionId)?.sendControl(p.message);
-        }),
-      },
-      guards: {
-        hasHandler: (_args, { protocol }) => this.#handlers.has(protocol),
-        protocolLimited: ({ event }) =>
-          event.type === 'STREAM.INBOUND' && this.#protocolLimits.limited(event.protocol, event.connectionId) !== undefined,
-      },
-      actors: {
-        dialSlot: fromCallback<ConnectionEvent, { peerId: string }>(({ sendBack }) =>
-          this.#dialQueue.acquire(
-            () => sendBack({ type: 'DIAL.SLOT' }),
-            () => sendBack({ type: 'DIAL.QUEUE_FULL' }),
-          ),
-        ),
-        dial: fromPromise<DialOutput, { peerId: string }>(({ input, signal }) => this.#dial(input.peerId, signal)),
-      },
-      delays: {
-        dialQueueTimeout: o.dialQueueTimeoutMs,
-        connectTimeout: o.connectTimeoutMs,
-        handshakeTimeout: o.handshakeTimeoutMs,
-        streamOpenTimeout: o.streamOpenTimeoutMs,
-        heartbeatInterval: o.heartbeat.intervalMs,
-        heartbeatTimeout: o.heartbeat.timeoutMs,
-        heartbeatGap: o.heartbeat.intervalMs - o.heartbeat.timeoutMs,
-        idleTimeout: o.idleTimeoutMs,
-        drainDeadline: o.drainDeadlineMs,
-        forceCloseGrace: o.forceCloseGraceMs,
-        // The wait before the next attempt; with none left, the dial backoff (see the machine's `errored`).
-        retryBackoff: ({ context }) =>
-          backoffDelay(canRetry(context) ? (context.pinned ? o.pinnedRetry : o.retry) : o.dialBackoff, context.attempts, this.#random),
-        restartPeriod: o.pinnedRestartIntensity.periodMs,
-      },
-    });
-  }
-
-  #openStream(entry: Entry, params: { id: string; protocol: string; connectionId: string }): void {
-    const controller = new AbortController();
-    const record: OpenRecord = { controller, connectionId: params.connectionId, stream: null };
-    entry.setOpen(params.id, record);
-    const connection = entry.connection(params.connectionId);
-    let attempt: Promise<Stream>;
-    try {
-      attempt =
-        connection === undefined
-          ? Promise.reject(new TransportError('closed', 'connection is closed'))
-          : connection.openStream(params.protocol, { signal: controller.signal });
-    } catch (error) {
-      attempt = Promise.reject(error);
-    }
-    attempt.then(
-      (stream) => {
-        try {
-          if (entry.open(params.id) !== record || controller.signal.aborted || entry.removed) {
-            stream.abort('no longer wanted');
-            return;
-          }
-          record.stream = stream;
-          entry.actor.send({ type: 'STREAM.OPENED', id: params.id });
-        } catch (error) {
-          this.#failed('stream opened', error);
-        }
-      },
-      (error: unknown) => {
-        try {
-          if (entry.open(params.id) !== record || entry.removed) return;
-          entry.deleteOpen(params.id);
-          entry.actor.send({ type: 'STREAM.OPEN_FAILED', id: params.id, error: transportErrorInfo(error, 'stream') });
-        } catch (failure) {
-          this.#failed('stream failed', failure);
-        }
-      },
-    );
-  }
-
-  #abortOpen(entry: Entry, id: string): void {
-    const record = entry.open(id);
-    if (record === undefined) return;
-    entry.deleteOpen(id);
-    record.controller.abort();
-    record.stream?.abort('aborted');
-  }
-
-  #deliver(entry: Entry, id: string): void {
-    const record = entry.open(id);
-    entry.deleteOpen(id);
-    const pending = this.#pending.get(id);
-    const stream = record?.stream;
-    if (stream === null || stream === undefined || pending === undefined) {
-      stream?.abort('request already answered');
-      if (pending !== undefined) this.#answer(id, errorInfo('CONNECTION_LOST', 'stream vanished before delivery'));
-      this.#metrics.internalErrors += 1;
-      // The machine counted the stream open when it asked for delivery: give the credit back.
-      if (record !== undefined) this.#streamClosed(entry, record.connectionId, false);
-      return;
-    }
-    // After delivery the signal still owns the stream: aborting it aborts the stream (see `Pending`).
-    this.#settle(pending, stream);
-    const peerStream = wrapStream(stream, entry.peerId, 'outbound');
-    const connectionId = record!.connectionId;
-    void stream.closed.then(() => {
-      try {
-        pending.stream = undefined;
-        pending.unlisten();
-        this.#streamClosed(entry, connectionId, false);
-      } catch (error) {
-        this.#failed('stream closed', error);
-      }
-    });
-    this.#reply(pending, { ok: true, stream: peerStream });
-  }
-
-  /**
-   * A stream of `entry` closed. The machine hears of it once per turn: the
-   * closes of one turn (a burst of streams ending together) go in one
-   * STREAM.CLOSED event with their count, on the next microtask.
-   */
-  #streamClosed(entry: Entry, connectionId: string, inbound: boolean): void {
-    if (entry.removed) return;
-    if (entry.addClosed(connectionId, inbound)) queueMicrotask(() => this.#flushClosed(entry));
-  }
-
-  #flushClosed(entry: Entry): void {
-    try {
-      for (const closed of entry.takeClosed()) {
-        if (entry.removed) return;
-        entry.actor.send({ type: 'STREAM.CLOSED', connectionId: closed.connectionId, inbound: closed.inbound, count: closed.count });
-      }
-    } catch (error) {
-      this.#failed('stream closed', error);
-    }
-  }
-
-  #grantLease(entry: Entry, id: string, connectionId: string): void {
-    const pending = this.#pending.get(id);
-    if (pending === undefined || pending.onLease === undefined) {
-      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE', connectionId });
-      return;
-    }
-    this.#settle(pending);
-    this.#metrics.leases += 1;
-    let released = false;
-    const peerId = entry.peerId;
-    const connection: LeasedConnection = {
-      peerId,
-      openStream: (protocol, options) => this.openStream(peerId, protocol, options),
-    };
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      if (!entry.removed) entry.actor.send({ type: 'LEASE.RELEASE', connectionId });
-    };
-    try {
-      pending.onLease({ connection, release });
-    } catch (error) {
-      this.#metrics.internalErrors += 1;
-      this.#log.warn('peerline: a lease callback threw', error);
-      release();
-    }
-  }
-
-  #acceptInbound(entry: Entry, streamId: string, connectionId: string): void {
-    const incoming = entry.inbound(streamId);
-    entry.deleteInbound(streamId);
-    const handler = incoming === undefined ? undefined : this.#handlers.get(incoming.protocol);
-    if (incoming === undefined || handler === undefined) {
-      incoming?.reject('no handler');
-      // The machine counted it open; it never was.
-      entry.actor.send({ type: 'STREAM.CLOSED', connectionId, inbound: true });
-      return;
-    }
-    const stream = incoming.accept();
-    this.#metrics.inboundAccepted += 1;
-    // Counted in the step that accepted it, so the machine's next limit check sees it.
-    const uncount = this.#protocolLimits.accepted(incoming.protocol, connectionId);
-    const handlerDone = this.#protocolLimits.handlerStarted(incoming.protocol);
-    void stream.closed.then(() => {
-      try {
-        uncount();
-        this.#streamClosed(entry, connectionId, true);
-      } catch (error) {
-        this.#failed('stream closed', error);
-      }
-    });
-    const peerStream = wrapStream(stream, entry.peerId, 'inbound');
-    const failed = (error: unknown): void => {
-      this.#metrics.handlerErrors += 1;
-      this.#log.warn(`peerline: handler for ${incoming.protocol} failed`, error);
-      stream.abort('handler failed');
-    };
-    // Run the handler outside the machine's step; its failure (thrown or rejected) aborts the stream only.
-    queueMicrotask(() => {
-      try {
-        const result = handler(peerStream);
-        if (result !== undefined && result !== null && typeof (result as Promise<void>).then === 'function') {
-          (result as Promise<void>).then(handlerDone, (error: unknown) => {
-            handlerDone();
-            failed(error);
-          });
-          return;
-        }
-      } catch (error) {
-        failed(error);
-      }
-      handlerDone();
-    });
-  }
-
-  #closeConnection(entry: Entry, connectionId: string, code: ConnectionErrorCode): void {
-    this.#protocolLimits.forget(connectionId);
-    const connection = entry.deleteConnection(connectionId);
-    if (connection === undefined) return;
-    connection.close(code, reasonFor(code));
   }
 
   // ------------------------------------------------------------- shutdown
@@ -1632,14 +860,14 @@ export class Engine {
     // Resumable streams end first: nothing would resume them now.
     this.#guard('stop resumable streams', () => this.#resume.stop());
     // No dial slot is granted from now on: a peer waiting for one closes instead.
-    this.#dialQueue.close();
+    this.#dialer.queue.close();
     const shutdown = (force: boolean): void => {
-      for (const entry of [...this.#entries.values()]) {
-        this.#guard('shutdown', () => entry.actor.send({ type: 'SHUTDOWN', force }));
+      for (const record of [...this.#records.values()]) {
+        this.#guard('shutdown', () => record.actor.send({ type: 'SHUTDOWN', force }));
       }
     };
     shutdown(this.#forced);
-    if (this.#entries.size > 0) {
+    if (this.#records.size > 0) {
       // Bounded: ready peers drain until the deadline, then force close and
       // wait the grace; every other state closes at once.
       let timer: unknown;
@@ -1658,8 +886,9 @@ export class Engine {
       this.#onEmpty = undefined;
       this.#escalate = undefined;
     }
-    for (const entry of [...this.#entries.values()]) this.#remove(entry, errorInfo('ENGINE_STOPPED', 'the engine stopped'));
-    for (const id of [...this.#pending.keys()]) this.#answer(id, errorInfo('ENGINE_STOPPED', 'the engine stopped'));
+    const stopped = errorInfo('ENGINE_STOPPED', 'the engine stopped');
+    for (const record of [...this.#records.values()]) this.#remove(record, stopped);
+    this.#requests.answerAll(stopped);
     await this.#closeAdapter(deadline);
     this.#stopped();
     this.#log.info(`peerline ${this.peerId}: stopped`);

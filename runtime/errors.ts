@@ -1,4 +1,6 @@
-import type { ConnectionErrorCode, ErrorCode, ErrorInfo } from '../protocol/codes.js';
+import { TransportError } from '../protocol/adapter.js';
+import { ConnectionErrorCode, errorInfo, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
+import { STREAM_LIMIT_REASON } from './protocol-limits.js';
 import { checkObject, invalidValue } from '../protocol/arguments.js';
 
 /**
@@ -115,4 +117,32 @@ export function toPeerlineError(info: ErrorInfo, peerId?: string, cause?: unknow
 /** True for an error of any copy of peerline (see `PeerlineError`). */
 export function isPeerlineError(error: unknown): error is PeerlineError {
   return isBranded(error);
+}
+
+/** Maps a transport failure to the error a request or a machine ends with. */
+export function transportErrorInfo(error: unknown, during: 'dial' | 'stream'): ErrorInfo {
+  // A per-protocol limit of the remote's handler: retry later, not a protocol it refuses.
+  if (error instanceof TransportError && error.kind === 'rejected' && error.message.startsWith(STREAM_LIMIT_REASON)) {
+    return errorInfo('STREAM_LIMIT', error.message);
+  }
+  if (error instanceof TransportError) {
+    switch (error.kind) {
+      case 'refused':
+      case 'unreachable':
+        // A refusal by admission control names its code (RateLimited, ...).
+        return errorInfo('CONNECT_REFUSED', error.message, error.closeCode);
+      case 'identity-mismatch':
+        return errorInfo('PEER_IDENTITY_MISMATCH', error.message, ConnectionErrorCode.IdentityMismatch);
+      case 'rejected':
+        return errorInfo('STREAM_REJECTED', error.message);
+      case 'protocol':
+        return errorInfo('PROTOCOL_VIOLATION', error.message, ConnectionErrorCode.ProtocolViolation);
+      case 'aborted':
+        return errorInfo(during === 'dial' ? 'CONNECT_TIMEOUT' : 'ABORTED', error.message);
+      case 'stream-limit':
+      case 'closed':
+        return errorInfo('CONNECTION_LOST', error.message);
+    }
+  }
+  return errorInfo('CONNECTION_LOST', error instanceof Error ? error.message : String(error));
 }

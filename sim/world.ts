@@ -17,6 +17,7 @@ import {
   type StreamAnswer,
 } from '../runtime/index.js';
 import { describeOp, nodeNames, type Op, type Schedule, type Step } from './schedule.js';
+import { actorOf } from '../runtime/test-hooks.js';
 
 /** A clock for one engine: the shared virtual clock, counting the timers this engine has pending. */
 export class EngineClock implements Clock {
@@ -559,7 +560,7 @@ export class World {
         if (node.clock.pending() > 0) left.push(`${node.clock.pending()} timers`);
         if (metrics.pendingRequests > 0) left.push(`${metrics.pendingRequests} pending requests`);
         if (engine.status !== 'stopped') left.push(`status ${engine.status}`);
-        for (const name of this.names) if (Engine.actorOf(engine, name) !== undefined) left.push(`a machine for ${name}`);
+        for (const name of this.names) if (actorOf(engine, name) !== undefined) left.push(`a machine for ${name}`);
         if (left.length > 0) this.#fail('clean-stop', `${node.name} after stop(): ${left.join(', ')}`);
       }
       if (node.status === 'stopped') continue;
@@ -573,7 +574,7 @@ export class World {
       for (const peer of peers) {
         if (seen.has(peer.peerId)) this.#fail('one-entry-per-machine', `${node.name} has two entries for ${peer.peerId}`);
         seen.add(peer.peerId);
-        const actor = Engine.actorOf(engine, peer.peerId);
+        const actor = actorOf(engine, peer.peerId);
         if (actor === undefined || actor.getSnapshot().status !== 'active') {
           this.#fail('one-entry-per-machine', `${node.name}: entry ${peer.peerId} has no live machine`);
         }

@@ -10,7 +10,7 @@
  * base32 characters), so the page shows what a real swarm looks like.
  */
 import { createEngine, echo, seededRandom, sendAndReceive, type Adapter, type Engine, type EngineInit, type Random } from '../runtime/index.js';
-import '../runtime/dispose.js';
+import '../protocol/dispose.js';
 import {
   checkFunction,
   checkNumber,

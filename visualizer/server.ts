@@ -18,7 +18,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import '../runtime/dispose.js';
+import '../protocol/dispose.js';
 import {
   checkBoolean,
   checkNumber,

@@ -39,6 +39,7 @@ import {
   type Stimulus,
 } from './model.js';
 import type { TransitionRecorder } from './transitions.js';
+import { actorOf } from '../../runtime/test-hooks.js';
 
 /** The local node's adapter, with the one fault the memory network lacks. */
 class LocalAdapter implements Adapter {
@@ -341,7 +342,7 @@ export class ModelDriver {
         this.local.loseClose = true;
         break;
       case 'GHOST_OPENED':
-        Engine.actorOf(this.engine, remote)?.send({ type: 'STREAM.OPENED', id: 'ghost' });
+        actorOf(this.engine, remote)?.send({ type: 'STREAM.OPENED', id: 'ghost' });
         break;
       case 'TIMER':
         // Nothing may happen a moment before the model's timer is due.
@@ -385,7 +386,7 @@ export class ModelDriver {
   view(): PeerView | null {
     const peer = this.engine.snapshot().peers.find((p) => p.peerId === this.remoteId);
     if (peer === undefined) return null;
-    const actor = Engine.actorOf(this.engine, this.remoteId);
+    const actor = actorOf(this.engine, this.remoteId);
     return {
       state: peer.state,
       value: JSON.stringify(actor?.getSnapshot().value),
@@ -400,7 +401,7 @@ export class ModelDriver {
 
   /** The delayed events the peer's actor has scheduled (XState's system keeps them per source actor). */
   scheduled(): Array<{ id: string; delay: number }> {
-    const actor = Engine.actorOf(this.engine, this.remoteId);
+    const actor = actorOf(this.engine, this.remoteId);
     if (actor === undefined || actor.getSnapshot().status !== 'active') return [];
     const system = actor.system as unknown as { getSnapshot(): { _scheduledEvents: Record<string, { id: string; delay: number; source: unknown }> } };
     return Object.values(system.getSnapshot()._scheduledEvents)

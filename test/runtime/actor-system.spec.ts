@@ -4,6 +4,7 @@ import { VirtualClock } from '../../adapters/memory/index.js';
 import { ActorHost, SharedActorSystem, createRootActor, stopRootActor } from '../../runtime/actor-system.js';
 import { Engine } from '../../runtime/index.js';
 import { swarm, type Swarm } from '../fixtures/swarm.js';
+import { actorOf } from '../../runtime/test-hooks.js';
 
 /** A machine with what the peer machine uses: delays, an eventless step, an invoked child, a final state. */
 const machine = createMachine({
@@ -168,11 +169,11 @@ describe('runtime: the engine’s peer machines', () => {
     a.addPeer('b', [s.network.address('b')]);
     a.addPeer('c', [s.network.address('c')]);
     await s.until(Promise.all([a.withConnection('b', () => {}), a.withConnection('c', () => {})]));
-    const toB = Engine.actorOf(a, 'b');
-    const toC = Engine.actorOf(a, 'c');
+    const toB = actorOf(a, 'b');
+    const toC = actorOf(a, 'c');
     assert.ok(toB !== undefined && toC !== undefined);
     assert.equal(toB.system, toC.system);
-    assert.notEqual(toB.system, Engine.actorOf(s.engine('b'), 'a')?.system, 'two engines share a system');
+    assert.notEqual(toB.system, actorOf(s.engine('b'), 'a')?.system, 'two engines share a system');
   });
 
   it('a machine that fails is counted, its entry removed and its requests answered', async () => {
@@ -202,6 +203,6 @@ describe('runtime: the engine’s peer machines', () => {
     assert.equal(a.metrics().internalErrors, 1);
     assert.ok(s.warnings.some((w) => w.includes('machine for peer b failed')));
     assert.deepEqual(a.snapshot().peers, []);
-    assert.equal(Engine.actorOf(a, 'b'), undefined);
+    assert.equal(actorOf(a, 'b'), undefined);
   });
 });
