@@ -1,3 +1,5 @@
+import type { TransportPolicy } from './adapter.js';
+
 /**
  * peerline's timing and wire-limit defaults, in one table. The engine's
  * options start from it (`runtime/defaults.ts`, where each option is
@@ -39,3 +41,25 @@ export const WIRE_DEFAULTS = Object.freeze({
   /** Inbound streams accepted per connection (QUIC's default stream limit). */
   maxInboundStreamsPerConnection: 100,
 });
+
+/** What a transport policy is made of: the engine's options (or the defaults above) name them so. */
+export interface TransportTimings {
+  readonly connectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly heartbeat: { readonly intervalMs: number; readonly timeoutMs: number; readonly misses: number };
+  readonly maxProtocolLength: number;
+  readonly maxInboundStreamsPerConnection: number;
+}
+
+/** The timing and limits an adapter gets (`TransportPolicy`), from the engine's options or the defaults. */
+export function transportPolicyOf(o: TransportTimings): TransportPolicy {
+  return {
+    connectTimeoutMs: o.connectTimeoutMs,
+    handshakeTimeoutMs: o.handshakeTimeoutMs,
+    heartbeatIntervalMs: o.heartbeat.intervalMs,
+    heartbeatTimeoutMs: o.heartbeat.timeoutMs,
+    heartbeatMisses: o.heartbeat.misses,
+    maxProtocolLength: o.maxProtocolLength,
+    maxInboundStreams: o.maxInboundStreamsPerConnection,
+  };
+}

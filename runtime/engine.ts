@@ -15,6 +15,7 @@ import { Subject, type Observable, type Observer } from 'rxjs';
 import { checkBoolean, checkFunction, checkNumber, checkObject, checkOptionalString, checkString, invalidType, invalidValue, optionsObject } from '../protocol/arguments.js';
 import type { Adapter, Connection } from '../protocol/adapter.js';
 import type { Clock, Random } from '../protocol/time.js';
+import { transportPolicyOf } from '../protocol/timing.js';
 import { connectionMachine, type ConnectionMachine } from '../machines/connection-machine.js';
 import { ConnectionErrorCode, errorInfo, reasonFor, type ErrorCode, type ErrorInfo } from '../protocol/codes.js';
 import type { ConnectionEvent, ConnectionLimits, ConnectionState } from '../machines/types.js';
@@ -361,17 +362,7 @@ export class Engine {
       this.#stopped();
       throw aborted();
     }
-    const o = this.options;
-    this.#adapter.configure?.({
-      connectTimeoutMs: o.connectTimeoutMs,
-      handshakeTimeoutMs: o.handshakeTimeoutMs,
-      heartbeatIntervalMs: o.heartbeat.intervalMs,
-      heartbeatTimeoutMs: o.heartbeat.timeoutMs,
-      heartbeatMisses: o.heartbeat.misses,
-      maxProtocolLength: o.maxProtocolLength,
-      maxInboundStreams: o.maxInboundStreamsPerConnection,
-      admission: this.#admission.policy,
-    });
+    this.#adapter.configure?.({ ...transportPolicyOf(this.options), admission: this.#admission.policy });
     await this.#adapter.listen((connection) => this.#inbound.onConnection(connection));
     if (signal?.aborted) {
       // Listening already: undo it before answering, as stop() would.

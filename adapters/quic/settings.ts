@@ -4,21 +4,13 @@
  */
 import type { QUICConfig } from '@matrixai/quic';
 import type { TransportPolicy } from '../../protocol/adapter.js';
-import { TIMING_DEFAULTS, WIRE_DEFAULTS } from '../../protocol/timing.js';
+import { TIMING_DEFAULTS, WIRE_DEFAULTS, transportPolicyOf } from '../../protocol/timing.js';
 import { datagramSizes } from './seam/index.js';
 import type { QuicIdentity } from './identity.js';
 import { validateTransportPolicy } from './options.js';
 
 /** The engine's defaults (the one table of them), used until `configure()` is called. */
-export const DEFAULT_TRANSPORT_POLICY: Readonly<TransportPolicy> = Object.freeze({
-  connectTimeoutMs: TIMING_DEFAULTS.connectTimeoutMs,
-  handshakeTimeoutMs: TIMING_DEFAULTS.handshakeTimeoutMs,
-  heartbeatIntervalMs: TIMING_DEFAULTS.heartbeat.intervalMs,
-  heartbeatTimeoutMs: TIMING_DEFAULTS.heartbeat.timeoutMs,
-  heartbeatMisses: TIMING_DEFAULTS.heartbeat.misses,
-  maxProtocolLength: WIRE_DEFAULTS.maxProtocolLength,
-  maxInboundStreams: WIRE_DEFAULTS.maxInboundStreamsPerConnection,
-});
+export const DEFAULT_TRANSPORT_POLICY: Readonly<TransportPolicy> = Object.freeze(transportPolicyOf({ ...TIMING_DEFAULTS, ...WIRE_DEFAULTS }));
 
 /** ALPN: a peerline endpoint only completes a handshake with another one (of the same wire version). */
 export const ALPN = 'peerline/1';
