@@ -12,6 +12,7 @@
  * read feels backpressure, and no queue grows without bound.
  */
 import { TransportError, type IncomingStream, type Stream } from '../../protocol/adapter.js';
+import { WriteQueue } from '../../protocol/write-queue.js';
 import type { Fabric, Lane, Tracked } from './fabric.js';
 
 /** What a stream needs from the connection side it lives on. */
@@ -93,11 +94,8 @@ export class StreamEnd implements Stream {
   #outstanding = 0;
   #room: { resolve(): void; reject(error: unknown): void } | undefined;
   #writing = false;
-  /** Chunks handed to `write()` so far, and chunks the sink has finished. */
-  #entered = 0;
-  #processed = 0;
-  /** Set by `close()` on a locked writable: FIN once this many chunks are done. */
-  #closeAt: number | undefined;
+  /** Lets close() on a locked writable send the FIN after the writes queued before it; made with the writable. */
+  #writes: WriteQueue | undefined;
 
   constructor(fabric: Fabric, id: string, protocol: string, out: Lane, onChange: () => void) {
     this.#fabric = fabric;
@@ -145,6 +143,7 @@ export class StreamEnd implements Stream {
   get writable(): WritableStream<Uint8Array> {
     if (this.#writable === undefined) {
       const finished = this.#writeDone;
+      const writes = (this.#writes = new WriteQueue());
       this.#writable = new WritableStream<Uint8Array>(
         {
           start: (controller) => {
@@ -155,14 +154,7 @@ export class StreamEnd implements Stream {
           close: () => this.#onWritableClose(),
           abort: (reason) => this.#onWritableAbort(reason),
         },
-        {
-          highWaterMark: 1,
-          // Called once per write() as the chunk is queued: lets close() know what is pending.
-          size: () => {
-            this.#entered++;
-            return 1;
-          },
-        },
+        writes.strategy,
       );
       // The FIN went out before anyone looked: the writable is closed too.
       if (finished && this.#writeFailure === undefined) this.#writable.close().catch(noop);
@@ -188,17 +180,14 @@ export class StreamEnd implements Stream {
       }
       this.#resolvePull();
     }
-    if (!this.#writeDone && this.#closeAt === undefined) {
-      const writable = this.#writable;
-      if (writable === undefined) {
+    const writes = this.#writes;
+    if (!this.#writeDone && writes?.closing !== true) {
+      if (writes === undefined) {
         // Nothing was ever written: nothing is queued ahead of the FIN.
         this.#onWritableClose();
-      } else if (!writable.locked) {
-        // Flushes queued writes, then the sink sends the FIN.
-        writable.close().catch(noop);
       } else {
-        // A writer holds the writable: FIN after the writes queued so far.
-        this.#closeAt = this.#entered;
+        // Unlocked, the queued writes are flushed, then the sink sends the FIN; else the FIN after the writes queued so far.
+        writes.close(this.#writable!);
         this.#maybeFinishClosing();
       }
     }
@@ -379,7 +368,7 @@ export class StreamEnd implements Stream {
       }
     } finally {
       this.#writing = false;
-      this.#processed++;
+      this.#writes!.processed();
       this.#maybeFinishClosing();
     }
   }
@@ -418,8 +407,7 @@ export class StreamEnd implements Stream {
 
   /** `close()` while a writer holds the writable: FIN once the writes queued before it are done. */
   #maybeFinishClosing(): void {
-    const closeAt = this.#closeAt;
-    if (closeAt === undefined || this.#writing || this.#processed < closeAt || this.#writeDone) return;
+    if (this.#writes?.due !== true || this.#writing || this.#writeDone) return;
     this.#toPeer(deliverFin);
     this.#errorWrite(new Failure('closed', 'stream closed'));
   }

@@ -15,6 +15,7 @@
  * and returns its credit, once both ends were read or acknowledged.
  */
 import { TransportError, type Stream } from '../../protocol/adapter.js';
+import { WriteQueue } from '../../protocol/write-queue.js';
 import type { TransportStream } from './seam/index.js';
 import { ABORT_FRAME, END_FRAME, FrameParser, MAX_DATA_FRAME, StreamCode, WireError, dataFrameHeader } from './wire.js';
 
@@ -103,11 +104,8 @@ export class QuicStreamEnd implements Stream {
   /** QUIC writes in flight, and the last one. */
   #writing = 0;
   #lastWrite: Promise<void> = Promise.resolve();
-  /** Chunks handed to `write()` so far, and chunks the sink has finished. */
-  #entered = 0;
-  #processed = 0;
-  /** Set by `close()` on a locked writable: END once this many chunks are done. */
-  #closeAt: number | undefined;
+  /** Lets close() on a locked writable send END after the writes queued before it. */
+  readonly #writes = new WriteQueue();
   #finishing: Promise<void> | undefined;
 
   constructor(options: {
@@ -151,14 +149,7 @@ export class QuicStreamEnd implements Stream {
         close: () => this.#finishWriting(),
         abort: () => this.abort('writer aborted'),
       },
-      {
-        highWaterMark: 1,
-        // Called once per write() as the chunk is queued: lets close() know what is pending.
-        size: () => {
-          this.#entered++;
-          return 1;
-        },
-      },
+      this.#writes.strategy,
     );
   }
 
@@ -170,15 +161,10 @@ export class QuicStreamEnd implements Stream {
   close(): void {
     if (this.#done) return;
     this.#endRead();
-    if (!this.#writeDone && this.#closeAt === undefined && this.#finishing === undefined) {
-      if (!this.writable.locked) {
-        // Flushes queued writes, then the sink sends END and the FIN.
-        this.writable.close().catch(noop);
-      } else {
-        // A writer holds the writable: END after the writes queued so far.
-        this.#closeAt = this.#entered;
-        this.#maybeFinish();
-      }
+    if (!this.#writeDone && !this.#writes.closing && this.#finishing === undefined) {
+      // Unlocked, the queued writes are flushed, then the sink sends END and the FIN; else END after the writes queued so far.
+      this.#writes.close(this.writable);
+      this.#maybeFinish();
     }
     this.#check();
   }
@@ -298,9 +284,8 @@ export class QuicStreamEnd implements Stream {
   // --------------------------------------------------------------- write
 
   async #write(chunk: Uint8Array): Promise<void> {
-    const index = this.#processed;
     try {
-      if (this.#writeDone || (this.#closeAt !== undefined && index >= this.#closeAt)) {
+      if (this.#writeDone || this.#writes.due) {
         throw this.#owner.connectionError() ?? new TransportError('closed', 'stream closed for writing');
       }
       if (!(chunk instanceof Uint8Array)) throw new TypeError('a stream carries Uint8Array chunks');
@@ -321,13 +306,13 @@ export class QuicStreamEnd implements Stream {
         this.#writing--;
       }
     } finally {
-      this.#processed++;
+      this.#writes.processed();
       this.#maybeFinish();
     }
   }
 
   #maybeFinish(): void {
-    if (this.#closeAt !== undefined && this.#processed >= this.#closeAt && this.#finishing === undefined && !this.#writeDone) {
+    if (this.#writes.due && this.#finishing === undefined && !this.#writeDone) {
       void this.#finishWriting().then(() => {
         // Writes queued after close() must fail rather than wait forever.
         try {

@@ -217,6 +217,40 @@ export function adapterCompliance(name: string, makePair: () => Promise<Complian
         assert.equal(closedThere.error, undefined);
       });
 
+      it('close() while a writer holds the writable ends the stream after the writes queued before it', async function () {
+        const { out, inb } = await connect();
+        const received: Array<Promise<Uint8Array>> = [];
+        record(inb, {
+          onStream: (incoming) => {
+            const stream = incoming.accept();
+            received.push(
+              readAll(stream.readable).then((bytes) => {
+                stream.close();
+                return bytes;
+              }),
+            );
+          },
+        });
+        record(out);
+        const stream = await settle(pair.advance, track(out.openStream('sink/1', { signal: signal() })), 'the stream to open');
+        const writer = stream.writable.getWriter();
+        const first = track(writer.write(Uint8Array.of(1, 2, 3)));
+        const second = track(writer.write(Uint8Array.of(4, 5)));
+        // The writable is locked: close() cannot close it, it marks the end after the two writes queued.
+        stream.close();
+        const late = track(writer.write(Uint8Array.of(6)));
+        await settle(pair.advance, first, 'the first write');
+        await settle(pair.advance, second, 'the second write');
+        await until(pair.advance, () => late.settled, 'the write after close() to fail');
+        assert.ok(late.error !== undefined, 'a write queued after close() fails');
+        await until(pair.advance, () => received.length === 1, 'the remote to accept');
+        const bytes = track(received[0]!);
+        await until(pair.advance, () => bytes.settled, 'the remote to read the end');
+        assert.deepEqual([...(await received[0]!)], [1, 2, 3, 4, 5]);
+        const closed = track(stream.closed);
+        await until(pair.advance, () => closed.settled, 'the stream to finish');
+      });
+
       it('a rejected stream (NACK) fails the opener with kind rejected and the reason', async function () {
         const { out, inb } = await connect();
         record(inb, { onStream: (incoming) => incoming.reject('no such protocol') });
