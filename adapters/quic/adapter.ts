@@ -48,6 +48,7 @@ import {
   SocketPath,
   detailOf,
   isServerConnection,
+  libraryVerify,
   libraryPath,
   nativePathFor,
   quietLogger,
@@ -378,7 +379,7 @@ export class QuicAdapter implements Adapter {
             port: target.port,
             socket: this.#socket,
             crypto: { ops: { randomBytes: async (data: ArrayBuffer) => void randomFillSync(new Uint8Array(data)) } },
-            config: { ...quicConfig(this.#policy, this.#identity, this.#overrides, target.host), verifyCallback: verifyCallback as QUICConfig['verifyCallback'] },
+            config: { ...quicConfig(this.#policy, this.#identity, this.#overrides, target.host), verifyCallback: libraryVerify(verifyCallback) },
             reasonToCode,
             codeToReason: remoteStreamError,
             logger: this.#libraryLogger,
@@ -537,7 +538,7 @@ export class QuicAdapter implements Adapter {
     // this one only serves if the registration hook missed one.
     return {
       ...quicConfig(this.#policy, this.#identity, this.#overrides, 'listener'),
-      verifyCallback: this.#admission.fallbackVerify as QUICConfig['verifyCallback'],
+      verifyCallback: libraryVerify(this.#admission.fallbackVerify),
     };
   }
 

@@ -19,7 +19,8 @@ import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { checkObject, checkString, invalidType, outOfRange } from '../../protocol/arguments.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as ReturnType<typeof x509.cryptoProvider.get>);
+// Node's webcrypto is the provider @peculiar/x509 needs; @types/node and the DOM typings x509 uses differ in overloads only.
+x509.cryptoProvider.set(webcrypto as ReturnType<typeof x509.cryptoProvider.get>);
 
 export interface QuicIdentity {
   /** base32 (RFC 4648, lower case, unpadded) of the raw 32-byte Ed25519 public key. */
@@ -154,10 +155,10 @@ async function issueCertificate(privateKey: KeyObject, peerId: string): Promise<
   const subtle = webcrypto.subtle;
   const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
   const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
-  const keys = {
+  const keys: webcrypto.CryptoKeyPair = {
     privateKey: await subtle.importKey('pkcs8', pkcs8, { name: 'Ed25519' }, false, ['sign']),
     publicKey: await subtle.importKey('spki', spki, { name: 'Ed25519' }, true, ['verify']),
-  } as unknown as webcrypto.CryptoKeyPair;
+  };
   const serial = randomBytes(16);
   serial[0] = serial[0]! & 0x7f; // a positive serial number
   const now = Date.now();

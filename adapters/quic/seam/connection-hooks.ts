@@ -15,11 +15,23 @@ export function isServerConnection(quic: QUICConnection): boolean {
   return connectionInternals(quic).type === 'server';
 }
 
+/** A TLS verify callback as peerline writes them: undefined accepts, a `CryptoError` number refuses. */
+export type VerifyCertificates = (certs: Uint8Array[]) => Promise<number | undefined>;
+
+/**
+ * `verify` as the library's `verifyCallback`: the library calls it with the
+ * peer's certificate chain (DER) and reads the same answer, but types the
+ * answer as its CryptoError enum, which this adapter does not import.
+ */
+export function libraryVerify(verify: VerifyCertificates): QUICConfig['verifyCallback'] {
+  return verify as QUICConfig['verifyCallback'];
+}
+
 /** Gives this one connection its own TLS verify callback (before its handshake). Returns false if it has no config to change. */
-export function verifyWith(quic: QUICConnection, verify: (certs: Uint8Array[]) => Promise<number | undefined>): boolean {
+export function verifyWith(quic: QUICConnection, verify: VerifyCertificates): boolean {
   const c = connectionInternals(quic);
   if (typeof c.config !== 'object' || c.config === null) return false;
-  c.config = { ...c.config, verifyCallback: verify as QUICConfig['verifyCallback'] };
+  c.config = { ...c.config, verifyCallback: libraryVerify(verify) };
   return true;
 }
 

@@ -33,10 +33,12 @@ export {
   QUIC_CONNECTION_REFUSED,
   closeBeforeTls,
   isServerConnection,
+  libraryVerify,
   quietLogger,
   refuseAfterFirstFlight,
   verifyWith,
   type LibraryLogger,
+  type VerifyCertificates,
 } from './connection-hooks.js';
 
 /** Which path an adapter's connections take, and why. */
