@@ -8,7 +8,7 @@
  * holding 100,000 idle peers pays that 100,000 times.
  *
  * Here every peer actor is created with a stand-in parent, an `ActorHost`
- * (the engine's registry entry), whose `system` is this one. XState takes the
+ * (the peer's record in the engine's registry), whose `system` is this one. XState takes the
  * system from the parent, so all peer actors and their children share it.
  * This system differs from XState's own where sharing would cost:
  *

@@ -80,7 +80,7 @@ export class PeerStates {
     this.#queueAll();
   }
 
-  /** The peer's machine ended (its entry left the registry). */
+  /** The peer's machine ended (its record left the registry). */
   ended(peerId: string): void {
     const set = this.#byPeer.get(peerId);
     if (set !== undefined) {

@@ -63,28 +63,28 @@ export class PruneIndex<E extends { readonly peerId: string }> {
   }
 
   /** The peer's machine reached a state of `kind` (undefined: not prunable). O(1) when nothing changed. */
-  update(entry: E, kind: PrunableKind | undefined): void {
-    const place = this.#places.get(entry);
+  update(record: E, kind: PrunableKind | undefined): void {
+    const place = this.#places.get(record);
     if (place?.kind === kind) return;
-    if (place !== undefined) this.#take(entry, place);
+    if (place !== undefined) this.#take(record, place);
     if (kind === undefined) return;
     const next: Place<E> = { kind, seq: ++this.#seq, list: undefined, bucket: undefined, prev: undefined, next: undefined };
-    this.#places.set(entry, next);
-    if (kind === 'errored') this.#link(this.#backingOff, entry, next);
-    else this.#bucket(entry, next);
+    this.#places.set(record, next);
+    if (kind === 'errored') this.#link(this.#backingOff, record, next);
+    else this.#bucket(record, next);
   }
 
   /** The peer's priority or protection changed: an idle one moves, keeping its place in time. */
-  refresh(entry: E): void {
-    const place = this.#places.get(entry);
+  refresh(record: E): void {
+    const place = this.#places.get(record);
     if (place === undefined || place.kind !== 'idle') return;
-    this.#unlink(entry, place);
-    this.#bucket(entry, place);
+    this.#unlink(record, place);
+    this.#bucket(record, place);
   }
 
-  remove(entry: E): void {
-    const place = this.#places.get(entry);
-    if (place !== undefined) this.#take(entry, place);
+  remove(record: E): void {
+    const place = this.#places.get(record);
+    if (place !== undefined) this.#take(record, place);
   }
 
   /** The peer to prune: one backing off first, else the oldest idle one of the lowest priority. */
@@ -95,13 +95,13 @@ export class PruneIndex<E extends { readonly peerId: string }> {
     return lowest === undefined ? undefined : this.#buckets.get(lowest)!.head;
   }
 
-  #take(entry: E, place: Place<E>): void {
-    this.#places.delete(entry);
-    this.#unlink(entry, place);
+  #take(record: E, place: Place<E>): void {
+    this.#places.delete(record);
+    this.#unlink(record, place);
   }
 
-  #bucket(entry: E, place: Place<E>): void {
-    const priority = this.#priorityOf(entry.peerId);
+  #bucket(record: E, place: Place<E>): void {
+    const priority = this.#priorityOf(record.peerId);
     if (priority?.protected === true) return;
     const value = priority?.value ?? 0;
     let list = this.#buckets.get(value);
@@ -110,24 +110,24 @@ export class PruneIndex<E extends { readonly peerId: string }> {
       this.#buckets.set(value, list);
     }
     place.bucket = value;
-    this.#link(list, entry, place);
+    this.#link(list, record, place);
   }
 
   /** Inserts in `seq` order: at the tail, but for a peer whose priority changed (it goes back to its place in time). */
-  #link(list: List<E>, entry: E, place: Place<E>): void {
+  #link(list: List<E>, record: E, place: Place<E>): void {
     let after = list.tail;
     while (after !== undefined && this.#places.get(after)!.seq > place.seq) after = this.#places.get(after)!.prev;
     const before = after === undefined ? list.head : this.#places.get(after)!.next;
     place.list = list;
     place.prev = after;
     place.next = before;
-    if (after === undefined) list.head = entry;
-    else this.#places.get(after)!.next = entry;
-    if (before === undefined) list.tail = entry;
-    else this.#places.get(before)!.prev = entry;
+    if (after === undefined) list.head = record;
+    else this.#places.get(after)!.next = record;
+    if (before === undefined) list.tail = record;
+    else this.#places.get(before)!.prev = record;
   }
 
-  #unlink(entry: E, place: Place<E>): void {
+  #unlink(record: E, place: Place<E>): void {
     const list = place.list;
     if (list === undefined) return;
     const { prev, next } = place;
