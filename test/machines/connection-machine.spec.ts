@@ -68,6 +68,15 @@ function pong(h: Harness, seq: number, connectionId = 'c1'): void {
   h.pong(seq, connectionId);
 }
 
+/** Runs the clock to `deadline`: still `ready` a millisecond before, `errored` then `closed` at it. */
+function expectHeartbeatFailureAt(h: Harness, deadline: number): void {
+  h.advance(deadline - 1 - h.now);
+  assert.equal(h.state, 'ready', 'not a millisecond early');
+  h.advance(1);
+  assert.equal(h.now, deadline);
+  expectStates(h, [...READY_OUT, 'errored', 'closed']);
+}
+
 /** The heartbeat's phase and miss count (the runtime's, not the machine's). */
 function beat(h: Harness): [string, number] | undefined {
   const b = h.heartbeat;
@@ -1067,12 +1076,7 @@ describe('connectionMachine', () => {
         pong(h, 1);
         const lastPong = h.now;
         h.send(streamRequest('s1'));
-        const deadline = lastPong + DELAYS.heartbeatInterval * misses + DELAYS.heartbeatTimeout;
-        h.advance(deadline - 1 - h.now);
-        assert.equal(h.state, 'ready');
-        h.advance(1);
-        assert.equal(h.now, deadline);
-        expectStates(h, [...READY_OUT, 'errored', 'closed']);
+        expectHeartbeatFailureAt(h, lastPong + DELAYS.heartbeatInterval * misses + DELAYS.heartbeatTimeout);
         assert.equal(h.pingTimes().length, 1 + misses);
         assert.deepEqual(h.calls('abortOpen'), [{ id: 's1' }]);
         assert.deepEqual(h.answers(), [['s1', 'HEARTBEAT_TIMEOUT']]);
@@ -1087,13 +1091,7 @@ describe('connectionMachine', () => {
         assert.ok(h.probe());
         h.advance(7);
         pong(h, 2);
-        const lastPong = h.now;
-        const deadline = lastPong + DELAYS.heartbeatInterval * misses + DELAYS.heartbeatTimeout;
-        h.advance(deadline - 1 - h.now);
-        assert.equal(h.state, 'ready');
-        h.advance(1);
-        assert.equal(h.now, deadline);
-        expectStates(h, [...READY_OUT, 'errored', 'closed']);
+        expectHeartbeatFailureAt(h, h.now + DELAYS.heartbeatInterval * misses + DELAYS.heartbeatTimeout);
         assert.equal(h.context.lastError?.message, `no heartbeat answer after ${misses} tries`);
       });
 
@@ -1102,13 +1100,8 @@ describe('connectionMachine', () => {
         h.advance(DELAYS.heartbeatInterval + 150);
         pong(h, 1);
         h.advance(250);
-        const probedAt = h.now;
         h.probe();
-        h.advance(DELAYS.heartbeatTimeout - 1);
-        assert.equal(h.state, 'ready');
-        h.advance(1);
-        assert.equal(h.now, probedAt + DELAYS.heartbeatTimeout);
-        expectStates(h, [...READY_OUT, 'errored', 'closed']);
+        expectHeartbeatFailureAt(h, h.now + DELAYS.heartbeatTimeout);
         assert.equal(h.context.lastError?.code, 'HEARTBEAT_TIMEOUT');
         assert.equal(h.context.lastError?.message, 'no answer to the probe after a network change');
         assert.deepEqual(h.closes(), [['c1', C.HeartbeatTimeout]]);

@@ -10,13 +10,13 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import sinon from 'sinon';
 import type { InspectionEvent } from 'xstate';
 import { VirtualClock } from '../../adapters/memory/index.js';
-import type { Clock } from '../../adapters/adapter.js';
 import { seededRandom } from '../../runtime/clock.js';
 import { HeartbeatScheduler, type Heartbeat, type HeartbeatCallbacks, type HeartbeatTiming } from '../../runtime/heartbeat.js';
 import { ProtocolLimits } from '../../runtime/protocol-limits.js';
 import { CHANNELS, Engine, type HeartbeatMessage } from '../../runtime/index.js';
 import { escapedErrors } from '../fixtures/hooks.js';
 import { codes, swarm, track, type Swarm } from '../fixtures/swarm.js';
+import { EngineClock } from '../../sim/world.js';
 
 const TIMING: HeartbeatTiming = { intervalMs: 1000, timeoutMs: 400, misses: 3 };
 
@@ -291,38 +291,6 @@ describe('runtime: heartbeat scheduler', () => {
   });
 });
 
-/** A clock for one engine over the shared virtual clock, counting the timers that engine has pending. */
-class CountingClock implements Clock {
-  readonly #inner: VirtualClock;
-  readonly #live = new Set<unknown>();
-
-  constructor(inner: VirtualClock) {
-    this.#inner = inner;
-  }
-
-  get pending(): number {
-    return this.#live.size;
-  }
-
-  now(): number {
-    return this.#inner.now();
-  }
-
-  setTimeout(fn: () => void, ms: number): unknown {
-    const handle = this.#inner.setTimeout(() => {
-      this.#live.delete(handle);
-      fn();
-    }, ms);
-    this.#live.add(handle);
-    return handle;
-  }
-
-  clearTimeout(handle: unknown): void {
-    this.#live.delete(handle);
-    this.#inner.clearTimeout(handle);
-  }
-}
-
 describe('engine: heartbeats on one scheduler per engine', () => {
   const HB = { intervalMs: 1000, timeoutMs: 300 };
   const LATENCY = 1;
@@ -435,14 +403,14 @@ describe('engine: heartbeats on one scheduler per engine', () => {
 
   it('the heartbeat dies with the machine: a machine that fails while ready leaves no heartbeat and no timer', async () => {
     s = await swarm({ latencyMs: LATENCY, defaults: { heartbeat: { ...HB, misses: 2 }, idleTimeoutMs: 600_000 } });
-    const clock = new CountingClock(s.clock);
+    const clock = new EngineClock(s.clock);
     const a = await s.add('a', { clock });
     const b = await s.add('b');
     a.handle('/in', () => {});
     a.addPeer('b', [s.network.address('b')]);
     await s.until(a.withConnection('b', () => undefined));
     assert.ok(Engine.heartbeatOf(a, 'b') !== undefined);
-    const held = clock.pending;
+    const held = clock.pending();
     assert.ok(held >= 1, 'the heartbeat timer');
     // A guard that throws fails the machine (an actor error): the engine removes it from `ready`, running no exit action.
     sinon.stub(ProtocolLimits.prototype, 'limited').throws(new Error('broken guard'));
@@ -453,7 +421,7 @@ describe('engine: heartbeats on one scheduler per engine', () => {
     assert.equal(a.metrics().internalErrors, 1, 'the machine failed');
     assert.equal(a.snapshot().peers.length, 0, 'its entry is gone');
     assert.equal(Engine.heartbeatOf(a, 'b'), undefined);
-    assert.equal(clock.pending, 0, 'no heartbeat timer left on the clock');
+    assert.equal(clock.pending(), 0, 'no heartbeat timer left on the clock');
     const sent = a.metrics().heartbeat.samples;
     await s.advance(5 * HB.intervalMs);
     assert.equal(a.metrics().heartbeat.samples, sent);
