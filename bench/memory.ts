@@ -11,7 +11,9 @@
  * Each size runs in a fresh child process, twice:
  *   engine     the hub is a peerline engine (what this benchmark is about);
  *   transport  the hub is a bare MemoryAdapter that does the same handshake
- *              and pings by hand: the network and the responders alone.
+ *              and pings by hand (connections ready at the same instant
+ *              pinged together every interval, as the engine's heartbeats
+ *              come due): the network and the responders alone.
  * The difference of the two heap growths is the hub engine's own heap per
  * peer (machines, registry, timers), apart from the memory network's
  * connection objects, which a real transport would replace with its own.
@@ -191,26 +193,35 @@ async function child(peers: number, mode: Mode): Promise<MemoryResult> {
     ready = () => hub.metrics().peers.ready;
     rttSamples = () => hub.metrics().heartbeat.samples;
   } else {
-    // The same wire work with no engine: dial, hello/hello-ack, then one sweep per interval pinging every connection.
+    // The same wire work with no engine: dial, hello/hello-ack, then a ping per connection every interval.
+    // Connections ready at the same instant are pinged together, as the engine's heartbeats of peers ready
+    // at the same instant come due together: the same batches on the memory network, one timer per batch.
     const adapter = network.node('hub');
     await adapter.listen((c) => c.close(1, 'not accepting'));
-    const connections: Connection[] = [];
+    const batches = new Map<number, Connection[]>();
     const counts: BareCounts = { acked: 0, pongs: 0 };
+    let seq = 0;
+    const sweep = (batch: readonly Connection[]): void => {
+      seq += 1;
+      for (const c of batch) c.sendControl({ type: 'ping', seq });
+      clock.setTimeout(() => sweep(batch), HEARTBEAT.intervalMs);
+    };
     connect = async (id) => {
       const connection = await adapter.dial(id, network.address(id), { signal: new AbortController().signal });
       await new Promise<void>((resolve) => {
         connection.setHandlers(new BareHandlers(counts, resolve));
         connection.sendControl({ type: 'hello', version: PROTOCOL_VERSION, peerId: 'hub' });
       });
-      connections.push(connection);
+      const at = clock.now();
+      let batch = batches.get(at);
+      if (batch === undefined) {
+        batch = [];
+        batches.set(at, batch);
+        const first = batch;
+        clock.setTimeout(() => sweep(first), HEARTBEAT.intervalMs);
+      }
+      batch.push(connection);
     };
-    let seq = 0;
-    const sweep = (): void => {
-      seq += 1;
-      for (const c of connections) c.sendControl({ type: 'ping', seq });
-      clock.setTimeout(sweep, HEARTBEAT.intervalMs);
-    };
-    clock.setTimeout(sweep, HEARTBEAT.intervalMs);
     ready = () => counts.acked;
     rttSamples = () => counts.pongs;
   }
