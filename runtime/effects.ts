@@ -15,6 +15,7 @@ import type { Clock } from '../protocol/time.js';
 import type { ConnectionMachine } from '../machines/connection-machine.js';
 import type { EngineOptions } from './defaults.js';
 import type { Dialer } from './dialer.js';
+import type { EngineHeartbeats } from './heartbeat.js';
 import { transportErrorInfo } from './errors.js';
 import type { Inbound } from './inbound.js';
 import type { Metrics } from './metrics.js';
@@ -33,6 +34,7 @@ export interface EffectsInit {
   readonly requests: Requests;
   readonly dialer: Dialer;
   readonly inbound: Inbound;
+  readonly heartbeats: EngineHeartbeats;
   readonly handlers: ReadonlyMap<string, StreamHandler>;
   readonly protocolLimits: ProtocolLimits;
   /** The peer's live record (not removed), if any. */
@@ -87,9 +89,10 @@ export function connectionEffects(init: EffectsInit): ConnectionEffects {
       rejectConnection: effect('rejectConnection', closeConnection),
       closeConnection: effect('closeConnection', closeConnection),
       sendControl: effect('sendControl', (record, p: { connectionId: string; message: ControlMessage }) => {
-        if (p.message.type === 'ping') record.pingSentAt = init.clock.now();
         record.connection(p.connectionId)?.sendControl(p.message);
       }),
+      startHeartbeat: effect('startHeartbeat', (record, p: { connectionId: string }) => init.heartbeats.start(record, p.connectionId)),
+      stopHeartbeat: effect('stopHeartbeat', (record) => init.heartbeats.stop(record)),
     },
     guards: {
       hasHandler: (_args, { protocol }) => init.handlers.has(protocol),
@@ -102,9 +105,6 @@ export function connectionEffects(init: EffectsInit): ConnectionEffects {
       connectTimeout: o.connectTimeoutMs,
       handshakeTimeout: o.handshakeTimeoutMs,
       streamOpenTimeout: o.streamOpenTimeoutMs,
-      heartbeatInterval: o.heartbeat.intervalMs,
-      heartbeatTimeout: o.heartbeat.timeoutMs,
-      heartbeatGap: o.heartbeat.intervalMs - o.heartbeat.timeoutMs,
       idleTimeout: o.idleTimeoutMs,
       drainDeadline: o.drainDeadlineMs,
       forceCloseGrace: o.forceCloseGraceMs,

@@ -27,6 +27,7 @@ import { SharedActorSystem, createRootActor, stopRootActor } from './actor-syste
 import { PeerRecord } from './peer-record.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
 import { Dialer } from './dialer.js';
+import { EngineHeartbeats } from './heartbeat.js';
 import { connectionEffects } from './effects.js';
 import { Inbound } from './inbound.js';
 import { Inspection, type InspectionSubscription } from './inspection.js';
@@ -184,6 +185,10 @@ function topState(value: unknown): ConnectionState | 'start' {
 export class Engine {
   static {
     engineHooks.actorOf = (engine, peerId) => engine.#records.get(peerId)?.actor;
+    engineHooks.heartbeatOf = (engine, peerId) => {
+      const record = engine.#records.get(peerId);
+      return record === undefined ? undefined : engine.#heartbeats.view(record);
+    };
   }
 
   readonly options: Readonly<EngineOptions>;
@@ -205,6 +210,8 @@ export class Engine {
   readonly #adapter: Adapter;
   readonly #log: LevelledLogger;
   readonly #metrics = new Metrics();
+  /** The heartbeats of every `ready` machine, on one clock timer. */
+  readonly #heartbeats: EngineHeartbeats;
   /** The registry: one record per peer with a live machine. It is the grouping of requests by peer. */
   readonly #records = new Map<string, PeerRecord>();
   readonly #handlers = new Map<string, StreamHandler>();
@@ -265,6 +272,7 @@ export class Engine {
     const record = (peerId: string): PeerRecord | undefined => this.#recordOf(peerId);
     this.#priorities = new Priorities(this.#metrics, record);
     const components = { localPeerId: this.peerId, clock: this.clock, metrics: this.#metrics, log: this.#log, failed };
+    this.#heartbeats = new EngineHeartbeats({ ...components, timing: this.options.heartbeat });
     this.#requests = new Requests({
       ...components,
       maxProtocolLength: this.options.maxProtocolLength,
@@ -287,6 +295,7 @@ export class Engine {
       admission: this.#admission,
       protocolLimits: this.#protocolLimits,
       handlers: this.#handlers,
+      heartbeats: this.#heartbeats,
       running: () => this.#status === 'running',
       record: (peerId) => this.#records.get(peerId),
       create: (peerId, connection) => this.#createRecord(peerId, 'inbound', connection),
@@ -299,6 +308,7 @@ export class Engine {
         requests: this.#requests,
         dialer: this.#dialer,
         inbound: this.#inbound,
+        heartbeats: this.#heartbeats,
         handlers: this.#handlers,
         protocolLimits: this.#protocolLimits,
         record,
@@ -536,9 +546,7 @@ export class Engine {
   networkChanged(): number {
     let probed = 0;
     for (const record of this.#records.values()) {
-      if (record.removed || record.state !== 'ready') continue;
-      probed += 1;
-      this.#guard('probe', () => record.actor.send({ type: 'PROBE' }));
+      if (!record.removed && this.#heartbeats.probe(record)) probed += 1;
     }
     this.#metrics.probes += probed;
     return probed;
@@ -725,7 +733,6 @@ export class Engine {
           maxQueued: this.options.maxQueuedPerPeer,
           maxStreams: this.options.maxStreamsPerConnection,
           maxInboundStreams: this.options.maxInboundStreamsPerConnection,
-          heartbeatMisses: this.options.heartbeat.misses,
           maxAttempts: maxAttempts(this.options.retry),
           pinnedMaxAttempts: pinnedMaxAttempts(this.options.pinnedRetry),
           maxRestarts: this.options.pinnedRestartIntensity.maxRestarts,
@@ -751,6 +758,8 @@ export class Engine {
     if (this.#records.get(record.peerId) === record) this.#records.delete(record.peerId);
     if (record.state !== 'start') this.#metrics.peers[record.state] -= 1;
     this.#guard('stop actor', () => stopRootActor(record.actor));
+    // A machine stopped while `ready` runs no exit action: its heartbeat stops here.
+    this.#heartbeats.stop(record);
     for (const connection of record.takeConnections()) {
       this.#guard('close', () => connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)));
     }

@@ -9,9 +9,8 @@
 import type { Adapter, CloseInfo, Connection, IncomingStream } from '../protocol/adapter.js';
 import { ConnectionErrorCode, reasonFor } from '../protocol/codes.js';
 import type { ControlMessage } from '../protocol/control.js';
-import type { Clock } from '../protocol/time.js';
 import type { Admission } from './admission.js';
-import { diagnostics } from './diagnostics.js';
+import type { EngineHeartbeats } from './heartbeat.js';
 import type { LevelledLogger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { PeerRecord, PeerRecordHost } from './peer-record.js';
@@ -25,7 +24,7 @@ export interface InboundInit {
   readonly admission: Admission;
   readonly protocolLimits: ProtocolLimits;
   readonly handlers: ReadonlyMap<string, StreamHandler>;
-  readonly clock: Clock;
+  readonly heartbeats: EngineHeartbeats;
   readonly metrics: Metrics;
   readonly log: LevelledLogger;
   /** Whether the engine is running (else an inbound connection is closed with Shutdown). */
@@ -133,17 +132,14 @@ export class Inbound implements PeerRecordHost {
           peerId: m.peerId,
         });
         return;
+      // Heartbeats take no machine step (see heartbeat.ts).
       case 'ping':
+        if (typeof m.seq !== 'number') break;
+        this.#init.heartbeats.ping(record, connection, m.seq);
+        return;
       case 'pong':
         if (typeof m.seq !== 'number') break;
-        if (m.type === 'pong' && record.pingSentAt !== undefined) {
-          const at = this.#init.clock.now();
-          const rttMs = at - record.pingSentAt;
-          this.#metrics.rtt(rttMs);
-          record.pingSentAt = undefined;
-          if (diagnostics.heartbeat.hasSubscribers) diagnostics.heartbeat.publish({ localPeerId: this.#init.localPeerId, peerId: record.peerId, rttMs, at });
-        }
-        record.actor.send({ type: m.type === 'ping' ? 'CONTROL.PING' : 'CONTROL.PONG', connectionId, seq: m.seq });
+        this.#init.heartbeats.pong(record, connection, m.seq);
         return;
       case 'goaway':
         record.actor.send({ type: 'CONTROL.GOAWAY', connectionId });

@@ -17,10 +17,7 @@ interface PeerPriority {
 /** Whether a machine in this state may be pruned, and how (see prune-index.ts). */
 function prunableKind(value: unknown, context: { pinned: boolean; queue: readonly unknown[] }): PrunableKind | undefined {
   if (value === 'errored') return !context.pinned && context.queue.length === 0 ? 'errored' : undefined;
-  if (typeof value === 'object' && value !== null) {
-    const ready = (value as { ready?: { idle?: string } }).ready;
-    if (ready?.idle === 'idle') return 'idle';
-  }
+  if (typeof value === 'object' && value !== null && (value as { ready?: string }).ready === 'idle') return 'idle';
   return undefined;
 }
 
