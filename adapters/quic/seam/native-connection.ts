@@ -354,8 +354,7 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
    * connection counts as established and its streams are handed over), but
    * before anything more is sent rather than after. A dialler's last
    * handshake flight then leaves with what its first turn as a verified
-   * connection writes (the application's hello), in one datagram, and a
-   * dialler that refuses the listener never sends its Finished.
+   * connection writes (the application's hello), in one datagram.
    */
   #send(): Promise<void> {
     if (!this.#heard) return this.#librarySend();
@@ -405,8 +404,16 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
     return conn.isClosed() || conn.isDraining() || conn.localError() !== null;
   }
 
-  /** The verify callback refused the peer: closed with its TLS alert, as the library does. */
+  /**
+   * The verify callback refused the peer: closed with its TLS alert, as the
+   * library does, after what quiche already had to send (a dialler's
+   * Finished): quiche sends the close in the newest packet space, and a
+   * listener ignores 1-RTT packets until the handshake is complete, so
+   * without the Finished it would not hear of the close before its
+   * handshake timeout.
+   */
   #refuse(cryptoError: number): void {
+    this.#flush();
     this.conn.close(false, cryptoError, Buffer.from(''));
     const detail = new quicErrors.ErrorQUICConnectionLocalTLS('Failed connection due to custom TLS verification', {
       data: this.conn.localError() ?? { isApp: false, errorCode: cryptoError, reason: new Uint8Array() },
