@@ -189,7 +189,11 @@ for (const child of CHILDREN) {
           `  goal 100k peers within 1 GiB RSS: ${big.fitsGoal ? 'MET' : 'NOT MET'} (process ${mib(big.engine.m3.rss)}, ` +
             `peak ${mib(big.engine.maxRss)}; hub alone, estimated ${mib(big.hubOnlyRss)})`,
         );
-        say(`  heartbeats: the hub engine spends ${big.engineUsPerPing.toFixed(0)} us per ping round trip; ${int(big.peers)} peers at 5 s need ${big.heartbeatCores.toFixed(2)} cores`);
+        say(
+          `  heartbeats: ${big.usPerPeerInterval.toFixed(2)} us CPU per peer per interval, ${big.heartbeatRatio.toFixed(2)}x the memory network's raw ping/pong ` +
+            `(${big.transportUsPerPeerInterval.toFixed(2)} us); goal <= 10 us: ${big.heartbeatGoalMet ? 'MET' : 'NOT MET'}; ` +
+            `the hub engine's own share ${big.engineUsPerPeerInterval.toFixed(2)} us, ${int(big.peers)} peers at 5 s need ${big.heartbeatCores.toFixed(3)} cores`,
+        );
       }
       break;
     }

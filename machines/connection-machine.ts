@@ -82,6 +82,15 @@ const base = setup({
     rejectConnection: stub<{ connectionId: string; code: ConnectionErrorCode }>(),
     closeConnection: stub<{ connectionId: string; code: ConnectionErrorCode }>(),
     sendControl: stub<{ connectionId: string; message: ControlMessage }>(),
+    /**
+     * Starts the connection's heartbeat: the runtime pings every interval,
+     * matches the pongs and, when `misses` pings in a row (or a probe after a
+     * network change) go unanswered, sends HEARTBEAT.FAILED. Entry of `ready`:
+     * heartbeats run there and only there.
+     */
+    startHeartbeat: stub<{ connectionId: string }>(),
+    /** Stops it for good. Exit of `ready`: draining sends no heartbeats (grpc-js issue 3068). */
+    stopHeartbeat: stub<{ connectionId: string }>(),
   },
   guards: {
     /** Supplied by the runtime: a handler is registered for the protocol. */
@@ -117,17 +126,12 @@ const base = setup({
     isIdle: ({ context }) =>
       !context.pinned && context.streams === 0 && context.leases === 0 && context.opening.length === 0 && context.queue.length === 0,
     isSettled: ({ context }) => context.streams === 0 && context.leases === 0 && context.opening.length === 0,
-    tooManyMisses: ({ context }) => context.misses + 1 >= context.limits.heartbeatMisses,
   },
   delays: {
     dialQueueTimeout: 30_000,
     connectTimeout: 10_000,
     handshakeTimeout: 10_000,
     streamOpenTimeout: 10_000,
-    heartbeatInterval: 5_000,
-    heartbeatTimeout: 2_000,
-    /** interval minus timeout: the wait after a missed ping keeps a fixed cadence. */
-    heartbeatGap: 3_000,
     idleTimeout: 60_000,
     drainDeadline: 5_000,
     forceCloseGrace: 1_000,
@@ -176,17 +180,8 @@ const machineSetup = base.extend({
     /** Stream credit left, and nobody queued ahead (requests keep their order). */
     hasCredit: ({ context }) => context.queue.length === 0 && outboundInFlight(context) < context.limits.maxStreams,
     isOpening: ({ context, event }) => 'id' in event && context.opening.some((r) => r.id === event.id),
-    /** A pong for the last ping sent, on the current connection. */
-    answersPing: ({ context, event }) =>
-      event.type === 'CONTROL.PONG' && event.connectionId === context.connectionId && event.seq === context.pingSeq,
   },
   actions: {
-    /** A heartbeat ping (or a probe) with the next sequence number. */
-    sendPing: base.enqueueActions(({ context, enqueue }) => {
-      const seq = context.pingSeq + 1;
-      enqueue.assign({ pingSeq: seq });
-      enqueue({ type: 'sendControl', params: { connectionId: context.connectionId ?? '', message: { type: 'ping', seq } } });
-    }),
     enqueue: base.assign({
       queue: ({ context, event }) => (event.type === 'REQUEST' ? [...context.queue, event.request] : context.queue),
     }),
@@ -364,8 +359,6 @@ export const connectionMachine = machineSetup.createMachine({
     streams: 0,
     inboundStreams: 0,
     leases: 0,
-    misses: 0,
-    pingSeq: 0,
     lastError: null,
     ending: null,
     limits: input.limits,
@@ -385,16 +378,6 @@ export const connectionMachine = machineSetup.createMachine({
       actions: {
         type: 'rejectConnection',
         params: ({ event }) => ({ connectionId: event.connectionId, code: ConnectionErrorCode.DuplicateConnection }),
-      },
-    },
-    'CONTROL.PING': {
-      guard: 'isCurrent',
-      actions: {
-        type: 'sendControl',
-        params: ({ event }) => ({
-          connectionId: (event as { connectionId: string }).connectionId,
-          message: { type: 'pong', seq: (event as { seq: number }).seq },
-        }),
       },
     },
     'REQUEST.CANCEL': { actions: 'cancelRequest' },
@@ -603,73 +586,31 @@ export const connectionMachine = machineSetup.createMachine({
     },
 
     ready: {
-      type: 'parallel',
-      entry: [assign({ attempts: 0, misses: 0, lastError: null }), 'openQueued'],
+      // Heartbeats live here and die with it: started on entry, stopped on exit
+      // (and by the runtime when it removes the machine). The runtime pings and
+      // matches pongs without a machine step; only a failure comes back.
+      entry: [
+        assign({ attempts: 0, lastError: null }),
+        'openQueued',
+        { type: 'startHeartbeat', params: ({ context }) => ({ connectionId: context.connectionId ?? '' }) },
+      ],
       // A failure from here on is a lost connection, not a failed dial: no dial backoff.
-      exit: assign({ wasReady: true }),
+      exit: [{ type: 'stopHeartbeat', params: ({ context }) => ({ connectionId: context.connectionId ?? '' }) }, assign({ wasReady: true })],
+      initial: 'busy',
       states: {
-        heartbeat: {
-          initial: 'waiting',
-          // engine.networkChanged(): one ping now, answered within the heartbeat timeout or the connection is dead.
-          on: { PROBE: '.probing' },
-          states: {
-            waiting: { after: { heartbeatInterval: 'pinging' } },
-            pinging: {
-              entry: 'sendPing',
-              on: { 'CONTROL.PONG': { guard: 'answersPing', target: 'waiting', actions: assign({ misses: 0 }) } },
-              after: {
-                heartbeatTimeout: [
-                  {
-                    guard: 'tooManyMisses',
-                    target: '#peerConnection.errored',
-                    actions: assign({
-                      misses: ({ context }) => context.misses + 1,
-                      lastError: ({ context }) =>
-                        info(
-                          'HEARTBEAT_TIMEOUT',
-                          `no heartbeat answer after ${context.misses + 1} tries`,
-                          ConnectionErrorCode.HeartbeatTimeout,
-                        ),
-                    }),
-                  },
-                  { target: 'missed', actions: assign({ misses: ({ context }) => context.misses + 1 }) },
-                ],
-              },
-            },
-            missed: { after: { heartbeatGap: 'pinging' } },
-            probing: {
-              entry: 'sendPing',
-              on: { 'CONTROL.PONG': { guard: 'answersPing', target: 'waiting', actions: assign({ misses: 0 }) } },
-              after: {
-                heartbeatTimeout: {
-                  target: '#peerConnection.errored',
-                  actions: assign({
-                    lastError: () =>
-                      info('HEARTBEAT_TIMEOUT', 'no answer to the probe after a network change', ConnectionErrorCode.HeartbeatTimeout),
-                  }),
-                },
-              },
+        busy: { always: { guard: 'isIdle', target: 'idle' } },
+        idle: {
+          always: { guard: not('isIdle'), target: 'busy' },
+          on: {
+            PRUNE: {
+              target: '#peerConnection.draining',
+              actions: assign({ ending: () => idleEnding('pruned to make room for another connection') }),
             },
           },
-        },
-        idle: {
-          initial: 'busy',
-          states: {
-            busy: { always: { guard: 'isIdle', target: 'idle' } },
-            idle: {
-              always: { guard: not('isIdle'), target: 'busy' },
-              on: {
-                PRUNE: {
-                  target: '#peerConnection.draining',
-                  actions: assign({ ending: () => idleEnding('pruned to make room for another connection') }),
-                },
-              },
-              after: {
-                idleTimeout: {
-                  target: '#peerConnection.draining',
-                  actions: assign({ ending: () => idleEnding('connection was idle') }),
-                },
-              },
+          after: {
+            idleTimeout: {
+              target: '#peerConnection.draining',
+              actions: assign({ ending: () => idleEnding('connection was idle') }),
             },
           },
         },
@@ -716,7 +657,12 @@ export const connectionMachine = machineSetup.createMachine({
         'LEASE.RELEASE': { guard: 'isCurrent', actions: assign({ leases: ({ context }) => Math.max(0, context.leases - 1) }) },
         // A cancelled open gives its credit to the next queued request.
         'REQUEST.CANCEL': { actions: ['cancelRequest', 'openQueued'] },
-        'CONTROL.PONG': { guard: 'answersPing', actions: assign({ misses: 0 }) },
+        // The runtime's heartbeat: `misses` pings in a row, or a probe, went unanswered.
+        'HEARTBEAT.FAILED': {
+          guard: 'isCurrent',
+          target: 'errored',
+          actions: assign({ lastError: ({ event }) => heartbeatError(event) }),
+        },
         'CONTROL.GOAWAY': {
           guard: 'isCurrent',
           target: 'draining',
@@ -997,6 +943,11 @@ export function closedError(event: { code: number | undefined; reason: string; e
 
 /** A pinned peer's remote drained us: reconnect by backoff (closing, if still open, as a drain). */
 const remoteDrained: ErrorInfo = info('CONNECTION_LOST', 'the remote drained the connection', ConnectionErrorCode.Drain);
+
+function heartbeatError(event: { misses: number; probe: boolean }): ErrorInfo {
+  const message = event.probe ? 'no answer to the probe after a network change' : `no heartbeat answer after ${event.misses} tries`;
+  return info('HEARTBEAT_TIMEOUT', message, ConnectionErrorCode.HeartbeatTimeout);
+}
 
 function idleEnding(message: string): Ending {
   return { code: ConnectionErrorCode.IdleTimeout, error: info('CONNECTION_DRAINING', message), remote: false };

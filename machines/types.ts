@@ -51,8 +51,6 @@ export interface ConnectionLimits {
   readonly maxStreams: number;
   /** Inbound streams open at once on one connection. */
   readonly maxInboundStreams: number;
-  /** Consecutive unanswered heartbeats before the connection is declared dead. */
-  readonly heartbeatMisses: number;
   /** Total dial attempts before giving up (the first one included), for peers that are not pinned. */
   readonly maxAttempts: number;
   /** Consecutive failed attempts after which a pinned peer gives up (`gaveUp`). Infinity: never. */
@@ -107,10 +105,6 @@ export interface ConnectionContext {
   inboundStreams: number;
   /** Leases held by `withConnection` callers. */
   leases: number;
-  /** Consecutive heartbeat misses. */
-  misses: number;
-  /** Sequence number of the last ping sent. */
-  pingSeq: number;
   lastError: ErrorInfo | null;
   ending: Ending | null;
   limits: ConnectionLimits;
@@ -134,8 +128,6 @@ export type ConnectionEvent =
   | { type: 'CONNECTION.CLOSED'; connectionId: string; code: number | undefined; error: boolean; reason: string }
   | { type: 'CONTROL.HELLO'; connectionId: string; version: number; peerId: string }
   | { type: 'CONTROL.HELLO_ACK'; connectionId: string; version: number; peerId: string }
-  | { type: 'CONTROL.PING'; connectionId: string; seq: number }
-  | { type: 'CONTROL.PONG'; connectionId: string; seq: number }
   | { type: 'CONTROL.GOAWAY'; connectionId: string }
   | { type: 'STREAM.OPENED'; id: string }
   | { type: 'STREAM.OPEN_FAILED'; id: string; error: ErrorInfo }
@@ -147,8 +139,12 @@ export type ConnectionEvent =
   | { type: 'PRUNE' }
   /** The peer is pinned (kept connected) or no longer. */
   | { type: 'PIN'; pinned: boolean }
-  /** The network changed: check the connection at once with a ping. */
-  | { type: 'PROBE' }
+  /**
+   * The runtime's heartbeat of `connectionId` (started by `startHeartbeat`)
+   * failed: `misses` pings in a row went unanswered, or, with `probe`, the
+   * ping sent when the network changed did.
+   */
+  | { type: 'HEARTBEAT.FAILED'; connectionId: string; misses: number; probe: boolean }
   /** One failure leaves the restart-intensity window. */
   | { type: 'RESTART.DECAY' }
   | { type: 'DRAIN' }

@@ -22,6 +22,7 @@ import { systemClock, type Random } from './clock.js';
 import { SharedActorSystem, createRootActor, stopRootActor } from './actor-system.js';
 import { DialQueue } from './dial-queue.js';
 import { Entry, Link, type EntryHost, type OpenRecord } from './entry.js';
+import { EngineHeartbeats, type HeartbeatView } from './heartbeat.js';
 import { DEFAULTS, maxAttempts, resolveOptions, type EngineInit, type EngineOptions } from './defaults.js';
 import { listenAbort, unlistenAbort } from './abort.js';
 import { PeerStates } from './peer-states.js';
@@ -278,10 +279,7 @@ function info(code: ErrorCode, message: string, closeCode?: ConnectionErrorCode)
 /** Whether a machine in this state may be pruned, and how (see prune-index.ts). */
 function prunableKind(value: unknown, context: { pinned: boolean; queue: readonly unknown[] }): PrunableKind | undefined {
   if (value === 'errored') return !context.pinned && context.queue.length === 0 ? 'errored' : undefined;
-  if (typeof value === 'object' && value !== null) {
-    const ready = (value as { ready?: { idle?: string } }).ready;
-    if (ready?.idle === 'idle') return 'idle';
-  }
+  if (typeof value === 'object' && value !== null && (value as { ready?: string }).ready === 'idle') return 'idle';
   return undefined;
 }
 
@@ -348,6 +346,8 @@ export class Engine {
   /** Attached inspection callbacks (guarded), with their subscription to the actor system once it exists. */
   readonly #inspectors = new Map<(event: InspectionEvent) => void, Subscription | undefined>();
   readonly #metrics = new Metrics();
+  /** The heartbeats of every `ready` machine, on one clock timer. */
+  readonly #heartbeats: EngineHeartbeats;
   readonly #machine: ConnectionMachine;
   readonly #dialQueue: DialQueue;
   readonly #entries = new Map<string, Entry>();
@@ -433,6 +433,13 @@ export class Engine {
       states: () => this.#liveStates(),
     });
     this.peers$ = this.#peerStates.peers$;
+    this.#heartbeats = new EngineHeartbeats({
+      clock: this.clock,
+      timing: this.options.heartbeat,
+      localPeerId: this.peerId,
+      metrics: this.#metrics,
+      failed: (what, error) => this.#failed(what, error),
+    });
     this.#machine = this.#provide();
     // Routing: one subscription; the registry is the grouping by peer.
     this.#incoming.subscribe((request) => this.#route(request));
@@ -466,6 +473,16 @@ export class Engine {
    */
   static actorOf(engine: Engine, peerId: string): Actor<ConnectionMachine> | undefined {
     return engine.#entries.get(peerId)?.actor;
+  }
+
+  /**
+   * @internal For tests and the simulator: what the heartbeat of a `ready`
+   * peer is doing (undefined when it has none), and when the engine's one
+   * heartbeat timer fires. Not part of the public API.
+   */
+  static heartbeatOf(engine: Engine, peerId: string): (HeartbeatView & { readonly armedAt: number }) | undefined {
+    const entry = engine.#entries.get(peerId);
+    return entry === undefined ? undefined : engine.#heartbeats.view(entry);
   }
 
   get status(): EngineStatus {
@@ -725,9 +742,7 @@ export class Engine {
   networkChanged(): number {
     let probed = 0;
     for (const entry of this.#entries.values()) {
-      if (entry.removed || entry.state !== 'ready') continue;
-      probed += 1;
-      this.#guard('probe', () => entry.actor.send({ type: 'PROBE' }));
+      if (!entry.removed && this.#heartbeats.probe(entry)) probed += 1;
     }
     this.#metrics.probes += probed;
     return probed;
@@ -1047,7 +1062,6 @@ export class Engine {
           maxQueued: this.options.maxQueuedPerPeer,
           maxStreams: this.options.maxStreamsPerConnection,
           maxInboundStreams: this.options.maxInboundStreamsPerConnection,
-          heartbeatMisses: this.options.heartbeat.misses,
           maxAttempts: maxAttempts(this.options.retry),
           pinnedMaxAttempts: pinnedMaxAttempts(this.options.pinnedRetry),
           maxRestarts: this.options.pinnedRestartIntensity.maxRestarts,
@@ -1091,6 +1105,8 @@ export class Engine {
     if (this.#entries.get(entry.peerId) === entry) this.#entries.delete(entry.peerId);
     if (entry.state !== 'start') this.#metrics.peers[entry.state] -= 1;
     this.#guard('stop actor', () => stopRootActor(entry.actor));
+    // A machine stopped while `ready` runs no exit action: its heartbeat stops here.
+    this.#heartbeats.stop(entry);
     for (const connection of entry.takeConnections()) {
       this.#guard('close', () => connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned)));
     }
@@ -1266,17 +1282,14 @@ export class Engine {
           peerId: m.peerId,
         });
         return;
+      // Heartbeats take no machine step (see heartbeat.ts).
       case 'ping':
+        if (typeof m.seq !== 'number') break;
+        this.#heartbeats.ping(entry, connection, m.seq);
+        return;
       case 'pong':
         if (typeof m.seq !== 'number') break;
-        if (m.type === 'pong' && entry.pingSentAt !== undefined) {
-          const at = this.clock.now();
-          const rttMs = at - entry.pingSentAt;
-          this.#metrics.rtt(rttMs);
-          entry.pingSentAt = undefined;
-          if (diagnostics.heartbeat.hasSubscribers) diagnostics.heartbeat.publish({ localPeerId: this.peerId, peerId: entry.peerId, rttMs, at });
-        }
-        entry.actor.send({ type: m.type === 'ping' ? 'CONTROL.PING' : 'CONTROL.PONG', connectionId, seq: m.seq });
+        this.#heartbeats.pong(entry, connection, m.seq);
         return;
       case 'goaway':
         entry.actor.send({ type: 'CONTROL.GOAWAY', connectionId });
@@ -1409,9 +1422,10 @@ export class Engine {
           this.#closeConnection(entry, p.connectionId, p.code),
         ),
         sendControl: effect('sendControl', (entry, p: { connectionId: string; message: ControlMessage }) => {
-          if (p.message.type === 'ping') entry.pingSentAt = this.clock.now();
           entry.connection(p.connectionId)?.sendControl(p.message);
         }),
+        startHeartbeat: effect('startHeartbeat', (entry, p: { connectionId: string }) => this.#heartbeats.start(entry, p.connectionId)),
+        stopHeartbeat: effect('stopHeartbeat', (entry) => this.#heartbeats.stop(entry)),
       },
       guards: {
         hasHandler: (_args, { protocol }) => this.#handlers.has(protocol),
@@ -1432,9 +1446,6 @@ export class Engine {
         connectTimeout: o.connectTimeoutMs,
         handshakeTimeout: o.handshakeTimeoutMs,
         streamOpenTimeout: o.streamOpenTimeoutMs,
-        heartbeatInterval: o.heartbeat.intervalMs,
-        heartbeatTimeout: o.heartbeat.timeoutMs,
-        heartbeatGap: o.heartbeat.intervalMs - o.heartbeat.timeoutMs,
         idleTimeout: o.idleTimeoutMs,
         drainDeadline: o.drainDeadlineMs,
         forceCloseGrace: o.forceCloseGraceMs,

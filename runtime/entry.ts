@@ -3,6 +3,7 @@ import type { CloseInfo, Connection, ConnectionHandlers, ControlMessage, Incomin
 import type { ConnectionMachine } from '../machines/connection-machine.js';
 import type { ConnectionState } from '../machines/types.js';
 import { ActorHost, type SharedActorSystem } from './actor-system.js';
+import type { Heartbeat } from './heartbeat.js';
 
 /** A stream open the machine asked for, until it is delivered or given up. */
 export interface OpenRecord {
@@ -76,7 +77,8 @@ export class Entry extends ActorHost {
   /** Set right after the entry is created; the actor's callbacks may run before. */
   actor!: Actor<ConnectionMachine>;
   state: ConnectionState | 'start' = 'start';
-  pingSentAt: number | undefined = undefined;
+  /** The connection's heartbeat while the machine is `ready` (see heartbeat.ts). */
+  heartbeat: Heartbeat<Entry> | undefined = undefined;
   streamSeq = 0;
   removed = false;
   /** One connection, or several in the order they were added (a duplicate being replaced). */

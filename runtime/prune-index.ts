@@ -5,7 +5,7 @@
  * per admission at 20,000 peers; see `bench/prune.ts`).
  *
  * Two kinds: a peer backing off (`errored`, not pinned, nobody waiting),
- * worth nothing and pruned first; and an idle `ready` peer (`ready.idle.idle`,
+ * worth nothing and pruned first; and an idle `ready` peer (`ready.idle`,
  * which a pinned peer never reaches), bucketed by its priority (the sum of
  * its tags), each bucket in the order the peers became idle, so the head of
  * the lowest bucket is the least recently used of the lowest priority.

@@ -570,6 +570,9 @@ export class World {
       const peers = engine.snapshot().peers;
       const seen = new Set<string>();
       let scheduled = 0;
+      /** When the engine's one heartbeat timer must fire at the latest (the earliest heartbeat due). */
+      let heartbeatDue = Infinity;
+      let heartbeatArmed = Infinity;
       for (const peer of peers) {
         if (seen.has(peer.peerId)) this.#fail('one-entry-per-machine', `${node.name} has two entries for ${peer.peerId}`);
         seen.add(peer.peerId);
@@ -582,12 +585,24 @@ export class World {
           ._scheduledEvents;
         let timers = 0;
         for (const id in pending) if (pending[id]!.source === actor) timers += 1;
-        if (timers === 0) {
+        // A `ready` machine's heartbeat is its timer: on the engine's heartbeat scheduler, which holds one clock timer for all.
+        const beat = Engine.heartbeatOf(engine, peer.peerId);
+        if (beat !== undefined) {
+          heartbeatDue = Math.min(heartbeatDue, beat.dueAt);
+          heartbeatArmed = beat.armedAt;
+        }
+        if (timers === 0 && beat === undefined) {
           this.#fail('timer-in-every-state', `${node.name}: machine for ${peer.peerId} is in ${JSON.stringify(actor.getSnapshot().value)} with no timer`);
         }
+        if (peer.state === 'ready' && beat === undefined) this.#fail('timer-in-every-state', `${node.name}: ready peer ${peer.peerId} has no heartbeat`);
+        if (peer.state !== 'ready' && beat !== undefined) this.#fail('timer-in-every-state', `${node.name}: ${peer.state} peer ${peer.peerId} still has a heartbeat`);
         scheduled += timers;
         const context = actor.getSnapshot().context as ConnectionContext;
         views.set(`${node.name}>${peer.peerId}`, this.#pairView(`${node.name}>${peer.peerId}`, peer.state, peer.streams, peer.opening, context.connectionId));
+      }
+      if (heartbeatDue !== Infinity) {
+        if (!(heartbeatArmed <= heartbeatDue)) this.#fail('timer-in-every-state', `${node.name}: a heartbeat is due at ${heartbeatDue}, the heartbeat timer is armed for ${heartbeatArmed}`);
+        scheduled += 1;
       }
       if (node.clock.pending() < scheduled) {
         this.#fail('timer-in-every-state', `${node.name}: ${scheduled} scheduled events but only ${node.clock.pending()} timers on its clock`);

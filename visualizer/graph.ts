@@ -17,11 +17,11 @@ const CHECK_NOT = checkOf(not('x'));
 export type StateKind = 'atomic' | 'compound' | 'parallel' | 'final' | 'history';
 
 export interface GraphState {
-  /** The state node's id, e.g. `peerConnection.ready.heartbeat.pinging` (what a snapshot value resolves to). */
+  /** The state node's id, e.g. `peerConnection.connecting.dialing` (what a snapshot value resolves to). */
   readonly id: string;
   /** The last segment of the path, e.g. `pinging`. */
   readonly key: string;
-  /** Keys from the root, e.g. `['ready', 'heartbeat', 'pinging']` (empty for the root). */
+  /** Keys from the root, e.g. `['connecting', 'dialing']` (empty for the root). */
   readonly path: readonly string[];
   readonly kind: StateKind;
   /** Id of the parent state; undefined for the root. */
@@ -197,7 +197,7 @@ function readGraph(machine: AnyStateMachine): MachineGraph {
   return { machineId: root.id, states, transitions };
 }
 
-/** Ids of the state nodes a snapshot value is in, e.g. `{ ready: { heartbeat: 'waiting' } }`. */
+/** Ids of the state nodes a snapshot value is in, e.g. `{ ready: 'idle' }`. */
 export function activeStateIds(machineId: string, value: unknown): string[] {
   checkString('machineId', machineId);
   const ids: string[] = [machineId];
@@ -223,7 +223,7 @@ export function topLevelState(value: unknown): string | undefined {
   return undefined;
 }
 
-/** A snapshot value as one line: `ready (heartbeat.pinging, idle.busy)`. */
+/** A snapshot value as one line: `ready (idle)`; a parallel state's regions comma-separated: `on (light.dim, fan.fast)`. */
 export function describeValue(value: unknown): string {
   if (typeof value === 'string') return value;
   if (value === null || typeof value !== 'object') return String(value);

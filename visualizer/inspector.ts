@@ -108,7 +108,7 @@ export interface PeerView {
   readonly sessionId: string;
   /** Top-level state, e.g. `ready`. */
   readonly state: string;
-  /** Full state value, e.g. `{ ready: { heartbeat: 'waiting', idle: 'busy' } }`. */
+  /** Full state value, e.g. `{ ready: 'busy' }`. */
   readonly value: Json;
   readonly status: 'active' | 'done' | 'error' | 'stopped';
   readonly lastEvent: string | undefined;

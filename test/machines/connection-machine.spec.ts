@@ -63,8 +63,24 @@ function streamClosed(h: Harness, connectionId = 'c1', isInbound = false): void 
   h.send({ type: 'STREAM.CLOSED', connectionId, inbound: isInbound });
 }
 
+/** The remote's pong, as the runtime matches it to the heartbeat (no machine event). */
 function pong(h: Harness, seq: number, connectionId = 'c1'): void {
-  h.send({ type: 'CONTROL.PONG', connectionId, seq });
+  h.pong(seq, connectionId);
+}
+
+/** Runs the clock to `deadline`: still `ready` a millisecond before, `errored` then `closed` at it. */
+function expectHeartbeatFailureAt(h: Harness, deadline: number): void {
+  h.advance(deadline - 1 - h.now);
+  assert.equal(h.state, 'ready', 'not a millisecond early');
+  h.advance(1);
+  assert.equal(h.now, deadline);
+  expectStates(h, [...READY_OUT, 'errored', 'closed']);
+}
+
+/** The heartbeat's phase and miss count (the runtime's, not the machine's). */
+function beat(h: Harness): [string, number] | undefined {
+  const b = h.heartbeat;
+  return b === undefined ? undefined : [b.phase, b.misses];
 }
 
 const READY_OUT = ['connecting', 'handshaking', 'ready'];
@@ -728,16 +744,16 @@ describe('connectionMachine', () => {
       );
     });
 
-    it('CONTROL.PING on the handshaking connection is answered with pong; on another connection it is not', async () => {
-      const h = harness();
+    it('no heartbeat while handshaking: it starts when ready, on the ready connection', async () => {
+      // A lower remote: this side waits for the hello-ack.
+      const h = harness({ peerId: LOWER });
       await h.resolveDial('c1');
-      h.send({ type: 'CONTROL.PING', connectionId: 'c1', seq: 7 });
-      h.send({ type: 'CONTROL.PING', connectionId: 'c-other', seq: 8 });
-      assert.deepEqual(h.controls(), [
-        ['c1', HELLO_MSG],
-        ['c1', { type: 'pong', seq: 7 }],
-      ]);
-      assert.equal(h.state, 'handshaking');
+      h.advance(DELAYS.handshake - 1);
+      assert.deepEqual(h.beats, []);
+      assert.deepEqual(h.controlTimes('ping'), []);
+      h.send(helloAck('c1', LOWER));
+      assert.deepEqual(h.beats, [{ op: 'start', connectionId: 'c1', at: h.now }]);
+      assert.deepEqual(beat(h), ['waiting', 0]);
     });
 
     for (const ending of ENDINGS) {
@@ -777,7 +793,7 @@ describe('connectionMachine', () => {
       h.advance(DELAYS.streamOpen * 2);
       assert.deepEqual(h.calls('abortOpen'), []);
       assert.deepEqual(h.answers(), []);
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'busy' } });
+      assert.deepEqual(h.snapshot.value, { ready: 'busy' });
       rest(h);
     });
 
@@ -1004,24 +1020,27 @@ describe('connectionMachine', () => {
 
   // ========================================================= ready: heartbeat
 
-  describe('ready: heartbeat', () => {
-    it('pings every heartbeatInterval while pongs come back; seq counts up', async () => {
+  describe('ready: heartbeat (the runtime scheduler, started and stopped by the machine)', () => {
+    it('pings every heartbeatInterval while pongs come back; seq counts up; no machine step per ping', async () => {
       const h = await readyOutbound();
       const t0 = h.now;
+      const steps = h.states.length;
       h.advance(DELAYS.heartbeatInterval - 1);
       assert.deepEqual(h.controlTimes('ping'), []);
       h.advance(1);
       assert.deepEqual(h.controls().slice(1), [['c1', { type: 'ping', seq: 1 }]]);
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'pinging', idle: 'idle' } });
+      assert.deepEqual(h.snapshot.value, { ready: 'idle' });
+      assert.deepEqual(beat(h), ['pinging', 0]);
       rest(h);
       h.advance(100);
       pong(h, 1);
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'idle' } });
+      assert.deepEqual(beat(h), ['waiting', 0]);
       rest(h);
       h.advance(DELAYS.heartbeatInterval);
       assert.deepEqual(h.controlTimes('ping'), [t0 + 1000, t0 + 2100]);
       assert.deepEqual(h.controls()[2], ['c1', { type: 'ping', seq: 2 }]);
-      assert.equal(h.context.misses, 0);
+      assert.equal(h.states.length, steps, 'the machine took no step');
+      assert.equal(h.state, 'ready');
     });
 
     it('without pongs pings keep a fixed cadence; HEARTBEAT_TIMEOUT at exactly interval x misses + timeout; closed with HeartbeatTimeout', async () => {
@@ -1030,12 +1049,11 @@ describe('connectionMachine', () => {
       h.send(streamRequest('q1'));
       const total = DELAYS.heartbeatInterval * 3 + DELAYS.heartbeatTimeout;
       h.advance(DELAYS.heartbeatInterval + DELAYS.heartbeatTimeout);
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'missed', idle: 'busy' } });
-      assert.equal(h.context.misses, 1);
+      assert.deepEqual(beat(h), ['missed', 1]);
       rest(h);
       h.advance(total - 1 - (DELAYS.heartbeatInterval + DELAYS.heartbeatTimeout));
       assert.equal(h.state, 'ready');
-      assert.equal(h.context.misses, 2);
+      assert.deepEqual(beat(h), ['pinging', 2]);
       h.advance(1);
       expectStates(h, [...READY_OUT, 'errored', 'closed']);
       assert.deepEqual(h.controlTimes('ping'), [t0 + 1000, t0 + 2000, t0 + 3000]);
@@ -1044,71 +1062,107 @@ describe('connectionMachine', () => {
         [1, 2, 3],
       );
       assert.equal(h.context.lastError?.code, 'HEARTBEAT_TIMEOUT');
+      assert.equal(h.context.lastError?.message, 'no heartbeat answer after 3 tries');
       assert.deepEqual(h.closes(), [['c1', C.HeartbeatTimeout]]);
       assert.deepEqual(h.answers(), [['q1', 'HEARTBEAT_TIMEOUT']]);
+      assert.deepEqual(h.beats.map((b) => b.op), ['start', 'stop']);
+      assert.equal(h.heartbeats.size, 0);
     });
 
-    it('HEARTBEAT_TIMEOUT comes interval x misses + timeout after the last pong; opening requests are aborted and answered', async () => {
-      const h = await readyOutbound({ delays: { streamOpen: 60_000 } });
-      h.advance(DELAYS.heartbeatInterval + 150);
-      pong(h, 1);
-      const lastPong = h.now;
-      h.send(streamRequest('s1'));
-      const deadline = lastPong + DELAYS.heartbeatInterval * 3 + DELAYS.heartbeatTimeout;
-      h.advance(deadline - 1 - h.now);
-      assert.equal(h.state, 'ready');
-      h.advance(1);
-      assert.equal(h.now, deadline);
-      expectStates(h, [...READY_OUT, 'errored', 'closed']);
-      assert.deepEqual(h.calls('abortOpen'), [{ id: 's1' }]);
-      assert.deepEqual(h.answers(), [['s1', 'HEARTBEAT_TIMEOUT']]);
-      assert.deepEqual(h.closes(), [['c1', C.HeartbeatTimeout]]);
-    });
+    for (const misses of [1, 2, 3]) {
+      it(`misses ${misses}: HEARTBEAT_TIMEOUT exactly interval x ${misses} + timeout after the last pong, not a millisecond sooner`, async () => {
+        const h = await readyOutbound({ heartbeatMisses: misses, delays: { streamOpen: 60_000 } });
+        h.advance(DELAYS.heartbeatInterval + 150);
+        pong(h, 1);
+        const lastPong = h.now;
+        h.send(streamRequest('s1'));
+        expectHeartbeatFailureAt(h, lastPong + DELAYS.heartbeatInterval * misses + DELAYS.heartbeatTimeout);
+        assert.equal(h.pingTimes().length, 1 + misses);
+        assert.deepEqual(h.calls('abortOpen'), [{ id: 's1' }]);
+        assert.deepEqual(h.answers(), [['s1', 'HEARTBEAT_TIMEOUT']]);
+        assert.deepEqual(h.closes(), [['c1', C.HeartbeatTimeout]]);
+      });
+
+      it(`misses ${misses}, after an answered probe: HEARTBEAT_TIMEOUT exactly interval x ${misses} + timeout after the probe's pong`, async () => {
+        const h = await readyOutbound({ heartbeatMisses: misses });
+        h.advance(DELAYS.heartbeatInterval + 150);
+        pong(h, 1);
+        h.advance(333);
+        assert.ok(h.probe());
+        h.advance(7);
+        pong(h, 2);
+        expectHeartbeatFailureAt(h, h.now + DELAYS.heartbeatInterval * misses + DELAYS.heartbeatTimeout);
+        assert.equal(h.context.lastError?.message, `no heartbeat answer after ${misses} tries`);
+      });
+
+      it(`misses ${misses}, an unanswered probe: HEARTBEAT_TIMEOUT exactly one timeout after it, whatever misses allow`, async () => {
+        const h = await readyOutbound({ heartbeatMisses: misses });
+        h.advance(DELAYS.heartbeatInterval + 150);
+        pong(h, 1);
+        h.advance(250);
+        h.probe();
+        expectHeartbeatFailureAt(h, h.now + DELAYS.heartbeatTimeout);
+        assert.equal(h.context.lastError?.code, 'HEARTBEAT_TIMEOUT');
+        assert.equal(h.context.lastError?.message, 'no answer to the probe after a network change');
+        assert.deepEqual(h.closes(), [['c1', C.HeartbeatTimeout]]);
+      });
+    }
 
     it('a pong with the wrong seq or on another connection is no answer', async () => {
       const h = await readyOutbound();
       h.advance(DELAYS.heartbeatInterval);
       pong(h, 99);
       pong(h, 1, 'c-other');
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'pinging', idle: 'idle' } });
+      assert.deepEqual(beat(h), ['pinging', 0]);
       h.advance(DELAYS.heartbeatTimeout);
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'missed', idle: 'idle' } });
-      assert.equal(h.context.misses, 1);
+      assert.deepEqual(beat(h), ['missed', 1]);
     });
 
     it('a late pong (after its ping was counted missed) still resets the miss count', async () => {
       const h = await readyOutbound();
       const t0 = h.now;
       h.advance(1500);
-      assert.equal(h.context.misses, 1);
+      assert.deepEqual(beat(h), ['missed', 1]);
       pong(h, 1);
-      assert.equal(h.context.misses, 0);
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'missed', idle: 'idle' } });
+      assert.deepEqual(beat(h), ['missed', 0]);
       // Misses again at 2400, 3400, the third (fatal) at 4400 instead of 3400.
       h.advance(t0 + 4399 - h.now);
       assert.equal(h.state, 'ready');
-      assert.equal(h.context.misses, 2);
+      assert.deepEqual(beat(h), ['pinging', 2]);
       h.advance(1);
       expectStates(h, [...READY_OUT, 'errored', 'closed']);
     });
 
-    it('heartbeatMisses 1: the first unanswered ping is fatal at interval + timeout', async () => {
-      const h = await readyOutbound({ limits: { heartbeatMisses: 1 } });
-      const t0 = h.now;
-      h.advance(DELAYS.heartbeatInterval + DELAYS.heartbeatTimeout - 1);
-      assert.equal(h.state, 'ready');
-      h.advance(1);
-      assert.equal(h.now, t0 + 1400);
-      expectStates(h, [...READY_OUT, 'errored', 'closed']);
-      assert.deepEqual(h.closes(), [['c1', C.HeartbeatTimeout]]);
-    });
-
-    it('CONTROL.PING is answered with a pong of the same seq on the current connection only', async () => {
+    it('HEARTBEAT.FAILED for another connection, or outside ready, is ignored', async () => {
       const h = await readyOutbound();
-      const mark = h.mark();
-      h.send({ type: 'CONTROL.PING', connectionId: 'c1', seq: 41 });
-      h.send({ type: 'CONTROL.PING', connectionId: 'c-other', seq: 42 });
-      assert.deepEqual(h.since(mark), [['sendControl', { connectionId: 'c1', message: { type: 'pong', seq: 41 } }]]);
+      h.send({ type: 'HEARTBEAT.FAILED', connectionId: 'c-other', misses: 3, probe: false });
+      assert.equal(h.state, 'ready');
+      const g = harness({ slot: 'hold' });
+      const mark = g.mark();
+      g.send({ type: 'HEARTBEAT.FAILED', connectionId: 'c1', misses: 3, probe: false });
+      assert.equal(g.state, 'connecting');
+      assert.deepEqual(g.since(mark), []);
+    });
+
+    it('the heartbeat dies with ready: none while draining (grpc-js issue 3068), none after a close, none after a reconnect to handshaking', async () => {
+      const h = await readyOutbound({ delays: { drain: 60_000 } });
+      h.send(leaseRequest('l1'));
+      h.send({ type: 'DRAIN' });
+      assert.equal(h.state, 'draining');
+      assert.deepEqual(h.beats.map((b) => [b.op, b.connectionId]), [['start', 'c1'], ['stop', 'c1']]);
+      assert.equal(h.heartbeat, undefined);
+      assert.equal(h.heartbeats.size, 0);
+      assert.equal(h.heartbeats.armedAt, Infinity, 'no heartbeat timer left on the clock');
+      h.advance(DELAYS.heartbeatInterval * 10);
+      assert.deepEqual(h.controlTimes('ping'), []);
+      const g = readyInbound({ peerId: LOWER });
+      g.send(inbound('in-2'));
+      assert.equal(g.state, 'handshaking');
+      assert.deepEqual(g.beats.map((b) => [b.op, b.connectionId]), [['start', 'in-1'], ['stop', 'in-1']]);
+      assert.equal(g.heartbeats.size, 0);
+      g.send(hello('in-2', LOWER));
+      assert.deepEqual(g.beats.map((b) => [b.op, b.connectionId]).slice(2), [['start', 'in-2']]);
+      assert.equal(g.heartbeats.size, 1);
     });
   });
 
@@ -1132,7 +1186,7 @@ describe('connectionMachine', () => {
       const h = await readyOutbound();
       h.advanceAnswering(100);
       h.send(leaseRequest('l1'));
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'busy' } });
+      assert.deepEqual(h.snapshot.value, { ready: 'busy' });
       h.advanceAnswering(8000);
       assert.equal(h.state, 'ready');
       h.send({ type: 'LEASE.RELEASE', connectionId: 'c1' });
@@ -1163,7 +1217,7 @@ describe('connectionMachine', () => {
       h.send(streamRequest('s1'));
       h.advanceAnswering(DELAYS.idle * 2);
       assert.equal(h.state, 'ready');
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'busy' } });
+      assert.deepEqual(h.snapshot.value, { ready: 'busy' });
     });
 
     it('not while a request is queued', async () => {
@@ -1175,9 +1229,9 @@ describe('connectionMachine', () => {
       );
       h.advanceAnswering(DELAYS.idle * 2);
       assert.equal(h.state, 'ready');
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'busy' } });
+      assert.deepEqual(h.snapshot.value, { ready: 'busy' });
       h.send({ type: 'REQUEST.CANCEL', id: 'q1', error: ABORTED });
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'idle' } });
+      assert.deepEqual(h.snapshot.value, { ready: 'idle' });
     });
 
     it('PRUNE when idle -> draining -> closed with IdleTimeout; PRUNE while busy is ignored', async () => {
@@ -1607,15 +1661,11 @@ describe('connectionMachine', () => {
       assert.equal(h.context.ending?.remote, false);
     });
 
-    it('CONTROL.PING is answered; CONNECTION.INBOUND is rejected DuplicateConnection', async () => {
+    it('CONNECTION.INBOUND is rejected DuplicateConnection', async () => {
       const h = await draining();
       const mark = h.mark();
-      h.send({ type: 'CONTROL.PING', connectionId: 'c1', seq: 3 });
       h.send(inbound('in-9'));
-      assert.deepEqual(h.since(mark), [
-        ['sendControl', { connectionId: 'c1', message: { type: 'pong', seq: 3 } }],
-        ['rejectConnection', { connectionId: 'in-9', code: C.DuplicateConnection }],
-      ]);
+      assert.deepEqual(h.since(mark), [['rejectConnection', { connectionId: 'in-9', code: C.DuplicateConnection }]]);
       assert.equal(h.state, 'draining');
     });
 
@@ -1915,11 +1965,11 @@ describe('connectionMachine', () => {
 
     it('PIN false on a ready pinned peer lets it idle out; PIN true keeps it', async () => {
       const h = await readyOutbound({ pinned: true });
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'busy' } });
+      assert.deepEqual(h.snapshot.value, { ready: 'busy' });
       h.send({ type: 'PIN', pinned: false });
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'idle' } });
+      assert.deepEqual(h.snapshot.value, { ready: 'idle' });
       h.send({ type: 'PIN', pinned: true });
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'busy' } });
+      assert.deepEqual(h.snapshot.value, { ready: 'busy' });
       h.send({ type: 'PIN', pinned: false });
       h.advanceAnswering(DELAYS.idle);
       expectStates(h, [...READY_OUT, 'draining', 'closed']);
@@ -1939,43 +1989,46 @@ describe('connectionMachine', () => {
 
   // ============================================================ ready: probe
 
-  describe('ready: PROBE (network change)', () => {
-    it('pings at once; a pong in time keeps it ready with the heartbeat cadence restarted', async () => {
+  describe('ready: probe (engine.networkChanged(), through the heartbeat)', () => {
+    it('pings at once; a pong in time keeps it ready with the heartbeat cadence restarted from the pong', async () => {
       const h = await readyOutbound();
       h.advance(100);
-      h.send({ type: 'PROBE' });
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'probing', idle: 'idle' } });
+      assert.ok(h.probe());
+      assert.deepEqual(beat(h), ['probing', 0]);
       assert.deepEqual(h.controls().at(-1), ['c1', { type: 'ping', seq: 1 }]);
+      h.advance(10);
       pong(h, 1);
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'idle' } });
+      assert.deepEqual(beat(h), ['waiting', 0]);
+      assert.equal(h.heartbeat?.dueAt, h.now + DELAYS.heartbeatInterval);
       rest(h);
-    });
-
-    it('no pong within the heartbeat timeout: errored at once with HEARTBEAT_TIMEOUT, whatever the misses allow', async () => {
-      const h = await readyOutbound({ limits: { heartbeatMisses: 5 } });
-      h.send({ type: 'PROBE' });
-      h.advance(DELAYS.heartbeatTimeout - 1);
-      assert.equal(h.state, 'ready');
-      h.advance(1);
-      expectStates(h, [...READY_OUT, 'errored', 'closed']);
-      assert.equal(h.context.lastError?.code, 'HEARTBEAT_TIMEOUT');
-      assert.deepEqual(h.closes(), [['c1', C.HeartbeatTimeout]]);
     });
 
     it('a probe while a ping is out replaces it: the old pong no longer counts', async () => {
       const h = await readyOutbound();
       h.advance(DELAYS.heartbeatInterval);
-      h.send({ type: 'PROBE' });
+      h.probe();
       pong(h, 1);
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'probing', idle: 'idle' } });
+      assert.deepEqual(beat(h), ['probing', 0]);
       pong(h, 2);
-      assert.deepEqual(h.snapshot.value, { ready: { heartbeat: 'waiting', idle: 'idle' } });
+      assert.deepEqual(beat(h), ['waiting', 0]);
     });
 
-    it('PROBE outside ready is ignored', async () => {
+    it('a probe while probing pings again and restarts the timeout', async () => {
+      const h = await readyOutbound();
+      h.probe();
+      h.advance(100);
+      h.probe();
+      assert.deepEqual(h.controls().slice(1), [['c1', { type: 'ping', seq: 1 }], ['c1', { type: 'ping', seq: 2 }]]);
+      h.advance(DELAYS.heartbeatTimeout - 1);
+      assert.equal(h.state, 'ready');
+      h.advance(1);
+      expectStates(h, [...READY_OUT, 'errored', 'closed']);
+    });
+
+    it('no heartbeat, nothing to probe outside ready', async () => {
       const h = harness({ slot: 'hold' });
       const mark = h.mark();
-      h.send({ type: 'PROBE' });
+      assert.equal(h.probe(), false);
       assert.deepEqual(h.since(mark), []);
       assert.equal(h.state, 'connecting');
     });
@@ -2020,7 +2073,7 @@ describe('connectionMachine', () => {
         inbound('in-2'),
         { type: 'STREAM.OPENED', id: 's1' },
         { type: 'STREAM.INBOUND', connectionId: 'c1', streamId: 'i1', protocol: 'echo/1' },
-        { type: 'CONTROL.PING', connectionId: 'c1', seq: 1 },
+        { type: 'HEARTBEAT.FAILED', connectionId: 'c1', misses: 3, probe: false },
       ];
       for (const event of events) assert.doesNotThrow(() => h.send(event));
       h.advance(100_000);
@@ -2034,11 +2087,10 @@ describe('connectionMachine', () => {
   describe('events that do not apply are ignored (no throw, state unchanged)', () => {
     /** Events that apply in none of the states below. */
     const stray: ConnectionEvent[] = [
-      { type: 'CONTROL.PONG', connectionId: 'c1', seq: 1 },
+      { type: 'HEARTBEAT.FAILED', connectionId: 'c-other', misses: 3, probe: false },
       { type: 'CONTROL.GOAWAY', connectionId: 'c-other' },
       { type: 'CONTROL.HELLO', connectionId: 'c-other', version: 1, peerId: 'peer-b' },
       { type: 'CONTROL.HELLO_ACK', connectionId: 'c-other', version: 1, peerId: 'peer-b' },
-      { type: 'CONTROL.PING', connectionId: 'c-other', seq: 1 },
       { type: 'STREAM.OPEN_FAILED', id: 'nobody', error: { code: 'STREAM_REJECTED', message: 'x' } },
       { type: 'STREAM.OPEN_TIMEOUT', id: 'nobody' },
       { type: 'STREAM.CLOSED', connectionId: 'c-other', inbound: false },
@@ -2150,14 +2202,21 @@ describe('connectionMachine', () => {
       h.send(inbound('in-1'));
       check(); // handshaking inbound
       h.send(hello('in-1', 'peer-b'));
-      check(); // ready waiting (a pinned peer is never idle)
+      check(); // ready busy (a pinned peer is never idle)
       h.send(leaseRequest('l1'));
-      check(); // ready waiting/busy: only the heartbeat timer
-      assert.deepEqual(timerNames(h), ['heartbeatInterval']);
+      check(); // ready busy: no timer of XState's, the heartbeat's only
+      assert.deepEqual(timerNames(h), []);
+      const phases = [h.heartbeat?.phase];
       h.advance(DELAYS.heartbeatInterval);
-      check(); // pinging
+      check(); // heartbeat pinging
+      phases.push(h.heartbeat?.phase);
       h.advance(DELAYS.heartbeatTimeout);
-      check(); // missed
+      check(); // heartbeat missed
+      phases.push(h.heartbeat?.phase);
+      h.probe();
+      check(); // heartbeat probing
+      phases.push(h.heartbeat?.phase);
+      assert.deepEqual(phases, ['waiting', 'pinging', 'missed', 'probing']);
       h.send({ type: 'CONTROL.GOAWAY', connectionId: 'in-1' });
       check(); // draining (pinned, lease held)
       h.advance(DELAYS.drain);
@@ -2171,10 +2230,8 @@ describe('connectionMachine', () => {
           '"handshaking"',
           '{"connecting":"dialing"}',
           '{"connecting":"queued"}',
-          '{"ready":{"heartbeat":"missed","idle":"busy"}}',
-          '{"ready":{"heartbeat":"pinging","idle":"busy"}}',
-          '{"ready":{"heartbeat":"waiting","idle":"busy"}}',
-          // A pinned peer is never idle: its idle region stays busy.
+          // A pinned peer is never idle.
+          '{"ready":"busy"}',
         ].sort(),
       );
       h.advance(DELAYS.forceCloseGrace);

@@ -47,6 +47,8 @@ class LocalAdapter implements Adapter {
   loseClose = false;
   /** Every connection this side got (inbound) or made (outbound), in order. */
   readonly seen: Connection[] = [];
+  /** Pongs the engine sent (answers to the remote's pings). */
+  pongs = 0;
   readonly #inner: MemoryAdapter;
 
   constructor(inner: MemoryAdapter) {
@@ -84,7 +86,10 @@ class LocalAdapter implements Adapter {
           },
         });
       },
-      sendControl: (message) => inner.sendControl(message),
+      sendControl: (message) => {
+        if (message.type === 'pong') self.pongs += 1;
+        inner.sendControl(message);
+      },
       openStream: (protocol, options) => inner.openStream(protocol, options),
       close: (code, reason) => inner.close(code, reason),
     };
@@ -426,9 +431,20 @@ export class ModelDriver {
         .map((t) => `${t.id.replace(/^xstate\.after\.([^.]+)\..*$/, '$1')}/${t.delay}`)
         .sort()
         .join(' ');
-    const modelTimers = timers(expected.timers.filter((t) => !t.id.startsWith('env:')));
+    const modelTimers = timers(expected.timers.filter((t) => !t.id.startsWith('env:') && t.id !== 'hb'));
     const engineTimers = timers(this.scheduled());
     if (modelTimers !== engineTimers) problems.push(`timers: model [${modelTimers}], engine [${engineTimers}]`);
+    // The heartbeat: the engine's scheduler, not an XState timer.
+    const hb = expected.env.hb;
+    const hbTimer = expected.timers.find((t) => t.id === 'hb');
+    const modelBeat = hb === null ? null : { phase: hb.phase, dueAt: hbTimer?.at ?? Infinity, seq: hb.seq, misses: hb.misses };
+    const real = Engine.heartbeatOf(this.engine, this.remoteId);
+    const engineBeat = real === undefined ? null : { phase: real.phase, dueAt: real.dueAt, seq: real.seq, misses: real.misses };
+    if (JSON.stringify(modelBeat) !== JSON.stringify(engineBeat)) {
+      problems.push(`heartbeat: model ${JSON.stringify(modelBeat)}, engine ${JSON.stringify(engineBeat)}`);
+    }
+    if (real !== undefined && !(real.armedAt <= real.dueAt)) problems.push(`heartbeat due at ${real.dueAt}, its timer armed for ${real.armedAt}`);
+    if (this.local.pongs !== expected.env.pongs) problems.push(`pongs sent: model ${expected.env.pongs}, engine ${this.local.pongs}`);
     const total = this.engine.metrics().requests.total;
     if (total !== expected.env.nextReq) problems.push(`requests submitted: model ${expected.env.nextReq}, engine ${total}`);
     if (expected.env.anomalies.length > 0) problems.push(`broken promise: ${expected.env.anomalies.join('; ')}`);

@@ -5,6 +5,11 @@
  * peers, the transport connections, streams and leases the test holds, and a
  * scripted remote peer that does nothing unless a step tells it to).
  *
+ * The heartbeat is the runtime's (runtime/heartbeat.ts), not the machine's:
+ * the machine starts it on entering `ready` and stops it on leaving, and hears
+ * of it only when it fails (`HEARTBEAT.FAILED`). The model keeps it as the
+ * scheduler does (phase, sequence number, misses) with one timer, `hb`.
+ *
  * A step is a stimulus the test can cause from outside: an engine call, an
  * action of the scripted remote, a network fault, or letting the clock run to
  * the next timer. The model knows what each one costs in virtual time and
@@ -62,7 +67,6 @@ export const LIMITS: ConnectionLimits = {
   maxQueued: 1,
   maxStreams: 1,
   maxInboundStreams: 1,
-  heartbeatMisses: TIMING.heartbeat.misses,
   // Unpinned peers do not retry (policy `none`) but back off after a failed
   // dial; pinned peers retry until their attempts or restart intensity run out.
   maxAttempts: 1,
@@ -113,9 +117,6 @@ export const modelMachine = connectionMachine.provide({
     connectTimeout: TIMING.connectTimeoutMs,
     handshakeTimeout: TIMING.handshakeTimeoutMs,
     streamOpenTimeout: TIMING.streamOpenTimeoutMs,
-    heartbeatInterval: TIMING.heartbeat.intervalMs,
-    heartbeatTimeout: TIMING.heartbeat.timeoutMs,
-    heartbeatGap: TIMING.heartbeat.intervalMs - TIMING.heartbeat.timeoutMs,
     idleTimeout: TIMING.idleTimeoutMs,
     drainDeadline: TIMING.drainDeadlineMs,
     forceCloseGrace: TIMING.forceCloseGraceMs,
@@ -166,6 +167,7 @@ export type Stimulus =
   | { readonly type: 'REMOTE_DIAL' }
   | { readonly type: 'HELLO'; readonly ok: boolean }
   | { readonly type: 'HELLO_ACK'; readonly ok: boolean }
+  /** The remote pings us: the engine answers on the current connection, with no machine step. */
   | { readonly type: 'PING' }
   /** The remote answers the last ping. */
   | { readonly type: 'PONG' }
@@ -179,7 +181,7 @@ export type Stimulus =
   | { readonly type: 'NACK'; readonly id: string }
   /** The remote opens a stream of a known, an unknown, or the capped protocol. */
   | { readonly type: 'STREAM_IN'; readonly proto: 'known' | 'unknown' | 'capped' }
-  /** engine.networkChanged(): ready peers are probed. */
+  /** engine.networkChanged(): a ready peer's heartbeat pings at once (no machine step). */
   | { readonly type: 'PROBE' }
   /** engine.addPeer(remote, [address], { pinned }): pins or unpins the live machine. */
   | { readonly type: 'PIN'; readonly pinned: boolean }
@@ -290,7 +292,12 @@ export interface Env {
   active: string | null;
   waiting: string[];
   blockers: number;
+  /** The last ping the remote got (or will get). */
   ping: { readonly seq: number; readonly conn: string; readonly arrives: number } | null;
+  /** The peer's heartbeat, as the engine's scheduler keeps it; null outside `ready`. Its timer is `hb`. */
+  hb: Heartbeat | null;
+  /** Pongs the engine sent in answer to the remote's pings. */
+  pongs: number;
   stopped: boolean;
   loseClose: boolean;
   /** Our requests and how they were answered: `ok`, `lease`, or an error code. */
@@ -301,6 +308,15 @@ export interface Env {
   accepted: string[];
   /** Things the model saw that break the machine's own promises. */
   anomalies: string[];
+}
+
+export interface Heartbeat {
+  phase: 'waiting' | 'pinging' | 'missed' | 'probing';
+  seq: number;
+  misses: number;
+  /** The last ping was answered. */
+  answered: boolean;
+  readonly conn: string;
 }
 
 export interface ModelState {
@@ -475,6 +491,8 @@ class Work {
     }
     this.m = null;
     this.env.dialAt = null;
+    // The engine stops a removed machine's heartbeat.
+    this.env.hb = null;
     this.release('us');
     for (const c of this.env.conns) if (c.localOpen) this.closeLocal(c.sym, ConnectionErrorCode.Abandoned, false);
     this.timers = this.timers.filter((t) => t.id.startsWith('env:'));
@@ -552,14 +570,15 @@ class Work {
       case 'closeConnection':
         this.closeLocal(String(p.connectionId), p.code as ConnectionErrorCode, true);
         return;
-      case 'sendControl': {
-        const message = p.message as { type: string; seq?: number };
-        const conn = this.conn(String(p.connectionId));
-        if (message.type === 'ping' && conn?.localOpen === true) {
-          this.env.ping = { seq: message.seq ?? 0, conn: conn.sym, arrives: this.env.now + this.L };
-        }
+      case 'startHeartbeat':
+        this.env.hb = { phase: 'waiting', seq: 0, misses: 0, answered: false, conn: String(p.connectionId) };
+        this.cancel('hb');
+        this.schedule('hb', { type: 'hb' }, TIMING.heartbeat.intervalMs);
         return;
-      }
+      case 'stopHeartbeat':
+        this.env.hb = null;
+        this.cancel('hb');
+        return;
       default:
         return;
     }
@@ -624,9 +643,63 @@ class Work {
     }
   }
 
+  // ---- the heartbeat (runtime/heartbeat.ts)
+
+  /** Sends the heartbeat's next ping on its connection (if it is still open) and waits `timeout` for the pong. */
+  ping(hb: Heartbeat, phase: 'pinging' | 'probing'): void {
+    hb.seq += 1;
+    hb.answered = false;
+    hb.phase = phase;
+    this.schedule('hb', { type: 'hb' }, TIMING.heartbeat.timeoutMs);
+    const conn = this.conn(hb.conn);
+    if (conn?.localOpen === true) this.env.ping = { seq: hb.seq, conn: hb.conn, arrives: this.env.now + this.L };
+  }
+
+  /** The heartbeat's timer fired. */
+  beat(): void {
+    const hb = this.env.hb;
+    if (hb === null) return;
+    const { intervalMs, timeoutMs, misses } = TIMING.heartbeat;
+    if (hb.phase === 'waiting' || hb.phase === 'missed') return this.ping(hb, 'pinging');
+    if (hb.phase === 'pinging' && hb.misses + 1 < misses) {
+      hb.misses += 1;
+      hb.phase = 'missed';
+      this.schedule('hb', { type: 'hb' }, intervalMs - timeoutMs);
+      return;
+    }
+    this.env.hb = null;
+    const probe = hb.phase === 'probing';
+    this.send({ type: 'HEARTBEAT.FAILED', connectionId: hb.conn, misses: probe ? hb.misses : hb.misses + 1, probe });
+  }
+
+  /** The remote's pong of ping `seq`. */
+  pong(seq: number): void {
+    const hb = this.env.hb;
+    if (hb === null || seq !== hb.seq || seq === 0) return;
+    hb.answered = true;
+    hb.misses = 0;
+    if (hb.phase === 'pinging' || hb.phase === 'probing') {
+      hb.phase = 'waiting';
+      this.cancel('hb');
+      this.schedule('hb', { type: 'hb' }, TIMING.heartbeat.intervalMs);
+    }
+  }
+
+  /** engine.networkChanged(). */
+  probe(): void {
+    const hb = this.env.hb;
+    if (hb === null) return;
+    this.cancel('hb');
+    this.ping(hb, 'probing');
+  }
+
   /** Fires one timer. */
   fire(timer: Timer): void {
     this.timers = this.timers.filter((t) => t !== timer);
+    if (timer.id === 'hb') {
+      this.beat();
+      return;
+    }
     const env = /^env:(.+):(connect|queue)$/.exec(timer.id);
     if (env !== null) {
       // A blocker's dial timed out, or it gave up waiting: it closes and frees its place.
@@ -665,6 +738,8 @@ export function initialState(config: ModelConfig): ModelState {
     waiting: [],
     blockers: 0,
     ping: null,
+    hb: null,
+    pongs: 0,
     stopped: false,
     loseClose: false,
     answers: {},
@@ -679,6 +754,12 @@ export function initialState(config: ModelConfig): ModelState {
   w.create('outbound');
   w.drain();
   return { m: w.m, env: w.env, timers: w.timers, depth: 0, took: w.took, config };
+}
+
+/** The remote holds an unanswered ping of the heartbeat on `sym`, which a pong would answer. */
+function pongable(env: Env, sym: string): boolean {
+  const hb = env.hb;
+  return hb !== null && !hb.answered && hb.conn === sym && env.ping !== null && env.ping.conn === sym && env.ping.seq === hb.seq;
 }
 
 function nextTimer(timers: readonly Timer[]): Timer | undefined {
@@ -769,7 +850,7 @@ export function stimuli(state: ModelState, options: StimuliOptions = {}): Stimul
         out.push({ type: current.dir === 'in' ? 'HELLO_ACK' : 'HELLO', ok: true });
       }
       out.push({ type: 'PING' });
-      if (env.ping !== null && env.ping.conn === current.sym && env.ping.seq === c.pingSeq) out.push({ type: 'PONG' });
+      if (pongable(env, current.sym)) out.push({ type: 'PONG' });
       out.push({ type: 'GOAWAY' });
       out.push({ type: 'CLOSE_REMOTE', code: ConnectionErrorCode.Drain });
       if (inState(m, 'handshaking')) out.push({ type: 'CLOSE_REMOTE', code: ConnectionErrorCode.DuplicateConnection });
@@ -781,7 +862,7 @@ export function stimuli(state: ModelState, options: StimuliOptions = {}): Stimul
     for (const s of env.streams) if (s.kind === 'open') out.push({ type: 'ACK', id: s.id }, { type: 'NACK', id: s.id });
     if (!env.loseClose && inState(m, 'ready', 'draining')) out.push({ type: 'LOSE_CLOSE' });
     // At the limit the engine prunes an idle peer, or one backing off with nobody waiting.
-    const prunable = inState(m, 'ready.idle.idle') || (inState(m, 'errored') && c.queue.length === 0);
+    const prunable = inState(m, 'ready.idle') || (inState(m, 'errored') && c.queue.length === 0);
     if (state.config.crowded && !c.pinned && !env.stopped && prunable) out.push({ type: 'NEWCOMER' });
     // Pinning matters where the machine reads it: backing off, and idle in ready.
     if (!env.stopped && inState(m, 'errored', 'ready')) out.push({ type: 'PIN', pinned: !c.pinned });
@@ -903,12 +984,13 @@ function step(state: ModelState, s: Stimulus): ModelState {
     case 'PING':
     case 'PONG':
     case 'GOAWAY': {
-      const seq = ctx()?.pingSeq ?? 0;
+      // The remote answers the last ping it got.
+      const seq = env.ping?.seq ?? 0;
       env.now += cost;
       const sym = currentSym();
       if (w.conn(sym)?.localOpen !== true) break;
-      if (s.type === 'PING') w.send({ type: 'CONTROL.PING', connectionId: sym, seq: 1000 });
-      if (s.type === 'PONG') w.send({ type: 'CONTROL.PONG', connectionId: sym, seq });
+      if (s.type === 'PING' && w.m !== null && w.m.status === 'active') env.pongs += 1;
+      if (s.type === 'PONG' && env.hb?.conn === sym) w.pong(seq);
       if (s.type === 'GOAWAY') w.send({ type: 'CONTROL.GOAWAY', connectionId: sym });
       break;
     }
@@ -959,7 +1041,7 @@ function step(state: ModelState, s: Stimulus): ModelState {
       break;
     }
     case 'PROBE':
-      w.send({ type: 'PROBE' });
+      w.probe();
       break;
     case 'PIN':
       env.pinned = s.pinned;
@@ -1069,6 +1151,7 @@ export function viewOf(state: ModelState): PeerView | null {
 function timerName(t: Timer): string {
   if (t.id.startsWith('open:')) return 'open';
   if (t.id.startsWith('restart:')) return 'restart';
+  if (t.id === 'hb') return `hb.${t.delay}`;
   const after = /^xstate\.after\.([^.]+)\./.exec(t.id);
   return after === null ? t.id : after[1]!;
 }
@@ -1103,13 +1186,12 @@ export function keyOf(state: ModelState): string {
             c.restarts,
             c.pinned,
             c.wasReady,
-            c.misses,
             c.direction,
             c.connectionId === null,
             c.lastError?.code ?? null,
             c.ending === null ? null : [c.ending.code, c.ending.remote, c.ending.error.code],
-            env.ping !== null && env.ping.conn === c.connectionId && env.ping.seq === c.pingSeq,
           ],
+    hb: env.hb === null ? null : [env.hb.phase, env.hb.misses, env.hb.conn === c?.connectionId, pongable(env, env.hb.conn)],
     born: env.life > 0,
     pinned: env.pinned,
     t: timers,

@@ -136,7 +136,7 @@ describe('engine over the memory network', () => {
     assert.ok(errored !== undefined, 'never errored');
     assert.ok(errored.at > partitionedAt);
     assert.ok(errored.at - partitionedAt <= heartbeat.intervalMs * heartbeat.misses + heartbeat.timeoutMs);
-    assert.ok(errored.event.startsWith('xstate.after'), `errored by ${errored.event}`);
+    assert.equal(errored.event, 'HEARTBEAT.FAILED', `errored by ${errored.event}`);
     s.network.heal();
   });
 

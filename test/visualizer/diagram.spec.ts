@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { setup } from 'xstate';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,18 +57,50 @@ describe('visualizer: machine graph and static export', () => {
     assert.deepEqual(labels('errored', 'connecting'), ['after retryBackoff [canRetry]', 'after retryBackoff [hasWaiting]']);
     assert.deepEqual(labels('draining', 'errored'), ['CONNECTION.CLOSED [isCurrent && pinnedRemoteDrain]', 'always [pinnedRemoteDrain && isSettled]']);
     assert.deepEqual(labels('handshaking', 'handshaking'), ['CONNECTION.INBOUND']);
-    assert.equal(graph.states.find((s) => s.key === 'ready')!.kind, 'parallel');
+    assert.equal(graph.states.find((s) => s.key === 'ready')!.kind, 'compound');
     assert.equal(graph.states.find((s) => s.key === 'closed')!.kind, 'final');
     assert.ok(graph.states.find((s) => s.key === 'ready')!.internal.includes('REQUEST'));
-    assert.deepEqual(activeStateIds('peerConnection', { ready: { heartbeat: 'pinging', idle: 'busy' } }), [
-      'peerConnection',
-      'peerConnection.ready',
-      'peerConnection.ready.heartbeat',
-      'peerConnection.ready.heartbeat.pinging',
-      'peerConnection.ready.idle',
-      'peerConnection.ready.idle.busy',
+    // The heartbeat is the runtime's: `ready` has no heartbeat states, one transition for its failure.
+    assert.deepEqual(
+      graph.states.filter((s) => s.path[0] === 'ready').map((s) => s.id),
+      ['peerConnection.ready', 'peerConnection.ready.busy', 'peerConnection.ready.idle'],
+    );
+    assert.deepEqual(labels('ready', 'errored'), ['HEARTBEAT.FAILED [isCurrent]', 'CONNECTION.CLOSED [isCurrent]']);
+    assert.deepEqual(activeStateIds('peerConnection', { ready: 'busy' }), ['peerConnection', 'peerConnection.ready', 'peerConnection.ready.busy']);
+    assert.equal(describeValue({ ready: 'idle' }), 'ready (idle)');
+  });
+
+  it('draws parallel regions (a machine with a parallel state)', async () => {
+    const machine = setup({}).createMachine({
+      id: 'toy',
+      initial: 'on',
+      states: {
+        on: {
+          type: 'parallel',
+          states: {
+            light: { initial: 'dim', states: { dim: { on: { UP: 'bright' } }, bright: {} } },
+            fan: { initial: 'slow', states: { slow: { after: { 1000: 'fast' } }, fast: {} } },
+          },
+          on: { OFF: 'off' },
+        },
+        off: { type: 'final' },
+      },
+    });
+    const toy = machineGraph(machine);
+    assert.equal(toy.states.find((s) => s.key === 'on')!.kind, 'parallel');
+    assert.deepEqual(activeStateIds('toy', { on: { light: 'dim', fan: 'fast' } }), [
+      'toy',
+      'toy.on',
+      'toy.on.light',
+      'toy.on.light.dim',
+      'toy.on.fan',
+      'toy.on.fan.fast',
     ]);
-    assert.equal(describeValue({ ready: { heartbeat: 'pinging', idle: 'busy' } }), 'ready (heartbeat.pinging, idle.busy)');
+    assert.equal(describeValue({ on: { light: 'dim', fan: 'fast' } }), 'on (light.dim, fan.fast)');
+    const { svg, mermaid } = await diagramSources(machine, 'toy');
+    assert.ok(mermaid.split('\n').some((l) => l.trim() === '--'), 'parallel regions are separated');
+    assert.match(svg, /<g class="pl-state [^"]*\bpl-region\b[^"]*" data-state="toy\.on\.light"/, 'regions are drawn as regions');
+    for (const id of ['toy.on.light.dim', 'toy.on.fan.fast']) assert.ok(svg.includes(`data-state="${id}"`), id);
   });
 
   it('exports Mermaid stateDiagram-v2 with every state and every transition label', async () => {
@@ -84,7 +117,6 @@ describe('visualizer: machine graph and static export', () => {
     }
     assert.ok(lines.some((l) => l.trim() === '[*] --> start'));
     assert.ok(lines.some((l) => l.trim() === 'closed --> [*]'));
-    assert.ok(lines.some((l) => l.trim() === '--'), 'parallel regions are separated');
     // Composite blocks are balanced.
     assert.equal(lines.filter((l) => l.trim().endsWith('{')).length, lines.filter((l) => l.trim() === '}').length);
   });

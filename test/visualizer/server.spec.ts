@@ -79,9 +79,9 @@ describe('visualizer: server', () => {
     const graph = await get(`${viz.url}graph.svg`);
     assert.equal(graph.status, 200);
     assert.match(String(graph.headers['content-type']), /^image\/svg\+xml/);
-    assert.ok(graph.body.includes('data-state="peerConnection.ready.heartbeat.pinging"'));
+    assert.ok(graph.body.includes('data-state="peerConnection.ready.idle"'));
     const labelled = await get(`${viz.url}graph.svg?labels=1`);
-    assert.ok(labelled.body.includes('>after heartbeatInterval</text>'));
+    assert.ok(labelled.body.includes('>after idleTimeout</text>'));
     assert.equal((await get(`${viz.url}nope`)).status, 404);
     assert.equal((await get(viz.url, { Host: `evil.example:${viz.port}` })).status, 403, 'DNS rebinding: foreign Host header');
     const foreign = new WebSocket(`ws://127.0.0.1:${viz.port}/ws`, { origin: 'http://evil.example' });
