@@ -340,6 +340,8 @@ export class QuicAdapter implements Adapter {
     if (signal?.aborted === true) return Promise.reject(new TransportError('aborted', 'dial aborted'));
     return new Promise<Connection>((resolve, reject) => {
       const controller = new AbortController();
+      /** The library's attempt is over (it resolved or rejected): nothing left to stop. */
+      let attemptOver = false;
       const onAbort = (): void => dial.fail(new TransportError('aborted', 'dial aborted'));
       const finish = (): boolean => {
         if (dial.settled) return false;
@@ -347,7 +349,7 @@ export class QuicAdapter implements Adapter {
         signal?.removeEventListener('abort', onAbort);
         this.#dials.delete(dial);
         // Stops the library's attempt; a connection it makes anyway is closed below.
-        controller.abort(new Error('dial settled'));
+        if (!attemptOver) controller.abort(new Error('dial settled'));
         return true;
       };
       const dial: PendingDial = {
@@ -389,6 +391,7 @@ export class QuicAdapter implements Adapter {
       })();
       const tracked = attempt.then(
         (client) => {
+          attemptOver = true;
           if (client === undefined) return;
           client.addEventListener('EventError', (event: Event) => {
             const error = detailOf(event);
@@ -418,7 +421,10 @@ export class QuicAdapter implements Adapter {
           if (finish()) resolve(connection);
           else connection.close(ConnectionErrorCode.Abandoned, reasonFor(ConnectionErrorCode.Abandoned));
         },
-        (error: unknown) => dial.fail(this.#dialError(error, address)),
+        (error: unknown) => {
+          attemptOver = true;
+          dial.fail(this.#dialError(error, address));
+        },
       );
       this.#attempts.add(tracked);
       void tracked.finally(() => this.#attempts.delete(tracked));

@@ -6,6 +6,7 @@ import { createSocket } from 'node:dgram';
 import { QUICClient, QUICSocket, errors as quicErrors, events as quicEvents, type QUICStream } from '@matrixai/quic';
 import {
   CERT_FILE,
+  DEFAULT_TRANSPORT_POLICY,
   IdentityError,
   KEY_FILE,
   TransportError,
@@ -23,7 +24,7 @@ import {
   type QuicAdapterOptions,
   type QuicIdentity,
 } from '../../adapters/quic/index.js';
-import type { CloseInfo, Connection, IncomingStream, Stream } from '../../protocol/adapter.js';
+import type { CloseInfo, Connection, IncomingStream, Stream, TransportPolicy } from '../../protocol/adapter.js';
 import type { ControlMessage } from '../../protocol/control.js';
 import { ACK, END_FRAME, FrameParser, encodeControl, encodeDataFrame, encodeHeader } from '../../adapters/quic/wire.js';
 import { ConnectionErrorCode, reasonFor } from '../../protocol/codes.js';
@@ -143,10 +144,11 @@ interface Pair {
   close(): Promise<void>;
 }
 
-async function pair(options: { a?: Partial<QuicAdapterOptions>; b?: Partial<QuicAdapterOptions> } = {}): Promise<Pair> {
+async function pair(options: { a?: Partial<QuicAdapterOptions>; b?: Partial<QuicAdapterOptions>; bPolicy?: TransportPolicy } = {}): Promise<Pair> {
   const logger = recordingLogger();
   const a = createQuicAdapter({ identity: await identity('alice'), logger, ...options.a });
   const b = createQuicAdapter({ identity: await identity('bob'), logger, ...options.b });
+  if (options.bPolicy !== undefined) b.configure(options.bPolicy);
   const inbound: Connection[] = [];
   await b.listen((connection) => void inbound.push(connection));
   await a.start();
@@ -324,6 +326,30 @@ describe('QUIC adapter', function () {
         await sleep(50);
         assert.equal(p.inbound.length, 0);
         assert.equal(p.b.stats().connections, 0);
+      } finally {
+        await p.close();
+      }
+    });
+
+    it('outbound: a dialler that refuses the listener still completes its side of TLS, then closes: the listener drops the attempt at once, not at its timeouts', async function () {
+      this.timeout(30_000);
+      // Timeouts far beyond the wait below (the start, handshake and idle
+      // timeouts): only the dialler's close can end the listener's attempt in time.
+      const slow = { ...DEFAULT_TRANSPORT_POLICY, connectTimeoutMs: 300_000, handshakeTimeoutMs: 300_000, heartbeatIntervalMs: 100_000 };
+      const p = await pair({ bPolicy: slow });
+      try {
+        const stranger = await identity('mallory');
+        await assert.rejects(
+          p.a.dial(stranger.peerId, p.b.address, { signal: new AbortController().signal }),
+          (e: unknown) => e instanceof TransportError && e.kind === 'identity-mismatch',
+        );
+        // The listener registered the attempt (it sent its first flight); the dialler's close (after its Finished) ends it.
+        await waitFor(() => p.b.stats().handshaking === 0 && p.b.stats().libraryConnections === 0, 'the listener to drop the attempt', 10_000);
+        assert.equal(p.inbound.length, 0);
+        assert.equal(p.b.stats().connections, 0);
+        // The right peer id still connects.
+        await p.connect();
+        assert.equal(p.inbound.length, 1);
       } finally {
         await p.close();
       }

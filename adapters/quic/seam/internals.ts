@@ -28,6 +28,10 @@ export interface ConnectionInternals {
   readonly streamMap: Map<number, QUICStream>;
   /** True once TLS finished and the verify callback accepted the peer. */
   readonly secureEstablished: boolean;
+  /** Marks the connection verified: `start()` resolves. */
+  resolveSecureEstablishedP(): void;
+  /** CA certificates (DER) handed to the verify callback. */
+  readonly caDERs: Uint8Array[] | undefined;
   _remoteHost: string;
   _remotePort: number;
   resolveClosedP(): void;
@@ -90,6 +94,7 @@ const NATIVE_METHODS = [
   'isEstablished',
   'peerError',
   'localError',
+  'peerCertChain',
   'close',
   'sourceId',
 ] as const;
@@ -105,7 +110,7 @@ export function nativeShape(native: unknown): string[] {
 export function connectionShape(quic: QUICConnection): string[] {
   const c = connectionInternals(quic) as unknown as Record<string, unknown>;
   const missing: string[] = [];
-  for (const name of ['send', 'recv', 'processStreams', 'setConnTimeoutTimer', 'resolveClosedP', 'dispatchEvent']) {
+  for (const name of ['send', 'recv', 'processStreams', 'setConnTimeoutTimer', 'resolveClosedP', 'resolveSecureEstablishedP', 'dispatchEvent']) {
     if (typeof c[name] !== 'function') missing.push(`connection ${name}()`);
   }
   if (typeof (c.recvLock as { withF?: unknown } | undefined)?.withF !== 'function') missing.push('connection recvLock');

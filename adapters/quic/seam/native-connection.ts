@@ -40,6 +40,14 @@ export interface DatagramSink {
 
 /** One buffer for every packet quiche writes: sends are synchronous, the sink copies. */
 const sendScratch = new Uint8Array(65_536);
+/**
+ * The same buffer cut to quiche's default datagram size, for the handshake:
+ * quiche pads a dialler's datagram that carries an Initial packet to the
+ * buffer's size (up to the largest datagram the listener accepts, 16 KB on
+ * loopback), and the dialler's last handshake flight carries one (its ACK of
+ * the listener's Initial) along with its Finished and its hello.
+ */
+const handshakeScratch = sendScratch.subarray(0, native.quiche.MAX_DATAGRAM_SIZE);
 
 /** A FIFO mutex with the one method the library's `recv()` uses. */
 class ChainLock {
@@ -108,6 +116,12 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
   #writeFlushQueued = false;
   #flushWaiters: Array<() => void> | undefined;
   readonly #recvInfo: RecvInfo;
+  /** The remote has answered (always, on the listener's side): datagrams go out natively. */
+  #heard: boolean;
+  /** The verify callback is running. */
+  #verifying = false;
+  /** A flush ran after the peer was verified: no Initial packet is left to send. */
+  #pastHandshake = false;
 
   // quiche's timer.
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -128,8 +142,19 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
     c.recvLock = new ChainLock();
     c.processStreams = () => this.#processStreams();
     c.setConnTimeoutTimer = () => this.#armTimer();
-    // Until the peer is verified the library's send runs its verify callback.
-    c.send = () => (c.secureEstablished ? this.#corked() : this.#librarySend());
+    c.send = () => this.#send();
+    // A dialler's datagrams take the library's send until the listener has
+    // answered: that send fails the dial at once when the address cannot be
+    // sent to (EINVAL, ENETUNREACH), instead of at the connect timeout.
+    this.#heard = c.type === 'server';
+    if (!this.#heard) {
+      const recv = c.recv;
+      c.recv = (...args: Parameters<typeof recv>) => {
+        this.#heard = true;
+        c.recv = recv;
+        return recv.apply(quic, args);
+      };
+    }
     quic.addEventListener(quicEvents.EventQUICConnectionStarted.name, this.#onStarted, { once: true });
     quic.addEventListener(quicEvents.EventQUICConnectionStop.name, this.#onStop, { once: true });
   }
@@ -208,8 +233,7 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
 
   readonly #flushWrites = (): void => {
     this.#writeFlushQueued = false;
-    if (this.#c.secureEstablished) this.#flush();
-    else this.wake();
+    this.#sendNow();
   };
 
   blocked(stream: NativeStream, waiting: boolean): void {
@@ -322,6 +346,88 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
 
   // ---------------------------------------------------------------- send
 
+  /**
+   * The library's `send()`, called after every datagram received, by the
+   * dialler's `start()`, and for the final close. The datagrams go out at
+   * the end of the turn (`#corked`); before that, once TLS is done, the peer
+   * is verified as the library does it (the verify callback, then the
+   * connection counts as established and its streams are handed over), but
+   * before anything more is sent rather than after. A dialler's last
+   * handshake flight then leaves with what its first turn as a verified
+   * connection writes (the application's hello), in one datagram.
+   */
+  #send(): Promise<void> {
+    if (!this.#heard) return this.#librarySend();
+    if (!this.#c.secureEstablished) this.#verify();
+    return this.#corked();
+  }
+
+  /** Runs the verify callback once TLS is done (the library's steps, in its order). */
+  #verify(): void {
+    const c = this.#c;
+    const conn = this.conn;
+    // A close of ours not sent yet (a refusal) counts as closing: the library checks after its send, when it went out.
+    if (this.#verifying || c.secureEstablished || !conn.isEstablished() || this.#closing()) return;
+    const config = c.config;
+    // Without a callback the library marks the connection established itself, in `recv()`.
+    if (!config.verifyPeer || config.verifyCallback == null) return;
+    this.#verifying = true;
+    let answer: Promise<number | undefined | void>;
+    try {
+      answer = Promise.resolve(config.verifyCallback(conn.peerCertChain() ?? [], c.caDERs ?? []));
+    } catch (error) {
+      answer = Promise.reject(error);
+    }
+    answer.then(
+      (cryptoError) => {
+        this.#verifying = false;
+        if (c.secureEstablished || this.#closing()) return;
+        if (cryptoError != null) {
+          this.#refuse(cryptoError);
+          return;
+        }
+        c.resolveSecureEstablishedP();
+        this.#processStreams();
+        this.wake();
+      },
+      (error: unknown) => {
+        this.#verifying = false;
+        this.#onError('verify callback', error);
+        if (!c.secureEstablished && !this.#closing()) this.#refuse(native.CryptoError.InternalError);
+      },
+    );
+  }
+
+  /** Closed, draining, or closed by us with the close not sent yet. */
+  #closing(): boolean {
+    const conn = this.conn;
+    return conn.isClosed() || conn.isDraining() || conn.localError() !== null;
+  }
+
+  /**
+   * The verify callback refused the peer: closed with its TLS alert, as the
+   * library does, after what quiche already had to send (a dialler's
+   * Finished): quiche sends the close in the newest packet space, and a
+   * listener ignores 1-RTT packets until the handshake is complete, so
+   * without the Finished it would not hear of the close before its
+   * handshake timeout.
+   */
+  #refuse(cryptoError: number): void {
+    this.#flush();
+    this.conn.close(false, cryptoError, Buffer.from(''));
+    const detail = new quicErrors.ErrorQUICConnectionLocalTLS('Failed connection due to custom TLS verification', {
+      data: this.conn.localError() ?? { isApp: false, errorCode: cryptoError, reason: new Uint8Array() },
+    });
+    this.#c.dispatchEvent(new quicEvents.EventQUICConnectionError({ detail }));
+    this.wake();
+  }
+
+  /** Sends what quiche has now: natively once the remote answered, else through the library. */
+  #sendNow(): void {
+    if (this.#heard) this.#flush();
+    else void this.#librarySend().catch((error: unknown) => this.#onError('send', error));
+  }
+
   /** What the library's callers of `send()` get: a promise of the next flush. */
   #corked(): Promise<void> {
     this.wake();
@@ -334,17 +440,17 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
     this.#flushScheduled = false;
     const waiters = this.#flushWaiters;
     this.#flushWaiters = undefined;
-    if (this.#c.secureEstablished) this.#flush();
-    else void this.#librarySend().catch((error: unknown) => this.#onError('send', error));
+    this.#sendNow();
     if (waiters !== undefined) for (const resolve of waiters) resolve();
   };
 
   #flush(): void {
     const conn = this.conn;
+    const out = this.#pastHandshake ? sendScratch : handshakeScratch;
     for (;;) {
       let result: ReturnType<NativeConnection['send']>;
       try {
-        result = conn.send(sendScratch);
+        result = conn.send(out);
       } catch (error) {
         const detail = new quicErrors.ErrorQUICConnectionInternal('Failed connection send with unknown internal error', { cause: error });
         this.#c.dispatchEvent(new quicEvents.EventQUICConnectionError({ detail }));
@@ -352,8 +458,9 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
       }
       if (result === null) break;
       const [length, info] = result;
-      this.#sink.send(sendScratch, length, info.to.port, info.to.host);
+      this.#sink.send(out, length, info.to.port, info.to.host);
     }
+    if (!this.#pastHandshake && this.#c.secureEstablished) this.#pastHandshake = true;
     this.#armTimer();
     this.#reportPeerClose();
   }
@@ -413,8 +520,7 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
       this.#onError('timer', error);
       return;
     }
-    if (this.#c.secureEstablished) this.#flush();
-    else void this.#librarySend().catch((error: unknown) => this.#onError('timer send', error));
+    this.#sendNow();
   };
 
   /** quiche says closed: what the library's timer does then, once. */
