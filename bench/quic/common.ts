@@ -92,6 +92,17 @@ export function ackRawStream(quic: QUICConnection, stream: QUICStream): void {
   })().catch(() => {});
 }
 
+/** Calls `onStream` for every stream a remote opens on any connection the listener accepts. */
+function serveRawStreams(server: QUICServer, onStream: (quic: QUICConnection, stream: QUICStream) => void): void {
+  server.addEventListener(quicEvents.EventQUICServerConnection.name, (event: Event) => {
+    const quic = (event as unknown as { detail: QUICConnection }).detail;
+    quic.addEventListener(quicEvents.EventQUICConnectionStream.name, (streamEvent: Event) => {
+      const stream = (streamEvent as unknown as { detail: QUICStream }).detail;
+      onStream(quic, stream);
+    });
+  });
+}
+
 export interface RawServer {
   readonly port: number;
   close(): Promise<void>;
@@ -114,13 +125,7 @@ export async function rawServer(identity: QuicIdentity, options: { verifyPeer?: 
     },
   });
   await server.start();
-  server.addEventListener(quicEvents.EventQUICServerConnection.name, (event: Event) => {
-    const quic = (event as unknown as { detail: QUICConnection }).detail;
-    quic.addEventListener(quicEvents.EventQUICConnectionStream.name, (streamEvent: Event) => {
-      const stream = (streamEvent as unknown as { detail: QUICStream }).detail;
-      ackRawStream(quic, stream);
-    });
-  });
+  serveRawStreams(server, ackRawStream);
   return {
     port: socket.port,
     async close() {
@@ -194,13 +199,7 @@ export async function rawPair(onStream: (quic: QUICConnection, stream: QUICStrea
     config: { key: serverIdentity.privateKeyPem, cert: serverIdentity.certificatePem, verifyPeer: false, ...limits },
   });
   await server.start();
-  server.addEventListener(quicEvents.EventQUICServerConnection.name, (event: Event) => {
-    const quic = (event as unknown as { detail: QUICConnection }).detail;
-    quic.addEventListener(quicEvents.EventQUICConnectionStream.name, (streamEvent: Event) => {
-      const stream = (streamEvent as unknown as { detail: QUICStream }).detail;
-      onStream(quic, stream);
-    });
-  });
+  serveRawStreams(server, onStream);
   const clientSocket = new QUICSocket({ logger: silentLogger });
   await clientSocket.start({ host: '127.0.0.1', port: 0 });
   const client = await QUICClient.createQUICClient(
