@@ -38,7 +38,6 @@
  */
 import { QUICClient, QUICSocket } from '@matrixai/quic';
 import { createQuicAdapter, peerIdFromCertificate, type QuicAdapter } from '../../adapters/quic/index.js';
-import type { Connection } from '../../protocol/adapter.js';
 import { createEngine, type Engine } from '../../runtime/index.js';
 import { RESULT_PREFIX, flagArg, numberArg, say } from '../common.js';
 import { benchIdentity, clientCrypto, cpuMsSince, percentile, silentLogger, sortedCopy } from './common.js';
@@ -104,11 +103,13 @@ async function peerlineRound(peers: Listener[], round: number): Promise<Round> {
   return { took, cpu };
 }
 
-/** `adapter.dial` alone: the transport peerline's engine dials through, with no engine on this side. */
-async function adapterRound(peers: Listener[], round: number): Promise<Round> {
-  const adapter = createQuicAdapter({ identity: await benchIdentity(`adapter-dialler-${round}`), logger: quiet });
-  await adapter.start();
-  const connections: Connection[] = [];
+/**
+ * Dials every listener with `dial`, `CONCURRENCY` at a time (a simple pool).
+ * The wall and process CPU time until the last dial settled, and what the
+ * dials made.
+ */
+async function pooled<T>(peers: Listener[], dial: (peer: Listener) => Promise<T>): Promise<Round & { made: T[]; failed: number }> {
+  const made: T[] = [];
   let next = 0;
   let failed = 0;
   const cpuBefore = process.cpuUsage();
@@ -118,15 +119,23 @@ async function adapterRound(peers: Listener[], round: number): Promise<Round> {
       while (next < peers.length) {
         const peer = peers[next++]!;
         try {
-          connections.push(await adapter.dial(peer.engine.peerId, peer.adapter.address, { signal: new AbortController().signal }));
+          made.push(await dial(peer));
         } catch {
           failed++;
         }
       }
     }),
   );
-  const took = performance.now() - started;
-  const cpu = cpuMsSince(cpuBefore);
+  return { took: performance.now() - started, cpu: cpuMsSince(cpuBefore), made, failed };
+}
+
+/** `adapter.dial` alone: the transport peerline's engine dials through, with no engine on this side. */
+async function adapterRound(peers: Listener[], round: number): Promise<Round> {
+  const adapter = createQuicAdapter({ identity: await benchIdentity(`adapter-dialler-${round}`), logger: quiet });
+  await adapter.start();
+  const { took, cpu, failed } = await pooled(peers, (peer) =>
+    adapter.dial(peer.engine.peerId, peer.adapter.address, { signal: new AbortController().signal }),
+  );
   if (failed > 0) say(`  adapter round ${round}: ${failed} of ${PEERS} failed`);
   await adapter.close();
   return { took, cpu };
@@ -136,50 +145,32 @@ async function rawRound(peers: Listener[], round: number): Promise<Round> {
   const identity = await benchIdentity(`raw-dialler-${round}`);
   const socket = new QUICSocket({ logger: silentLogger });
   await socket.start({ host: '127.0.0.1', port: 0 });
-  const clients: QUICClient[] = [];
-  let next = 0;
-  let failed = 0;
-  const cpuBefore = process.cpuUsage();
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (next < peers.length) {
-        const peer = peers[next++]!;
-        try {
-          clients.push(
-            await QUICClient.createQUICClient(
-              {
-                host: '127.0.0.1',
-                port: peer.adapter.port,
-                socket,
-                logger: silentLogger,
-                crypto: clientCrypto,
-                config: {
-                  key: identity.privateKeyPem,
-                  cert: identity.certificatePem,
-                  applicationProtos: ['peerline/1'],
-                  // The listener's certificate checked and its peer id pinned, as peerline's dial does.
-                  verifyPeer: true,
-                  verifyCallback: async (certs: Uint8Array[]) => {
-                    try {
-                      return peerIdFromCertificate(certs[0] ?? new Uint8Array()) === peer.engine.peerId ? undefined : BAD_CERTIFICATE;
-                    } catch {
-                      return BAD_CERTIFICATE;
-                    }
-                  },
-                },
-              },
-              { timer: 20_000 },
-            ),
-          );
-        } catch {
-          failed++;
-        }
-      }
-    }),
+  const { took, cpu, failed, made: clients } = await pooled(peers, (peer) =>
+    QUICClient.createQUICClient(
+      {
+        host: '127.0.0.1',
+        port: peer.adapter.port,
+        socket,
+        logger: silentLogger,
+        crypto: clientCrypto,
+        config: {
+          key: identity.privateKeyPem,
+          cert: identity.certificatePem,
+          applicationProtos: ['peerline/1'],
+          // The listener's certificate checked and its peer id pinned, as peerline's dial does.
+          verifyPeer: true,
+          verifyCallback: async (certs: Uint8Array[]) => {
+            try {
+              return peerIdFromCertificate(certs[0] ?? new Uint8Array()) === peer.engine.peerId ? undefined : BAD_CERTIFICATE;
+            } catch {
+              return BAD_CERTIFICATE;
+            }
+          },
+        },
+      },
+      { timer: 20_000 },
+    ),
   );
-  const took = performance.now() - started;
-  const cpu = cpuMsSince(cpuBefore);
   if (failed > 0) say(`  raw round ${round}: ${failed} of ${PEERS} failed`);
   await Promise.all(clients.map((c) => c.destroy({ force: true }).catch(() => {})));
   await socket.stop({ force: true }).catch(() => {});
