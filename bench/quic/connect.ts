@@ -18,6 +18,12 @@
  * Both sides dial the same listeners, so both go through their stateless
  * retry (one more round trip; @matrixai/quic's server always does it).
  *
+ * With `--adapter`, a third side in the same rounds: `adapter.dial` of a
+ * peerline QUIC adapter with no engine on the dialling side (the listeners'
+ * engines still adopt each connection), D in flight at a time as raw. Its
+ * ratio to raw is the transport's share of the difference; peerline / adapter
+ * is the engine's (its machines and the hello/hello-ack).
+ *
  * The P listeners are peerline engines, started once and shared by every
  * round; each round makes a fresh dialler and closes every connection before
  * the next. Rounds alternate which side goes first. Reported: the median
@@ -28,17 +34,18 @@
  * engine's work per peer: its machines, the control stream and the
  * hello/hello-ack).
  *
- *   npx tsx bench/quic/connect.ts [--peers 200] [--concurrency 50] [--rounds 4]
+ *   npx tsx bench/quic/connect.ts [--peers 200] [--concurrency 50] [--rounds 4] [--adapter]
  */
 import { QUICClient, QUICSocket } from '@matrixai/quic';
 import { createQuicAdapter, peerIdFromCertificate, type QuicAdapter } from '../../adapters/quic/index.js';
 import { createEngine, type Engine } from '../../runtime/index.js';
-import { RESULT_PREFIX, numberArg, say } from '../common.js';
+import { RESULT_PREFIX, flagArg, numberArg, say } from '../common.js';
 import { benchIdentity, clientCrypto, cpuMsSince, percentile, silentLogger, sortedCopy } from './common.js';
 
 const PEERS = numberArg('peers', 200);
 const CONCURRENCY = numberArg('concurrency', 50);
 const ROUNDS = numberArg('rounds', 4);
+const ADAPTER = flagArg('adapter');
 
 const quiet = { trace: () => {}, warn: () => {} };
 
@@ -57,6 +64,8 @@ async function listeners(): Promise<Listener[]> {
   }
   return out;
 }
+
+type Side = 'raw' | 'peerline' | 'adapter';
 
 /** One side's round: wall time until every peer was connected, and the process CPU time meanwhile (ms). */
 interface Round {
@@ -94,11 +103,13 @@ async function peerlineRound(peers: Listener[], round: number): Promise<Round> {
   return { took, cpu };
 }
 
-async function rawRound(peers: Listener[], round: number): Promise<Round> {
-  const identity = await benchIdentity(`raw-dialler-${round}`);
-  const socket = new QUICSocket({ logger: silentLogger });
-  await socket.start({ host: '127.0.0.1', port: 0 });
-  const clients: QUICClient[] = [];
+/**
+ * Dials every listener with `dial`, `CONCURRENCY` at a time (a simple pool).
+ * The wall and process CPU time until the last dial settled, and what the
+ * dials made.
+ */
+async function pooled<T>(peers: Listener[], dial: (peer: Listener) => Promise<T>): Promise<Round & { made: T[]; failed: number }> {
+  const made: T[] = [];
   let next = 0;
   let failed = 0;
   const cpuBefore = process.cpuUsage();
@@ -108,40 +119,58 @@ async function rawRound(peers: Listener[], round: number): Promise<Round> {
       while (next < peers.length) {
         const peer = peers[next++]!;
         try {
-          clients.push(
-            await QUICClient.createQUICClient(
-              {
-                host: '127.0.0.1',
-                port: peer.adapter.port,
-                socket,
-                logger: silentLogger,
-                crypto: clientCrypto,
-                config: {
-                  key: identity.privateKeyPem,
-                  cert: identity.certificatePem,
-                  applicationProtos: ['peerline/1'],
-                  // The listener's certificate checked and its peer id pinned, as peerline's dial does.
-                  verifyPeer: true,
-                  verifyCallback: async (certs: Uint8Array[]) => {
-                    try {
-                      return peerIdFromCertificate(certs[0] ?? new Uint8Array()) === peer.engine.peerId ? undefined : BAD_CERTIFICATE;
-                    } catch {
-                      return BAD_CERTIFICATE;
-                    }
-                  },
-                },
-              },
-              { timer: 20_000 },
-            ),
-          );
+          made.push(await dial(peer));
         } catch {
           failed++;
         }
       }
     }),
   );
-  const took = performance.now() - started;
-  const cpu = cpuMsSince(cpuBefore);
+  return { took: performance.now() - started, cpu: cpuMsSince(cpuBefore), made, failed };
+}
+
+/** `adapter.dial` alone: the transport peerline's engine dials through, with no engine on this side. */
+async function adapterRound(peers: Listener[], round: number): Promise<Round> {
+  const adapter = createQuicAdapter({ identity: await benchIdentity(`adapter-dialler-${round}`), logger: quiet });
+  await adapter.start();
+  const { took, cpu, failed } = await pooled(peers, (peer) =>
+    adapter.dial(peer.engine.peerId, peer.adapter.address, { signal: new AbortController().signal }),
+  );
+  if (failed > 0) say(`  adapter round ${round}: ${failed} of ${PEERS} failed`);
+  await adapter.close();
+  return { took, cpu };
+}
+
+async function rawRound(peers: Listener[], round: number): Promise<Round> {
+  const identity = await benchIdentity(`raw-dialler-${round}`);
+  const socket = new QUICSocket({ logger: silentLogger });
+  await socket.start({ host: '127.0.0.1', port: 0 });
+  const { took, cpu, failed, made: clients } = await pooled(peers, (peer) =>
+    QUICClient.createQUICClient(
+      {
+        host: '127.0.0.1',
+        port: peer.adapter.port,
+        socket,
+        logger: silentLogger,
+        crypto: clientCrypto,
+        config: {
+          key: identity.privateKeyPem,
+          cert: identity.certificatePem,
+          applicationProtos: ['peerline/1'],
+          // The listener's certificate checked and its peer id pinned, as peerline's dial does.
+          verifyPeer: true,
+          verifyCallback: async (certs: Uint8Array[]) => {
+            try {
+              return peerIdFromCertificate(certs[0] ?? new Uint8Array()) === peer.engine.peerId ? undefined : BAD_CERTIFICATE;
+            } catch {
+              return BAD_CERTIFICATE;
+            }
+          },
+        },
+      },
+      { timer: 20_000 },
+    ),
+  );
   if (failed > 0) say(`  raw round ${round}: ${failed} of ${PEERS} failed`);
   await Promise.all(clients.map((c) => c.destroy({ force: true }).catch(() => {})));
   await socket.stop({ force: true }).catch(() => {});
@@ -163,38 +192,44 @@ export interface ConnectReport {
 async function main(): Promise<void> {
   say(`connect to ${PEERS} peers, dial concurrency ${CONCURRENCY}, loopback; ${ROUNDS} rounds`);
   const peers = await listeners();
-  const peerline: number[] = [];
-  const raw: number[] = [];
-  const cpu = { peerline: [] as number[], raw: [] as number[] };
+  const totals: Record<Side, number[]> = { raw: [], peerline: [], adapter: [] };
+  const cpu: Record<Side, number[]> = { raw: [], peerline: [], adapter: [] };
+  const runs: Record<Side, (round: number) => Promise<Round>> = {
+    raw: (round) => rawRound(peers, round),
+    peerline: (round) => peerlineRound(peers, round),
+    adapter: (round) => adapterRound(peers, round),
+  };
+  const order: Side[] = ADAPTER ? ['raw', 'adapter', 'peerline'] : ['raw', 'peerline'];
   // One round of each side first, not counted: the code is compiled, and the
   // listeners' certificates are checked once (the check is cached per process)
   // before either side is timed.
-  for (const run of [() => rawRound(peers, -1), () => peerlineRound(peers, -1)]) {
-    await run();
+  for (const side of order) {
+    await runs[side](-1);
     await new Promise((resolve) => setTimeout(resolve, 300));
   }
   for (let round = 0; round < ROUNDS; round++) {
-    const sides: Array<[string, () => Promise<Round>]> = [
-      ['raw', () => rawRound(peers, round)],
-      ['peerline', () => peerlineRound(peers, round)],
-    ];
-    if (round % 2 === 1) sides.reverse();
-    for (const [name, run] of sides) {
-      const { took, cpu: used } = await run();
-      (name === 'raw' ? raw : peerline).push(took);
-      cpu[name === 'raw' ? 'raw' : 'peerline'].push(used / PEERS);
-      say(`  round ${round} ${name.padEnd(8)} ${took.toFixed(0)} ms, CPU ${(used / PEERS).toFixed(2)} ms per peer (both ends, until the last one connected)`);
+    const sides = round % 2 === 1 ? [...order].reverse() : order;
+    for (const side of sides) {
+      const { took, cpu: used } = await runs[side](round);
+      totals[side].push(took);
+      cpu[side].push(used / PEERS);
+      say(`  round ${round} ${side.padEnd(8)} ${took.toFixed(0)} ms, CPU ${(used / PEERS).toFixed(2)} ms per peer (both ends, until the last one connected)`);
       // Let the listeners finish closing before the next side.
       await new Promise((resolve) => setTimeout(resolve, 300));
     }
   }
-  const p = percentile(sortedCopy(peerline), 0.5);
-  const r = percentile(sortedCopy(raw), 0.5);
+  const p = percentile(sortedCopy(totals.peerline), 0.5);
+  const r = percentile(sortedCopy(totals.raw), 0.5);
   say('');
   say(`median total: peerline ${p.toFixed(0)} ms (${((PEERS / p) * 1000).toFixed(0)} peers/s), raw ${r.toFixed(0)} ms (${((PEERS / r) * 1000).toFixed(0)} peers/s)`);
   const pc = percentile(sortedCopy(cpu.peerline), 0.5);
   const rc = percentile(sortedCopy(cpu.raw), 0.5);
   say(`median CPU per peer: peerline ${pc.toFixed(2)} ms, raw ${rc.toFixed(2)} ms`);
+  if (ADAPTER) {
+    const a = percentile(sortedCopy(totals.adapter), 0.5);
+    const ac = percentile(sortedCopy(cpu.adapter), 0.5);
+    say(`adapter.dial alone: ${a.toFixed(0)} ms, CPU ${ac.toFixed(2)} ms per peer; adapter / raw: time ${(a / r).toFixed(2)}, CPU ${(ac / rc).toFixed(2)}; peerline / adapter: time ${(p / a).toFixed(2)}, CPU ${(pc / ac).toFixed(2)}`);
+  }
   const goal = 1.2;
   say(`peerline / raw: time ${(p / r).toFixed(2)}, CPU ${(pc / rc).toFixed(2)} (goal: time <= ${goal}: ${p / r <= goal ? 'MET' : 'NOT MET'})`);
   await Promise.all(peers.map((l) => l.engine.stop({ force: true })));
