@@ -31,6 +31,7 @@ import { ConnectionErrorCode, reasonFor } from '../../protocol/codes.js';
 import { adapterCompliance } from './compliance.js';
 import { escapedErrors } from '../fixtures/hooks.js';
 import { blackhole, identity, recordingLogger, sleep } from '../fixtures/identity.js';
+import { eventually } from '../fixtures/hostile-peer.js';
 import { UdpProxy } from '../../bin/udp-proxy.js';
 
 adapterCompliance('quic', async () => {
@@ -311,6 +312,24 @@ describe('QUIC adapter', function () {
         await p.close();
       }
       await assert.rejects(p.a.dial(p.b.localPeerId, p.b.address, { signal: new AbortController().signal }), (e: unknown) => e instanceof TransportError && e.kind === 'closed');
+    });
+
+    it('a port already taken: start() rejects and the UDP socket it made is closed, not left open', async function () {
+      const udpHandles = (): number => process.getActiveResourcesInfo().filter((kind) => kind === 'UDPWrap').length;
+      const holder = createQuicAdapter({ identity: await identity('alice'), host: '127.0.0.1' });
+      await holder.start();
+      const before = udpHandles();
+      try {
+        for (let i = 0; i < 3; i++) {
+          const late = createQuicAdapter({ identity: await identity('bob'), host: '127.0.0.1', port: holder.port });
+          await assert.rejects(late.start());
+          await late.close();
+        }
+        // A closed socket leaves the list on a later turn of the loop.
+        assert.ok(await eventually(() => udpHandles() === before, 5_000), `${udpHandles() - before} UDP sockets left open`);
+      } finally {
+        await holder.close();
+      }
     });
   });
 
