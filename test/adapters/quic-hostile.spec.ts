@@ -242,8 +242,10 @@ describe('hostile peers over QUIC (loopback)', function () {
       const outcomes = await Promise.all(Array.from({ length: 50 }, () => hostile.slowHeader(connection, 'echo/1', 100)));
       assert.ok(outcomes.every((o) => isReset(o, StreamCode.ProtocolViolation)), JSON.stringify(outcomes.slice(0, 2)));
       const times = outcomes.map((o) => (o as StreamOutcome).afterMs);
-      // The header timeout is the handshake timeout, 500 ms: well before the 900 ms the header needs.
-      assert.ok(Math.min(...times) >= 450 && Math.max(...times) < 1_500, `reset after ${Math.min(...times)}..${Math.max(...times)} ms`);
+      // The header timeout is the handshake timeout, 500 ms, before the 900 ms the
+      // header needs: a header that completed would have been accepted, not reset.
+      // No upper bound: a busy machine fires the timer late, and that is no failure.
+      assert.ok(Math.min(...times) >= 450, `reset after ${Math.min(...times)}..${Math.max(...times)} ms`);
       assert.equal(connection.ended, undefined);
       return { code: `stream reset ${StreamCode.ProtocolViolation} at the header timeout`, ms: Math.max(...times) };
     });
@@ -281,7 +283,8 @@ describe('hostile peers over QUIC (loopback)', function () {
       );
       const ms = Date.now() - started;
       assert.deepEqual([...new Set(opens)], ['STREAM_TIMEOUT']);
-      assert.ok(ms >= 900 && ms < 3_000, `failed after ${ms} ms`);
+      // Not before the stream open timeout (1 s); a busy machine may answer later.
+      assert.ok(ms >= 900, `failed after ${ms} ms`);
       assert.equal(connection.incoming.length, 10, 'the headers arrived, unanswered');
       assert.ok(await eventually(() => target.engine.snapshot().peers.find((p) => p.peerId === peerId)?.opening === 0, 2_000));
       return { code: 'request fails STREAM_TIMEOUT (streamOpenTimeoutMs)', ms };
@@ -298,8 +301,8 @@ describe('hostile peers over QUIC (loopback)', function () {
       const close = await connection.closed;
       const ms = Date.now() - started;
       assert.equal(close.isApp, true);
+      // The code says the heartbeats caught it (not QUIC's idle timeout, a second later).
       assert.equal(close.errorCode, ConnectionErrorCode.HeartbeatTimeout);
-      assert.ok(ms < 2_000, `closed after ${ms} ms`);
       return { code: `close ${ConnectionErrorCode.HeartbeatTimeout} (HeartbeatTimeout)`, ms };
     });
   });
@@ -402,7 +405,14 @@ describe('hostile peers over QUIC (loopback)', function () {
 
   it('control floods: 200 000 pings at once, and pings whose pongs are never read: closed with ControlFlood; nothing piles up', async function () {
     this.timeout(60_000);
-    await underAttack('control floods (pings, pongs never read)', {}, async ({ target, hostile }) => {
+    // The hostile peer never reads its control stream, so it never answers
+    // the target's pings either: with the usual heartbeat (1 s, 2 misses) the
+    // slow flood's connection died of HeartbeatTimeout whenever the machine
+    // was busy enough to slow the flood's 100 ms turns, before its unread
+    // pongs passed the backlog bound. Heartbeats out of the way, the flood
+    // alone decides.
+    const heartbeat = { intervalMs: 60_000, timeoutMs: 10_000, misses: 2 };
+    await underAttack('control floods (pings, pongs never read)', { heartbeat }, async ({ target, hostile }) => {
       // As fast as the loop turns, never reading the pongs: the inbound rate limit.
       const fast = await hostile.join(target.target, hostile.peerId);
       fast.readsControl = false;
@@ -608,7 +618,8 @@ describe('hostile peers over QUIC (loopback)', function () {
           assert.equal(close.errorCode, ConnectionErrorCode.HandshakeTimeout);
         }
         const times = closes.map((c) => c.afterMs);
-        assert.ok(times.every((t) => t >= 450 && t < 1_500), `closed after ${times.join(', ')} ms`);
+        // Not before the handshake timeout (500 ms); the codes say the timeout closed them.
+        assert.ok(times.every((t) => t >= 450), `closed after ${times.join(', ')} ms`);
         return { code: `close ${ConnectionErrorCode.HandshakeTimeout} (HandshakeTimeout); TLS stall: CONNECTION_REFUSED "${ConnectionErrorReason.HandshakeTimeout}"`, ms: Math.max(...times) };
       } finally {
         await Promise.all(stallers.map((s) => s.close()));
