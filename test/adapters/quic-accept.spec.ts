@@ -16,7 +16,8 @@ import { TransportError, createQuicAdapter, type QuicAdapter } from '../../adapt
 import type { Connection, IncomingStream } from '../../protocol/adapter.js';
 import { identity, recordingLogger, sleep } from '../fixtures/identity.js';
 
-async function waitFor<T>(get: () => T | undefined, what: string, ms = 3_000): Promise<T> {
+/** Polls `get` until it gives a value; `ms` is a deadline, generous for a busy machine. */
+async function waitFor<T>(get: () => T | undefined, what: string, ms = 10_000): Promise<T> {
   const end = Date.now() + ms;
   for (let value = get(); ; value = get()) {
     if (value !== undefined) return value;
