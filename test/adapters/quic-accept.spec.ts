@@ -64,7 +64,7 @@ describe('QUIC adapter: accept() on a stream whose QUIC writable closed', functi
         stream = pending.accept();
       });
       assert.ok(stream !== undefined);
-      const ended = await Promise.race([stream.closed.then(() => true), sleep(2_000).then(() => false)]);
+      const ended = await Promise.race([stream.closed.then(() => true), sleep(10_000).then(() => false)]);
       assert.equal(ended, true, 'the stream ended');
       const read = await stream.readable
         .getReader()
@@ -75,7 +75,7 @@ describe('QUIC adapter: accept() on a stream whose QUIC writable closed', functi
         );
       assert.ok(read instanceof TransportError, `reading fails with a TransportError, got ${String(read)}`);
       // The opener gets an answer too (no ACK came): a typed failure, not a hang.
-      const answer = await Promise.race([opening.then(() => 'stream', (error: unknown) => error), sleep(5_000).then(() => 'no answer')]);
+      const answer = await Promise.race([opening.then(() => 'stream', (error: unknown) => error), sleep(10_000).then(() => 'no answer')]);
       assert.ok(answer instanceof TransportError, `the opener's answer: ${String(answer)}`);
     });
   }
