@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { isDeepStrictEqual } from 'node:util';
-import { runQuicDemo } from '../../bin/quic-demo.js';
+import { runQuicDemo, type QuicDemoReport } from '../../bin/quic-demo.js';
 import { eventually } from '../fixtures/hostile-peer.js';
 
 /** Open UDP sockets and TCP servers/sockets in this process, by kind. */
@@ -23,6 +23,22 @@ function openHandles(): Record<string, number> {
     if (/UDP|TCP/.test(kind)) counts[kind] = (counts[kind] ?? 0) + 1;
   }
   return counts;
+}
+
+/** Fails unless the open handles come back to `before`: a closed socket leaves the list on a later turn of the loop, later still on a busy machine. */
+async function assertHandlesBackTo(before: Record<string, number>): Promise<void> {
+  await eventually(() => isDeepStrictEqual(openHandles(), before), 10_000);
+  assert.deepEqual(openHandles(), before);
+}
+
+/** A run cut short by its signal: none of its chaos schedule ran, nothing crashed, every request answered, everything closed. */
+async function assertInterruptedCleanly(report: QuicDemoReport, before: Record<string, number>): Promise<void> {
+  assert.equal(report.interrupted, true);
+  assert.deepEqual(report.chaos, []);
+  assert.equal(report.crashes, 0);
+  assert.equal(report.requests.unanswered, 0);
+  assert.deepEqual(report.leftover, []);
+  await assertHandlesBackTo(before);
 }
 
 /** A failure the demo may count: a PeerlineError's code, or a transport error of the echo exchange. */
@@ -84,9 +100,7 @@ describe('QUIC demo (bin/quic-demo.ts)', function () {
 
     assert.deepEqual(report.leftover, []);
     assert.equal(report.interrupted, false);
-    // A closed socket leaves the list on a later turn of the loop, later still on a busy machine.
-    await eventually(() => isDeepStrictEqual(openHandles(), before), 10_000);
-    assert.deepEqual(openHandles(), before);
+    await assertHandlesBackTo(before);
   });
 
   it('ends early and cleanly when its signal is aborted', async function () {
@@ -94,28 +108,15 @@ describe('QUIC demo (bin/quic-demo.ts)', function () {
     const stop = new AbortController();
     setTimeout(() => stop.abort(), 1500);
     const report = await runQuicDemo({ peers: 3, durationS: 60, seed: 1, chaos: true, port: 0, out: () => {}, signal: stop.signal });
-    assert.equal(report.interrupted, true);
     // Its first chaos step is due 9 s into the run, a timer armed after the
-    // abort's: the abort always comes first, however slow the machine, and
-    // nothing of the schedule ran.
-    assert.deepEqual(report.chaos, []);
-    assert.equal(report.crashes, 0);
-    assert.equal(report.requests.unanswered, 0);
-    assert.deepEqual(report.leftover, []);
-    // A closed socket leaves the list on a later turn of the loop, later still on a busy machine.
-    await eventually(() => isDeepStrictEqual(openHandles(), before), 10_000);
-    assert.deepEqual(openHandles(), before);
+    // abort's: the abort always comes first, however slow the machine, so
+    // nothing of the schedule may have run.
+    await assertInterruptedCleanly(report, before);
   });
 
   it('a signal aborted before the agents are up (a slow start) still ends the run as interrupted', async function () {
     const before = openHandles();
     const report = await runQuicDemo({ peers: 2, durationS: 60, seed: 1, chaos: false, port: 0, out: () => {}, signal: AbortSignal.abort() });
-    assert.equal(report.interrupted, true);
-    assert.deepEqual(report.chaos, []);
-    assert.equal(report.crashes, 0);
-    assert.equal(report.requests.unanswered, 0);
-    assert.deepEqual(report.leftover, []);
-    await eventually(() => isDeepStrictEqual(openHandles(), before), 10_000);
-    assert.deepEqual(openHandles(), before);
+    await assertInterruptedCleanly(report, before);
   });
 });
