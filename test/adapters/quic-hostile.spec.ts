@@ -294,11 +294,11 @@ describe('hostile peers over QUIC (loopback)', function () {
   });
 
   it('never acknowledging: a peer gone silent (no ACK, no pong) is closed by heartbeats with HeartbeatTimeout', async function () {
-    // The target pings the good peer too: a pong wait of 1 s, not less, so
-    // that a busy machine's late pong does not cost the good peer its
-    // connection. Two misses: the silent peer is caught after about 3.4 s,
-    // a second before QUIC's idle timeout.
-    const heartbeat = { intervalMs: 1_200, timeoutMs: 1_000, misses: 2 };
+    // The target pings the good peer too: a pong wait of 2.5 s, so that a busy
+    // machine's late pong does not cost the good peer its connection. Two
+    // misses: the silent peer is caught after about 8.5 s, 2 s before QUIC's
+    // idle timeout (10.6 s).
+    const heartbeat = { intervalMs: 3_000, timeoutMs: 2_500, misses: 2 };
     await underAttack('silent peer (no QUIC ACK, no pong)', { heartbeat }, async ({ target, hostile }) => {
       const connection = await hostile.join(target.target, hostile.peerId);
       assert.ok(await eventually(() => connection.controls.some((m) => m.type === 'ping'), 10_000), 'heartbeats flow');
