@@ -99,6 +99,9 @@ interface Arena {
   sample(): void;
 }
 
+/** Streams of the STOP_SENDING flood that quiche 0.18 may keep, and their credit with them, on a busy machine. */
+const KEPT_BY_QUICHE = 5;
+
 describe('hostile peers over QUIC (loopback)', function () {
   // A deadline: the attacks are seconds of CPU work (1 500 streams, 2 000
   // open+reset, 200 000 pings) that a loaded machine stretches several times.
@@ -401,8 +404,14 @@ describe('hostile peers over QUIC (loopback)', function () {
         await eventually(() => streamsOf(target, hostile.peerId) === 0 && target.adapter.stats().streams - streamsOf(target, hostile.peerId) <= 1, 10_000),
         JSON.stringify({ peers: target.engine.snapshot().peers, stats: target.adapter.stats() }),
       );
-      // And the remote's stream credit is back where it was.
-      assert.ok(await eventually(() => connection.credit === baseline, 10_000), `credit ${connection.credit} of ${baseline}`);
+      // And the remote's stream credit is back where it was, but for streams
+      // quiche 0.18 keeps: one the STOP_SENDING reached while bytes of ours
+      // were in flight is never collected (docs/PERFORMANCE.md, library
+      // behaviour 5). Whether a stream's answer was in flight then depends on
+      // how busy the machine is (1 of 1 500 in about 1 run of 6 under four
+      // busy loops, none on an idle machine), so a few are allowed; without
+      // the credit coming back the flood above stops at 100 streams.
+      assert.ok(await eventually(() => connection.credit === baseline, 10_000) || baseline - connection.credit <= KEPT_BY_QUICHE, `credit ${connection.credit} of ${baseline}`);
       assert.equal(connection.ended, undefined);
       const failed = ends.filter((e) => e !== 'written').length;
       return {
