@@ -2,6 +2,7 @@ import { strict as assert } from 'node:assert';
 import { report, runCoverage, untaken, type CoverageRun } from './coverage.js';
 import { walks } from './walks.js';
 import { definedTransitions } from './transitions.js';
+import { forgetModelStates } from './paths.js';
 
 /**
  * Model-based tests generated from the peer connection machine (see
@@ -13,6 +14,11 @@ describe('model: generated paths over the peer connection machine', function () 
   this.timeout(180_000);
   let run: CoverageRun | undefined;
   const ensure = async (): Promise<CoverageRun> => (run ??= await runCoverage());
+  // The explored model graph is large (hundreds of MB); the rest of the suite does not need it.
+  after(() => {
+    run = undefined;
+    forgetModelStates();
+  });
 
   it('drives the engine along every generated path and matches the model after every step', async () => {
     const r = await ensure();
