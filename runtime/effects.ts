@@ -11,7 +11,6 @@
 import { TransportError, type Stream } from '../protocol/adapter.js';
 import { errorInfo, reasonFor, type ConnectionErrorCode } from '../protocol/codes.js';
 import type { ControlMessage } from '../protocol/control.js';
-import type { Clock } from '../protocol/time.js';
 import type { ConnectionMachine } from '../machines/connection-machine.js';
 import type { EngineOptions } from './defaults.js';
 import type { Dialer } from './dialer.js';
@@ -29,7 +28,6 @@ export type ConnectionEffects = Parameters<ConnectionMachine['provide']>[0];
 
 export interface EffectsInit {
   readonly options: Readonly<EngineOptions>;
-  readonly clock: Clock;
   readonly metrics: Metrics;
   readonly requests: Requests;
   readonly dialer: Dialer;

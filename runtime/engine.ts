@@ -303,7 +303,6 @@ export class Engine {
     this.#machine = connectionMachine.provide(
       connectionEffects({
         options: this.options,
-        clock: this.clock,
         metrics: this.#metrics,
         requests: this.#requests,
         dialer: this.#dialer,

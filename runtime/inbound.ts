@@ -18,7 +18,6 @@ import { STREAM_LIMIT_REASON, type ProtocolLimits } from './protocol-limits.js';
 import { wrapStream, type StreamHandler } from './streams.js';
 
 export interface InboundInit {
-  readonly localPeerId: string;
   readonly maxProtocolLength: number;
   readonly adapter: Adapter;
   readonly admission: Admission;
