@@ -131,11 +131,6 @@ export class ProtocolLimits {
     this.#use.delete(connectionId);
   }
 
-  /** Connections with counts held (for tests: bounded by the live connections). */
-  get connections(): number {
-    return this.#use.size;
-  }
-
   #refill(use: Use, rate: { readonly opens: number; readonly windowMs: number }): number {
     const now = this.#now();
     use.tokens = Math.min(rate.opens, use.tokens + ((now - use.at) * rate.opens) / rate.windowMs);

@@ -136,10 +136,6 @@ export class Requests {
     return this.#pending.size;
   }
 
-  has(id: string): boolean {
-    return this.#pending.has(id);
-  }
-
   submit(spec: RequestSpec): void {
     // An answer given while this runs (invalid, stopped, QUEUE_FULL, backing
     // off) is delivered on a microtask: never synchronously from requests.next().
