@@ -686,8 +686,9 @@ export class Engine {
 
   // ---------------------------------------------------------------- routing
 
+  /** Runs once per request: catches inline rather than make a closure for `#guard`. */
   #route(request: StreamRequest): void {
-    this.#guard('route', () => {
+    try {
       if (request === null || typeof request !== 'object' || typeof request.reply !== 'function') {
         this.#metrics.internalErrors += 1;
         this.#log.warn('peerline: dropped a stream request without a reply function');
@@ -703,7 +704,9 @@ export class Engine {
         onStream: request.reply,
         onLease: undefined,
       });
-    });
+    } catch (error) {
+      this.#failed('route', error);
+    }
   }
 
   // --------------------------------------------------------------- registry
