@@ -121,10 +121,6 @@ export function isPeerlineError(error: unknown): error is PeerlineError {
 
 /** Maps a transport failure to the error a request or a machine ends with. */
 export function transportErrorInfo(error: unknown, during: 'dial' | 'stream'): ErrorInfo {
-  // A per-protocol limit of the remote's handler: retry later, not a protocol it refuses.
-  if (error instanceof TransportError && error.kind === 'rejected' && error.message.startsWith(STREAM_LIMIT_REASON)) {
-    return errorInfo('STREAM_LIMIT', error.message);
-  }
   if (error instanceof TransportError) {
     switch (error.kind) {
       case 'refused':
@@ -134,7 +130,8 @@ export function transportErrorInfo(error: unknown, during: 'dial' | 'stream'): E
       case 'identity-mismatch':
         return errorInfo('PEER_IDENTITY_MISMATCH', error.message, ConnectionErrorCode.IdentityMismatch);
       case 'rejected':
-        return errorInfo('STREAM_REJECTED', error.message);
+        // A per-protocol limit of the remote's handler: retry later, not a protocol it refuses.
+        return errorInfo(error.message.startsWith(STREAM_LIMIT_REASON) ? 'STREAM_LIMIT' : 'STREAM_REJECTED', error.message);
       case 'protocol':
         return errorInfo('PROTOCOL_VIOLATION', error.message, ConnectionErrorCode.ProtocolViolation);
       case 'aborted':
