@@ -8,6 +8,7 @@
 import { strict as assert } from 'node:assert';
 import type { ConnectionState, PeerStream } from '../../runtime/index.js';
 import { createEngine, PeerlineError } from '../../runtime/index.js';
+import { hub } from '../fixtures/pair.js';
 import { codes, echo, holder, swarm, track, type Swarm } from '../fixtures/swarm.js';
 
 /** Opens a stream, checks it, and closes it: the peer is then idle. */
@@ -504,11 +505,7 @@ describe('lifecycle policies over the memory network', () => {
 
     it('peers$ gives the current map at once, one map per turn of changes, and completes when the engine stops', async () => {
       s = await swarm();
-      const a = await s.add('a');
-      await s.add('b');
-      await s.add('c');
-      a.addPeer('b', [s.network.address('b')]);
-      a.addPeer('c', [s.network.address('c')]);
+      const a = await hub(s);
       await s.until(a.withConnection('b', () => undefined));
       const maps: Array<Record<string, string>> = [];
       let done = false;
