@@ -61,7 +61,8 @@ export const clientCrypto = { ops: { randomBytes: async (data: ArrayBuffer) => v
  */
 export const RAW_HEADER = Uint8Array.of(0x01, 0x00, 0x07, ...new TextEncoder().encode('bench/1'));
 
-function nativeOf(quic: QUICConnection): { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } {
+/** The connection's quiche handle, for writes the library's streams do not offer (data and FIN in one call). */
+export function nativeOf(quic: QUICConnection): { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } {
   return (quic as unknown as { conn: { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } }).conn;
 }
 
@@ -71,7 +72,8 @@ export async function endWithByte(quic: QUICConnection, stream: QUICStream, writ
   await writer.close();
 }
 
-async function readToEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+/** Reads and drops everything until the stream's end. */
+export async function readToEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
   for (;;) if ((await reader.read()).done) return;
 }
 
