@@ -5,7 +5,9 @@
  */
 import { createHmac, randomFillSync } from 'node:crypto';
 import { QUICClient, QUICServer, QUICSocket, events as quicEvents, type QUICConnection, type QUICStream } from '@matrixai/quic';
-import { generateIdentity, type QuicIdentity } from '../../adapters/quic/index.js';
+import { createQuicAdapter, generateIdentity, type QuicAdapterOptions, type QuicIdentity } from '../../adapters/quic/index.js';
+import { createEngine, type Engine, type EngineInit } from '../../runtime/index.js';
+import { quietLogger } from '../common.js';
 
 /** A logger for the library that drops everything (the library's default prints to stderr). */
 export const silentLogger = (() => {
@@ -36,6 +38,27 @@ export function benchIdentity(name: string): Promise<QuicIdentity> {
     identities.set(name, found);
   }
   return found;
+}
+
+/**
+ * The peerline side of the QUIC benchmarks: two engines on their own
+ * adapters on loopback, both started (`serve` registers `b`'s handlers
+ * first), `a` knowing `b`'s address; nothing connected yet. Both log nothing.
+ */
+export async function quicEnginePair(
+  name: string,
+  options: { readonly adapter?: Partial<Omit<QuicAdapterOptions, 'identity'>>; readonly engine?: EngineInit; readonly serve: (b: Engine) => void },
+): Promise<{ a: Engine; b: Engine }> {
+  const adapterA = createQuicAdapter({ identity: await benchIdentity(`${name}-a`), logger: quietLogger, ...options.adapter });
+  const adapterB = createQuicAdapter({ identity: await benchIdentity(`${name}-b`), logger: quietLogger, ...options.adapter });
+  const init = { logger: quietLogger, trace: false, ...options.engine };
+  const a = createEngine({ adapter: adapterA, ...init });
+  const b = createEngine({ adapter: adapterB, ...init });
+  options.serve(b);
+  await a.start();
+  await b.start();
+  a.addPeer(b.peerId, [adapterB.address]);
+  return { a, b };
 }
 
 export const serverCrypto = {
