@@ -85,6 +85,9 @@ export function say(line = ''): void {
 /** Marker of the machine-readable line a child benchmark prints for `bench/run.ts`. */
 export const RESULT_PREFIX = 'BENCH_RESULT ';
 
+/** A logger (engine's or adapter's) that drops everything: the benchmarks print their own lines. */
+export const quietLogger = { trace: (): void => {}, warn: (): void => {} };
+
 /** A hub engine `ready` with its remote engines, see `hubWithPeers`. */
 export interface HubWorld {
   readonly clock: VirtualClock;

@@ -24,7 +24,7 @@ import { MemoryNetwork, VirtualClock } from '../adapters/memory/index.js';
 import { createQuicAdapter, quicAddress, type QuicAdapter } from '../adapters/quic/index.js';
 import { createEngine, type Engine, type EngineInit, type PeerStream } from '../runtime/index.js';
 import { UdpProxy } from '../bin/udp-proxy.js';
-import { drive, median, numberArg, RESULT_PREFIX, say } from './common.js';
+import { drive, median, numberArg, quietLogger, RESULT_PREFIX, say } from './common.js';
 import { benchIdentity, percentile, sortedCopy } from './quic/common.js';
 
 const MB = 1024 * 1024;
@@ -33,7 +33,6 @@ const mb = numberArg('mb', 32);
 const rounds = numberArg('rounds', 4);
 const cuts = numberArg('cuts', 10);
 
-const quiet = { trace: () => {}, warn: () => {} };
 const init: EngineInit = {
   heartbeat: { intervalMs: 200, timeoutMs: 150, misses: 1 },
   connectTimeoutMs: 2_000,
@@ -43,7 +42,7 @@ const init: EngineInit = {
 /** `fastFailure`: heartbeats that notice a dead link in ~350 ms (for the reconnect part only; bulk transfers on a loaded machine can delay a pong past them). */
 async function node(name: string, fastFailure: boolean): Promise<{ engine: Engine; adapter: QuicAdapter }> {
   const adapter = createQuicAdapter({ identity: await benchIdentity(name) });
-  const engine = createEngine({ adapter, logger: quiet, trace: false, ...(fastFailure ? init : {}) });
+  const engine = createEngine({ adapter, logger: quietLogger, trace: false, ...(fastFailure ? init : {}) });
   await engine.start();
   return { engine, adapter };
 }
@@ -120,8 +119,8 @@ async function alternate(run: (resumable: boolean) => Promise<number>, label: st
 async function memoryThroughput(): Promise<Ratio> {
   const clock = new VirtualClock();
   const network = new MemoryNetwork({ clock, latencyMs: 0 });
-  const alice = createEngine({ adapter: network.node('alice'), clock, logger: quiet, trace: false });
-  const bob = createEngine({ adapter: network.node('bob'), clock, logger: quiet, trace: false });
+  const alice = createEngine({ adapter: network.node('alice'), clock, logger: quietLogger, trace: false });
+  const bob = createEngine({ adapter: network.node('bob'), clock, logger: quietLogger, trace: false });
   let done = false;
   const settle = <T>(p: Promise<T>): Promise<T> => {
     done = false;

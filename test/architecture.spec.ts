@@ -47,7 +47,7 @@ const LAYERS: readonly Layer[] = [
 ];
 
 /** Every module specifier a source imports (static, side-effect, re-export, dynamic). */
-export function specifiers(source: string): string[] {
+function specifiers(source: string): string[] {
   const found: string[] = [];
   const patterns = [/\b(?:import|export)\b[^'"`;]*?\bfrom\s*['"]([^'"]+)['"]/g, /^\s*import\s*['"]([^'"]+)['"]/gm, /\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g];
   for (const pattern of patterns) for (const match of source.matchAll(pattern)) found.push(match[1]!);
@@ -64,7 +64,7 @@ function packageName(specifier: string): string {
 }
 
 /** The layer violations of `files` (repository-relative path -> source text), one line each. */
-export function violations(files: ReadonlyMap<string, string>): string[] {
+function violations(files: ReadonlyMap<string, string>): string[] {
   const found: string[] = [];
   for (const [file, source] of files) {
     const layer = layerOf(file);

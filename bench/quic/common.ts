@@ -5,7 +5,9 @@
  */
 import { createHmac, randomFillSync } from 'node:crypto';
 import { QUICClient, QUICServer, QUICSocket, events as quicEvents, type QUICConnection, type QUICStream } from '@matrixai/quic';
-import { generateIdentity, type QuicIdentity } from '../../adapters/quic/index.js';
+import { createQuicAdapter, generateIdentity, type QuicAdapterOptions, type QuicIdentity } from '../../adapters/quic/index.js';
+import { createEngine, type Engine, type EngineInit } from '../../runtime/index.js';
+import { quietLogger } from '../common.js';
 
 /** A logger for the library that drops everything (the library's default prints to stderr). */
 export const silentLogger = (() => {
@@ -38,6 +40,27 @@ export function benchIdentity(name: string): Promise<QuicIdentity> {
   return found;
 }
 
+/**
+ * The peerline side of the QUIC benchmarks: two engines on their own
+ * adapters on loopback, both started (`serve` registers `b`'s handlers
+ * first), `a` knowing `b`'s address; nothing connected yet. Both log nothing.
+ */
+export async function quicEnginePair(
+  name: string,
+  options: { readonly adapter?: Partial<Omit<QuicAdapterOptions, 'identity'>>; readonly engine?: EngineInit; readonly serve: (b: Engine) => void },
+): Promise<{ a: Engine; b: Engine }> {
+  const adapterA = createQuicAdapter({ identity: await benchIdentity(`${name}-a`), logger: quietLogger, ...options.adapter });
+  const adapterB = createQuicAdapter({ identity: await benchIdentity(`${name}-b`), logger: quietLogger, ...options.adapter });
+  const init = { logger: quietLogger, trace: false, ...options.engine };
+  const a = createEngine({ adapter: adapterA, ...init });
+  const b = createEngine({ adapter: adapterB, ...init });
+  options.serve(b);
+  await a.start();
+  await b.start();
+  a.addPeer(b.peerId, [adapterB.address]);
+  return { a, b };
+}
+
 export const serverCrypto = {
   key: new Uint8Array(32).buffer as ArrayBuffer,
   ops: {
@@ -61,7 +84,8 @@ export const clientCrypto = { ops: { randomBytes: async (data: ArrayBuffer) => v
  */
 export const RAW_HEADER = Uint8Array.of(0x01, 0x00, 0x07, ...new TextEncoder().encode('bench/1'));
 
-function nativeOf(quic: QUICConnection): { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } {
+/** The connection's quiche handle, for writes the library's streams do not offer (data and FIN in one call). */
+export function nativeOf(quic: QUICConnection): { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } {
   return (quic as unknown as { conn: { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } }).conn;
 }
 
@@ -71,7 +95,8 @@ export async function endWithByte(quic: QUICConnection, stream: QUICStream, writ
   await writer.close();
 }
 
-async function readToEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+/** Reads and drops everything until the stream's end. */
+export async function readToEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
   for (;;) if ((await reader.read()).done) return;
 }
 

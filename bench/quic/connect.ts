@@ -39,7 +39,7 @@
 import { QUICClient, QUICSocket } from '@matrixai/quic';
 import { createQuicAdapter, peerIdFromCertificate, type QuicAdapter } from '../../adapters/quic/index.js';
 import { createEngine, type Engine } from '../../runtime/index.js';
-import { RESULT_PREFIX, flagArg, numberArg, say } from '../common.js';
+import { RESULT_PREFIX, flagArg, numberArg, quietLogger, say } from '../common.js';
 import { benchIdentity, clientCrypto, cpuMsSince, percentile, silentLogger, sortedCopy } from './common.js';
 
 const PEERS = numberArg('peers', 200);
@@ -47,7 +47,6 @@ const CONCURRENCY = numberArg('concurrency', 50);
 const ROUNDS = numberArg('rounds', 4);
 const ADAPTER = flagArg('adapter');
 
-const quiet = { trace: () => {}, warn: () => {} };
 
 interface Listener {
   readonly engine: Engine;
@@ -57,8 +56,8 @@ interface Listener {
 async function listeners(): Promise<Listener[]> {
   const out: Listener[] = [];
   for (let i = 0; i < PEERS; i++) {
-    const adapter = createQuicAdapter({ identity: await benchIdentity(`listener-${i}`), logger: quiet });
-    const engine = createEngine({ adapter, logger: quiet, trace: false, drainDeadlineMs: 200, forceCloseGraceMs: 500 });
+    const adapter = createQuicAdapter({ identity: await benchIdentity(`listener-${i}`), logger: quietLogger });
+    const engine = createEngine({ adapter, logger: quietLogger, trace: false, drainDeadlineMs: 200, forceCloseGraceMs: 500 });
     await engine.start();
     out.push({ engine, adapter });
   }
@@ -77,10 +76,10 @@ interface Round {
 const BAD_CERTIFICATE = 0x100 + 42;
 
 async function peerlineRound(peers: Listener[], round: number): Promise<Round> {
-  const adapter = createQuicAdapter({ identity: await benchIdentity(`dialler-${round}`), logger: quiet });
+  const adapter = createQuicAdapter({ identity: await benchIdentity(`dialler-${round}`), logger: quietLogger });
   const engine = createEngine({
     adapter,
-    logger: quiet,
+    logger: quietLogger,
     trace: false,
     dialConcurrency: CONCURRENCY,
     drainDeadlineMs: 200,
@@ -131,7 +130,7 @@ async function pooled<T>(peers: Listener[], dial: (peer: Listener) => Promise<T>
 
 /** `adapter.dial` alone: the transport peerline's engine dials through, with no engine on this side. */
 async function adapterRound(peers: Listener[], round: number): Promise<Round> {
-  const adapter = createQuicAdapter({ identity: await benchIdentity(`adapter-dialler-${round}`), logger: quiet });
+  const adapter = createQuicAdapter({ identity: await benchIdentity(`adapter-dialler-${round}`), logger: quietLogger });
   await adapter.start();
   const { took, cpu, failed } = await pooled(peers, (peer) =>
     adapter.dial(peer.engine.peerId, peer.adapter.address, { signal: new AbortController().signal }),

@@ -17,19 +17,10 @@
  *
  *   npx tsx bench/quic/library-behaviours.ts [--streams 150]
  */
-import type { QUICConnection } from '@matrixai/quic';
 import { int, numberArg, say } from '../common.js';
-import { rawPair } from './common.js';
+import { endWithByte, nativeOf, rawPair, readToEnd } from './common.js';
 
 const STREAMS = numberArg('streams', 150);
-
-function native(quic: QUICConnection): { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } {
-  return (quic as unknown as { conn: { streamSend(id: number, data: Uint8Array, fin: boolean): number | null } }).conn;
-}
-
-async function readToEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
-  for (;;) if ((await reader.read()).done) return;
-}
 
 /** Section 1: how many of `STREAMS` concurrent echo streams never see their end. */
 async function loneFin(withByte: boolean): Promise<number> {
@@ -44,7 +35,7 @@ async function loneFin(withByte: boolean): Promise<number> {
         chunks.push(value);
       }
       if (withByte) {
-        native(quic).streamSend(stream.streamId, Buffer.concat(chunks), true);
+        nativeOf(quic).streamSend(stream.streamId, Buffer.concat(chunks), true);
       } else {
         await writer.write(Buffer.concat(chunks));
       }
@@ -60,7 +51,7 @@ async function loneFin(withByte: boolean): Promise<number> {
         const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;
         const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
         if (withByte) {
-          native(p.client).streamSend(stream.streamId, Uint8Array.of(i & 0xff), true);
+          nativeOf(p.client).streamSend(stream.streamId, Uint8Array.of(i & 0xff), true);
         } else {
           await writer.write(Uint8Array.of(i & 0xff));
         }
@@ -83,7 +74,7 @@ async function creditAfter(listener: 'cancel' | 'read', opener: 'reset' | 'fin')
       const reader = stream.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
       const writer = stream.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>;
       await reader.read();
-      native(quic).streamSend(stream.streamId, Uint8Array.of(0x15), true);
+      nativeOf(quic).streamSend(stream.streamId, Uint8Array.of(0x15), true);
       await writer.close();
       if (listener === 'cancel') await reader.cancel(new Error('done')).catch(() => {});
       else await readToEnd(reader);
@@ -107,8 +98,7 @@ async function creditAfter(listener: 'cancel' | 'read', opener: 'reset' | 'fin')
       if (opener === 'reset') {
         await writer.abort(new Error('done')).catch(() => {});
       } else {
-        native(p.client).streamSend(stream.streamId, Uint8Array.of(0), true);
-        await writer.close();
+        await endWithByte(p.client, stream, writer);
       }
     })().catch(() => {});
   }

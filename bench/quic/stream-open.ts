@@ -25,10 +25,8 @@
  *
  *   npx tsx bench/quic/stream-open.ts [--rounds 8] [--batch 50] [--concurrency 16] [--window 1000]
  */
-import { createQuicAdapter } from '../../adapters/quic/index.js';
-import { createEngine, type Engine } from '../../runtime/index.js';
 import { int, numberArg, say } from '../common.js';
-import { benchIdentity, cpuMsSince, percentile, rawClient, rawServer, sortedCopy } from './common.js';
+import { benchIdentity, cpuMsSince, percentile, quicEnginePair, rawClient, rawServer, sortedCopy } from './common.js';
 
 const ROUNDS = numberArg('rounds', 8);
 const BATCH = numberArg('batch', 50);
@@ -42,19 +40,12 @@ interface Subject {
   close(): Promise<void>;
 }
 
-const quiet = { trace: () => {}, warn: () => {} };
-
-/** peerline engines need each other's address: made after both adapters are bound. */
 async function peerlineSubject(name: string, tuning: boolean): Promise<Subject> {
-  const adapterA = createQuicAdapter({ identity: await benchIdentity(`${name}-a`), logger: quiet, tuning });
-  const adapterB = createQuicAdapter({ identity: await benchIdentity(`${name}-b`), logger: quiet, tuning });
-  const options = { logger: quiet, trace: false, drainDeadlineMs: 200, forceCloseGraceMs: 200 };
-  const a = createEngine({ adapter: adapterA, ...options });
-  const b = createEngine({ adapter: adapterB, ...options });
-  b.handle('bench/1', (stream) => stream.close());
-  await a.start();
-  await b.start();
-  a.addPeer(b.peerId, [adapterB.address]);
+  const { a, b } = await quicEnginePair(name, {
+    adapter: { tuning },
+    engine: { drainDeadlineMs: 200, forceCloseGraceMs: 200 },
+    serve: (b) => b.handle('bench/1', (stream) => stream.close()),
+  });
   // Connect (and warm up) before timing.
   for (let i = 0; i < 20; i++) (await a.openStream(b.peerId, 'bench/1')).close();
   return {

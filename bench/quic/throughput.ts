@@ -27,10 +27,9 @@
  */
 import dgram from 'node:dgram';
 import { LOOPBACK_DATAGRAM } from '../../adapters/quic/seam/index.js';
-import { createQuicAdapter } from '../../adapters/quic/index.js';
-import { createEngine, type Engine } from '../../runtime/index.js';
+import type { PeerStream } from '../../runtime/index.js';
 import { RESULT_PREFIX, median, numberArg, say } from '../common.js';
-import { benchIdentity, cpuMsSince, rawPair } from './common.js';
+import { cpuMsSince, quicEnginePair, rawPair } from './common.js';
 
 const MB = numberArg('mb', 64);
 const RAW_MB = numberArg('raw-mb', 8);
@@ -47,7 +46,6 @@ interface Subject {
   close(): Promise<void>;
 }
 
-const quiet = { trace: () => {}, warn: () => {} };
 const payload = new Uint8Array(CHUNK).fill(0x5a);
 
 async function writeAll(writer: WritableStreamDefaultWriter<Uint8Array>, bytes: number): Promise<void> {
@@ -55,13 +53,8 @@ async function writeAll(writer: WritableStreamDefaultWriter<Uint8Array>, bytes: 
 }
 
 async function peerline(name: string, quicConfig: { maxSendUdpPayloadSize?: number; maxRecvUdpPayloadSize?: number }): Promise<Subject> {
-  const adapterA = createQuicAdapter({ identity: await benchIdentity(`${name}-a`), logger: quiet, quicConfig });
-  const adapterB = createQuicAdapter({ identity: await benchIdentity(`${name}-b`), logger: quiet, quicConfig });
-  const options = { logger: quiet, trace: false, drainDeadlineMs: 500, forceCloseGraceMs: 500 };
-  const a: Engine = createEngine({ adapter: adapterA, ...options });
-  const b: Engine = createEngine({ adapter: adapterB, ...options });
   let received = 0;
-  b.handle('sink/1', async (stream) => {
+  const sink = async (stream: PeerStream): Promise<void> => {
     const reader = stream.readable.getReader();
     for (;;) {
       const { done, value } = await reader.read();
@@ -71,10 +64,12 @@ async function peerline(name: string, quicConfig: { maxSendUdpPayloadSize?: numb
     const writer = stream.writable.getWriter();
     await writer.write(Uint8Array.of(1));
     await writer.close();
+  };
+  const { a, b } = await quicEnginePair(name, {
+    adapter: { quicConfig },
+    engine: { drainDeadlineMs: 500, forceCloseGraceMs: 500 },
+    serve: (b) => b.handle('sink/1', sink),
   });
-  await a.start();
-  await b.start();
-  a.addPeer(b.peerId, [adapterB.address]);
   const one = async (bytes: number): Promise<void> => {
     const stream = await a.openStream(b.peerId, 'sink/1');
     const writer = stream.writable.getWriter();

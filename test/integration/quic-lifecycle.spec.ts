@@ -7,8 +7,7 @@
  * clock, so only outcomes are asserted, never durations.
  */
 import assert from 'node:assert/strict';
-import { quicAddress } from '../../adapters/quic/index.js';
-import { createQuicAdapter } from '../../adapters/quic/index.js';
+import { createQuicAdapter, quicAddress } from '../../adapters/quic/index.js';
 import { createEngine, PeerlineError, type ConnectionState, type StreamAnswer } from '../../runtime/index.js';
 import { useCluster, waitFor, type Cluster, type Node } from '../fixtures/quic-cluster.js';
 import { blackhole, identity, recordingLogger } from '../fixtures/identity.js';

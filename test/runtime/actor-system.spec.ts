@@ -3,6 +3,7 @@ import { assign, createActor, createMachine, fromCallback, type AnyActorRef, typ
 import { VirtualClock } from '../../adapters/memory/index.js';
 import { ActorHost, SharedActorSystem, createRootActor, stopRootActor } from '../../runtime/actor-system.js';
 import { Engine } from '../../runtime/index.js';
+import { hub } from '../fixtures/pair.js';
 import { swarm, type Swarm } from '../fixtures/swarm.js';
 import { actorOf } from '../../runtime/test-hooks.js';
 
@@ -163,11 +164,7 @@ describe('runtime: the engine’s peer machines', () => {
 
   it('share one actor system per engine', async () => {
     s = await swarm();
-    const a = await s.add('a');
-    await s.add('b');
-    await s.add('c');
-    a.addPeer('b', [s.network.address('b')]);
-    a.addPeer('c', [s.network.address('c')]);
+    const a = await hub(s);
     await s.until(Promise.all([a.withConnection('b', () => {}), a.withConnection('c', () => {})]));
     const toB = actorOf(a, 'b');
     const toC = actorOf(a, 'c');

@@ -6,8 +6,9 @@
  * deterministic: times are asserted on the virtual clock.
  */
 import { strict as assert } from 'node:assert';
-import type { ConnectionState, PeerStream } from '../../runtime/index.js';
+import type { ConnectionState, Engine, PeerStream } from '../../runtime/index.js';
 import { createEngine, PeerlineError } from '../../runtime/index.js';
+import { hub } from '../fixtures/pair.js';
 import { codes, echo, holder, swarm, track, type Swarm } from '../fixtures/swarm.js';
 
 /** Opens a stream, checks it, and closes it: the peer is then idle. */
@@ -29,6 +30,16 @@ describe('lifecycle policies over the memory network', () => {
   // ------------------------------------------------------------ pinned peers
 
   describe('pinned peers: give-up limit, restart intensity, unpinning', () => {
+    /** `a` with `b` pinned and ready, retried every 100 ms, under the given restart intensity. */
+    async function pinnedReady(intensity: { maxRestarts: number; periodMs: number }): Promise<Engine> {
+      s = await swarm();
+      const a = await s.add('a', { pinnedRetry: { strategy: 'fixed', delayMs: 100 }, pinnedRestartIntensity: intensity });
+      await s.add('b');
+      a.addPeer('b', [s.network.address('b')], { pinned: true });
+      await s.advance(10);
+      return a;
+    }
+
     it('pinnedRetry.maxAttempts: after that many failed attempts in a row the peer goes gaveUp and is not dialled again', async () => {
       s = await swarm();
       const a = await s.add('a', { pinnedRetry: { strategy: 'fixed', delayMs: 200, maxAttempts: 3 } });
@@ -54,14 +65,7 @@ describe('lifecycle policies over the memory network', () => {
     });
 
     it('restart intensity: a peer that keeps failing after ready gives up after more than maxRestarts failures within the period', async () => {
-      s = await swarm();
-      const a = await s.add('a', {
-        pinnedRetry: { strategy: 'fixed', delayMs: 100 },
-        pinnedRestartIntensity: { maxRestarts: 2, periodMs: 10_000 },
-      });
-      await s.add('b');
-      a.addPeer('b', [s.network.address('b')], { pinned: true });
-      await s.advance(10);
+      const a = await pinnedReady({ maxRestarts: 2, periodMs: 10_000 });
       for (let i = 0; i < 2; i++) {
         assert.equal(a.snapshot().peers[0]?.state, 'ready');
         s.network.drop('a', 'b');
@@ -76,14 +80,7 @@ describe('lifecycle policies over the memory network', () => {
     });
 
     it('restart intensity: failures further apart than the period never add up', async () => {
-      s = await swarm();
-      const a = await s.add('a', {
-        pinnedRetry: { strategy: 'fixed', delayMs: 100 },
-        pinnedRestartIntensity: { maxRestarts: 1, periodMs: 2_000 },
-      });
-      await s.add('b');
-      a.addPeer('b', [s.network.address('b')], { pinned: true });
-      await s.advance(10);
+      const a = await pinnedReady({ maxRestarts: 1, periodMs: 2_000 });
       for (let i = 0; i < 4; i++) {
         s.network.drop('a', 'b');
         await s.advance(2_500);
@@ -504,11 +501,7 @@ describe('lifecycle policies over the memory network', () => {
 
     it('peers$ gives the current map at once, one map per turn of changes, and completes when the engine stops', async () => {
       s = await swarm();
-      const a = await s.add('a');
-      await s.add('b');
-      await s.add('c');
-      a.addPeer('b', [s.network.address('b')]);
-      a.addPeer('c', [s.network.address('c')]);
+      const a = await hub(s);
       await s.until(a.withConnection('b', () => undefined));
       const maps: Array<Record<string, string>> = [];
       let done = false;
