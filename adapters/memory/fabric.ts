@@ -139,8 +139,7 @@ export class Lane {
     const handle = clock.setTimeout(() => {
       this.#forget(handle);
       if (blockedAtSend || fabric.blocked(this.from, this.to, kind)) {
-        fabric.counters.dropped++;
-        if (options.onDrop !== undefined) fabric.run(options.onDrop);
+        this.#drop(options.onDrop);
         return;
       }
       // Behind held messages, or cut off now: wait for the heal, in order.
@@ -171,14 +170,19 @@ export class Lane {
       this.#held = undefined;
       for (const message of held) {
         if (fabric.blocked(this.from, this.to, message.kind)) {
-          fabric.counters.dropped++;
-          if (message.onDrop !== undefined) fabric.run(message.onDrop);
+          this.#drop(message.onDrop);
           continue;
         }
         fabric.counters.retransmitted++;
         fabric.run(message.deliver);
       }
     }, fabric.latency(this.from, this.to));
+  }
+
+  /** A delivery discarded by a fault: counted, and its sender told. */
+  #drop(onDrop: (() => void) | undefined): void {
+    this.#fabric.counters.dropped++;
+    if (onDrop !== undefined) this.#fabric.run(onDrop);
   }
 
   #hold(message: Held): void {

@@ -15,6 +15,7 @@
  *   heartbeat sends one ping per interval). Past it: `ControlFlood`.
  */
 import type { ControlMessage } from '../../protocol/control.js';
+import { RateLimiter } from '../../protocol/rate-limit.js';
 import type { TransportStream } from './seam/index.js';
 import { ControlDecoder, KIND_CONTROL, WireError } from './wire.js';
 
@@ -45,8 +46,8 @@ export class ControlChannel {
   #prefix: Uint8Array | undefined;
   /** Bytes written that the transport has not taken yet. */
   #backlog = 0;
-  #tokens = CONTROL_BURST;
-  #refilledAt = performance.now();
+  /** The inbound budget: one bucket of `CONTROL_BURST` tokens, refilled at `CONTROL_RATE` per second. */
+  readonly #budget = new RateLimiter({ connections: CONTROL_BURST, windowMs: (1_000 * CONTROL_BURST) / CONTROL_RATE }, () => performance.now(), 1);
 
   private constructor(transport: TransportStream, host: ControlHost, prefix: Uint8Array | undefined) {
     this.transport = transport;
@@ -134,21 +135,11 @@ export class ControlChannel {
   #deliver(messages: ControlMessage[]): void {
     for (const message of messages) {
       if (this.#host.controlClosed()) return;
-      if (!this.#take()) {
+      if (!this.#budget.take('')) {
         this.#host.flood(`more than ${CONTROL_RATE} control messages per second`);
         return;
       }
       this.#host.deliver(message);
     }
-  }
-
-  /** Takes one message's token from the inbound budget. */
-  #take(): boolean {
-    const now = performance.now();
-    this.#tokens = Math.min(CONTROL_BURST, this.#tokens + ((now - this.#refilledAt) * CONTROL_RATE) / 1_000);
-    this.#refilledAt = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
-    return true;
   }
 }

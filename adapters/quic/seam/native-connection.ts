@@ -27,7 +27,7 @@
 import { errors as quicErrors, events as quicEvents, native, type QUICConnection } from '@matrixai/quic';
 import { TransportError } from '../../../protocol/adapter.js';
 import { connectionInternals, type ConnectionInternals, type NativeConnection, type RecvInfo } from './internals.js';
-import { NativeStream, type NativeStreamOwner } from './native-stream.js';
+import { NativeStream, SHUTDOWN_READ, SHUTDOWN_WRITE, shutdownStream, type NativeStreamOwner } from './native-stream.js';
 import type { StreamTransport, TransportStream } from './transport.js';
 
 /** The path's link to its socket (see `socket.ts`). */
@@ -262,7 +262,8 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
     const local = (id & 1) === (this.#c.type === 'client' ? 0 : 1);
     if (local || !this.#peerIds.claim(id)) return undefined;
     if (this.#terminated) {
-      this.#shutdownBoth(id);
+      shutdownStream(this.conn, id, SHUTDOWN_READ, 0);
+      shutdownStream(this.conn, id, SHUTDOWN_WRITE, 0);
       return undefined;
     }
     const stream = new NativeStream(this, id);
@@ -270,16 +271,6 @@ export class NativePath implements StreamTransport, NativeStreamOwner {
     if (this.#onStream !== undefined) this.#onStream(stream);
     else this.#early.push(stream);
     return stream;
-  }
-
-  #shutdownBoth(id: number): void {
-    for (const direction of [0, 1]) {
-      try {
-        this.conn.streamShutdown(id, direction, 0);
-      } catch {
-        // Already over.
-      }
-    }
   }
 
   // ------------------------------------------------------------- receive

@@ -24,8 +24,17 @@ const READ_CHUNK = 64 * 1024;
 const scratch = new Uint8Array(READ_CHUNK);
 
 /** quiche's stream directions (`Shutdown`). */
-const SHUTDOWN_READ = 0;
-const SHUTDOWN_WRITE = 1;
+export const SHUTDOWN_READ = 0;
+export const SHUTDOWN_WRITE = 1;
+
+/** Shuts one direction of stream `id` down in quiche with `code`; a direction already over there (stopped by the remote, or collected) is left as it is. */
+export function shutdownStream(conn: NativeConnection, id: number, direction: typeof SHUTDOWN_READ | typeof SHUTDOWN_WRITE, code: number): void {
+  try {
+    conn.streamShutdown(id, direction, code);
+  } catch {
+    // Already over in quiche.
+  }
+}
 
 /** What a native stream needs from its connection's path. */
 export interface NativeStreamOwner {
@@ -246,39 +255,35 @@ export class NativeStream implements TransportStream {
 
   reset(code: number, reason: string): void {
     if (this.#writeOver) return;
-    try {
-      this.#owner.conn.streamShutdown(this.id, SHUTDOWN_WRITE, code);
-    } catch {
-      // Already over in quiche (stopped by the remote, or collected).
-    }
-    this.#owner.wake();
+    this.#shutdown(SHUTDOWN_WRITE, code);
     this.#failWrites(localStreamError(code, reason));
   }
 
   stop(code: number, reason: string): void {
     if (this.#readOver) return;
-    try {
-      this.#owner.conn.streamShutdown(this.id, SHUTDOWN_READ, code);
-    } catch {
-      // Already over in quiche.
-    }
-    this.#owner.wake();
-    const error = localStreamError(code, reason);
-    this.#readError = error;
+    this.#shutdown(SHUTDOWN_READ, code);
+    this.#failRead(localStreamError(code, reason));
+  }
+
+  /** The connection ended: everything pending fails with `error`; quiche is not touched. */
+  fail(error: TransportError): void {
+    this.#failRead(error);
+    this.#failWrites(error);
+  }
+
+  /** The read direction is over: a pending read, and every read after, fails with `error` (or the failure seen first). */
+  #failRead(error: TransportError): void {
+    this.#readError ??= error;
     const reader = this.#reader;
     this.#reader = undefined;
     reader?.reject(error);
     this.#readEnded();
   }
 
-  /** The connection ended: everything pending fails with `error`; quiche is not touched. */
-  fail(error: TransportError): void {
-    this.#readError ??= error;
-    const reader = this.#reader;
-    this.#reader = undefined;
-    reader?.reject(error);
-    this.#readOver = true;
-    this.#failWrites(error);
+  /** RESET_STREAM or STOP_SENDING, sent at the end of this turn. */
+  #shutdown(direction: typeof SHUTDOWN_READ | typeof SHUTDOWN_WRITE, code: number): void {
+    shutdownStream(this.#owner.conn, this.id, direction, code);
+    this.#owner.wake();
   }
 
   #checkReleased(): void {

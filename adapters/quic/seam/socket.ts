@@ -65,7 +65,6 @@ const done = Promise.resolve();
 const CID_LENGTH = native.quiche.MAX_CONN_ID_LEN;
 
 export class SocketPath implements DatagramSink {
-  readonly #socket: QUICSocket;
   readonly #s: SocketInternals;
   readonly #hooks: SocketHooks;
   readonly #routes = new Map<string, NativePath>();
@@ -76,7 +75,6 @@ export class SocketPath implements DatagramSink {
   #slabUsed = 0;
 
   constructor(socket: QUICSocket, hooks: SocketHooks) {
-    this.#socket = socket;
     this.#s = socketInternals(socket);
     this.#hooks = hooks;
     const missing = socketShape(socket);
@@ -210,10 +208,5 @@ export class SocketPath implements DatagramSink {
       return result;
     };
     return true;
-  }
-
-  /** The socket this path wraps. */
-  get socket(): QUICSocket {
-    return this.#socket;
   }
 }
