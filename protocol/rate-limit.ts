@@ -1,7 +1,8 @@
 /**
- * A token bucket per key (a remote address), for the inbound connection rate
- * limit of admission control. Shared by the engine and the adapters that
- * enforce admission themselves; it knows nothing of either.
+ * A token bucket per key: per remote address for the inbound connection rate
+ * limit of admission control (the engine and the adapters that enforce
+ * admission themselves), and one bucket for the QUIC control channel's
+ * message budget. It knows nothing of its users.
  *
  * Each key has a bucket of `connections` tokens that refills continuously at
  * `connections` per `windowMs`: a burst of `connections` at once, then that
